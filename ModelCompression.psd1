@@ -1,0 +1,27 @@
+@{
+    RootModule           = 'ModelCompression.dll'
+    ModuleVersion        = '0.1.0'
+    CompatiblePSEditions = @('Core')
+    PowerShellVersion    = '7.4'
+    GUID                 = '5c0f3c1e-7d3a-4d8e-9a51-3f1f2b6f0c4e'
+    Author               = 'ModelCompression contributors'
+    CompanyName          = 'ModelCompression'
+    Copyright            = '(c) ModelCompression contributors. MIT License.'
+    Description          = 'Makes ONNX models smaller and faster from PowerShell: quantization, pruning, distillation, honest latency and fidelity measurement. No Python.'
+    FormatsToProcess     = @('ModelCompression.format.ps1xml')
+    CmdletsToExport      = @(
+        'Get-Model'
+        'Get-ModelInfo'
+        'Export-Model'
+    )
+    FunctionsToExport    = @()
+    VariablesToExport    = @()
+    AliasesToExport      = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags         = @('ONNX', 'Quantization', 'Pruning', 'Distillation', 'MachineLearning', 'MLOps', 'OnnxRuntime')
+            LicenseUri   = 'https://opensource.org/licenses/MIT'
+            ReleaseNotes = 'First release: load, inspect and save ONNX models.'
+        }
+    }
+}

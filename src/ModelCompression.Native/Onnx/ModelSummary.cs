@@ -1,0 +1,95 @@
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Onnx;
+
+/// <summary>A value the graph takes or produces: name, element type and shape (symbolic dimensions by name).</summary>
+public sealed record ValueSignature(string Name, string ElementType, int ElementTypeCode, IReadOnlyList<string> Shape)
+{
+    public override string ToString() => $"{Name}: {ElementType}[{string.Join(",", Shape)}]";
+
+    public static ValueSignature From(ValueInfoProto v)
+    {
+        var tt = v.Type?.TensorType;
+        if (tt is null) return new ValueSignature(v.Name, v.Type?.ValueCase.ToString() ?? "unknown", 0, []);
+        var shape = tt.Shape?.Dim.Select(d => d.ValueCase switch
+        {
+            TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue => d.DimValue.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam => d.DimParam,
+            _ => "?",
+        }).ToList() ?? [];
+        return new ValueSignature(v.Name, ElementTypes.Name(tt.ElemType), tt.ElemType, shape);
+    }
+}
+
+/// <summary>Everything Get-ModelInfo reports, computed in one pass over the model.</summary>
+public sealed record ModelSummary(
+    string Name,
+    string? Path,
+    long FileSize,
+    long SerializedSize,
+    long Parameters,
+    IReadOnlyDictionary<string, long> BytesByElementType,
+    long IrVersion,
+    IReadOnlyDictionary<string, long> Opsets,
+    string Producer,
+    IReadOnlyList<ValueSignature> Inputs,
+    IReadOnlyList<ValueSignature> Outputs,
+    IReadOnlyDictionary<string, int> OperatorCounts,
+    int NodeCount,
+    double Sparsity,
+    IReadOnlyList<ModelStage> History)
+{
+    public static ModelSummary Of(OnnxModel model)
+    {
+        var proto = model.Proto;
+        var graph = proto.Graph;
+        long parameters = 0, weightElements = 0, zeros = 0;
+        var bytes = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        foreach (var t in graph.Initializer)
+        {
+            long n = TensorData.ElementCount(t);
+            parameters += n;
+            string type = ElementTypes.Name(t.DataType);
+            bytes[type] = bytes.GetValueOrDefault(type) + TensorData.StorageBytes(t);
+            if (ElementTypes.IsFloatingPoint(t.DataType) && n > 1)
+            {
+                weightElements += n;
+                zeros += TensorData.CountZeros(t);
+            }
+        }
+        var ops = new SortedDictionary<string, int>(StringComparer.Ordinal);
+        int nodes = 0;
+        foreach (var node in AllNodes(graph))
+        {
+            nodes++;
+            string key = string.IsNullOrEmpty(node.Domain) || node.Domain == "ai.onnx" ? node.OpType : node.Domain + "." + node.OpType;
+            ops[key] = ops.GetValueOrDefault(key) + 1;
+        }
+        var initNames = graph.Initializer.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var opsets = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        foreach (var o in proto.OpsetImport) opsets[string.IsNullOrEmpty(o.Domain) ? "ai.onnx" : o.Domain] = o.Version;
+        string producer = string.IsNullOrEmpty(proto.ProducerVersion) ? proto.ProducerName : $"{proto.ProducerName} {proto.ProducerVersion}";
+        long fileSize = model.SourcePath is not null && File.Exists(model.SourcePath) && model.History.Count == 0 ? new FileInfo(model.SourcePath).Length : -1;
+        return new ModelSummary(
+            model.Name, model.SourcePath, fileSize, model.SerializedSize, parameters, bytes, proto.IrVersion, opsets, producer,
+            graph.Input.Where(i => !initNames.Contains(i.Name)).Select(ValueSignature.From).ToList(),
+            graph.Output.Select(ValueSignature.From).ToList(),
+            ops, nodes,
+            weightElements == 0 ? 0 : (double)zeros / weightElements,
+            model.History);
+    }
+
+    /// <summary>Nodes of the graph and of every subgraph (If/Loop/Scan bodies).</summary>
+    public static IEnumerable<NodeProto> AllNodes(GraphProto graph)
+    {
+        foreach (var node in graph.Node)
+        {
+            yield return node;
+            foreach (var a in node.Attribute)
+            {
+                if (a.G is not null) foreach (var n in AllNodes(a.G)) yield return n;
+                foreach (var g in a.Graphs) foreach (var n in AllNodes(g)) yield return n;
+            }
+        }
+    }
+}

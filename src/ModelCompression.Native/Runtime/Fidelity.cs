@@ -1,0 +1,127 @@
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
+
+namespace ModelCompression.Native.Runtime;
+
+/// <summary>How closely one output of a model follows the same output of a reference model.</summary>
+public sealed record OutputFidelity(
+    string Output,
+    long Values,
+    double Cosine,
+    double MaxAbsError,
+    double MeanAbsError,
+    double? Top1Agreement,
+    double? ReferenceAccuracy,
+    double? DifferenceAccuracy);
+
+/// <summary>
+/// Accumulates fidelity metrics for one output over batches, so memory stays one batch wide.
+/// Top-1 is taken along the last axis (the class axis) when it has more than one entry.
+/// </summary>
+public sealed class FidelityAccumulator(string output)
+{
+    double dot, normRef, normDiff, maxAbs, sumAbs;
+    long values, rows, agree, refCorrect, diffCorrect, labelled;
+
+    public void Add(NamedArray reference, NamedArray difference, ReadOnlySpan<long> labels = default)
+    {
+        if (!reference.Shape.SequenceEqual(difference.Shape))
+            throw new EngineException("OutputShapeMismatch", EngineErrorKind.InvalidData,
+                $"Output '{output}' has shape [{string.Join(",", reference.Shape)}] in the reference but [{string.Join(",", difference.Shape)}] in the other model.");
+        float[] a = reference.AsFloat(), b = difference.AsFloat();
+        for (int i = 0; i < a.Length; i++)
+        {
+            double x = a[i], y = b[i], d = Math.Abs(x - y);
+            dot += x * y; normRef += x * x; normDiff += y * y; sumAbs += d;
+            if (d > maxAbs || double.IsNaN(d)) maxAbs = d;
+        }
+        values += a.Length;
+
+        int classes = reference.Shape.Length >= 2 ? (int)reference.Shape[^1] : 0;
+        if (classes < 2) return;
+        int n = a.Length / classes;
+        bool hasLabels = labels.Length == n;
+        for (int r = 0; r < n; r++)
+        {
+            int ia = ArgMax(a.AsSpan(r * classes, classes)), ib = ArgMax(b.AsSpan(r * classes, classes));
+            if (ia == ib) agree++;
+            if (hasLabels)
+            {
+                if (ia == labels[r]) refCorrect++;
+                if (ib == labels[r]) diffCorrect++;
+                labelled++;
+            }
+        }
+        rows += n;
+    }
+
+    public OutputFidelity Result()
+    {
+        double cosine = normRef == 0 && normDiff == 0 ? 1 : normRef == 0 || normDiff == 0 ? 0 : dot / Math.Sqrt(normRef * normDiff);
+        return new OutputFidelity(output, values, cosine, maxAbs, values == 0 ? 0 : sumAbs / values,
+            rows == 0 ? null : (double)agree / rows,
+            labelled == 0 ? null : (double)refCorrect / labelled,
+            labelled == 0 ? null : (double)diffCorrect / labelled);
+    }
+
+    static int ArgMax(ReadOnlySpan<float> v)
+    {
+        int best = 0;
+        for (int i = 1; i < v.Length; i++) if (v[i] > v[best]) best = i;
+        return best;
+    }
+}
+
+/// <summary>Where comparison inputs come from: a data set (batched), or synthesized batches.</summary>
+public sealed record ComparisonInputs
+{
+    public DataSet? Data { get; init; }
+    public SynthesisOptions Synthesis { get; init; } = new();
+    /// <summary>Synthesized batches to run when there is no data.</summary>
+    public int SyntheticBatches { get; init; } = 4;
+    public int BatchSize { get; init; } = 32;
+}
+
+/// <summary>Runs a reference and another model in ONNX Runtime on the same inputs and measures how far apart their outputs are.</summary>
+public static class ModelComparer
+{
+    public static IReadOnlyList<OutputFidelity> Compare(OnnxModel reference, OnnxModel difference, ComparisonInputs inputs,
+        SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default)
+    {
+        using var a = new ModelSession(reference, settings);
+        using var b = new ModelSession(difference, settings);
+        var outputs = a.OutputNames.Where(b.OutputNames.Contains).ToList();
+        if (outputs.Count == 0)
+            throw new EngineException("OutputsDisjoint", EngineErrorKind.InvalidArgument,
+                $"Models '{reference.Name}' and '{difference.Name}' share no output name; they cannot be compared.");
+        var acc = outputs.ToDictionary(o => o, o => new FidelityAccumulator(o));
+        foreach (var (batch, labels, fraction) in Batches(reference, inputs))
+        {
+            cancel.ThrowIfCancellationRequested();
+            var ra = a.Run(batch, outputs);
+            var rb = b.Run(batch, outputs);
+            for (int i = 0; i < outputs.Count; i++) acc[outputs[i]].Add(ra[i], rb[i], labels);
+            progress?.Report(fraction);
+        }
+        return outputs.Select(o => acc[o].Result()).ToList();
+    }
+
+    /// <summary>Input batches with their labels (empty when none) and the fraction done after each.</summary>
+    public static IEnumerable<(IReadOnlyDictionary<string, NamedArray> Inputs, long[] Labels, double Fraction)> Batches(OnnxModel model, ComparisonInputs inputs)
+    {
+        if (inputs.Data is { } data)
+        {
+            var map = data.MapToInputs(InputSynthesizer.Inputs(model));
+            long[] labels = data.Labels ?? [];
+            for (long start = 0; start < data.Rows; start += inputs.BatchSize)
+            {
+                long count = Math.Min(inputs.BatchSize, data.Rows - start);
+                var batch = map.ToDictionary(kv => kv.Key, kv => kv.Value.Slice(start, count));
+                yield return (batch, labels.Length == 0 ? [] : labels.AsSpan((int)start, (int)count).ToArray(), (double)(start + count) / data.Rows);
+            }
+            yield break;
+        }
+        for (int i = 0; i < inputs.SyntheticBatches; i++)
+            yield return (InputSynthesizer.Synthesize(model, inputs.Synthesis with { Seed = inputs.Synthesis.Seed + i }), [], (i + 1.0) / inputs.SyntheticBatches);
+    }
+}

@@ -1,0 +1,113 @@
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Runtime;
+
+/// <summary>How to make inputs when no data file is given.</summary>
+public sealed record SynthesisOptions
+{
+    /// <summary>Fixed shapes by input name (overrides the signature entirely), or values by symbolic dimension name.</summary>
+    public IReadOnlyDictionary<string, long[]> InputShapes { get; init; } = new Dictionary<string, long[]>();
+    public IReadOnlyDictionary<string, long> Dimensions { get; init; } = new Dictionary<string, long>();
+    /// <summary>Size of a symbolic first (batch) dimension.</summary>
+    public long BatchSize { get; init; } = 1;
+    /// <summary>[min, max) for integer inputs; null: from a vocabulary size the model reveals, else [0, 100).</summary>
+    public (long Min, long Max)? IntegerRange { get; init; }
+    public int Seed { get; init; } = 1234;
+    /// <summary>Value used for symbolic dimensions other than the batch one when nothing else says; 0 means refuse.</summary>
+    public long DefaultDimension { get; init; }
+}
+
+/// <summary>
+/// Builds model inputs from the model's signature: floats from a standard normal distribution, integers
+/// uniformly from a range (the embedding table's row count for token ids, when the graph shows one).
+/// </summary>
+public static class InputSynthesizer
+{
+    public static IReadOnlyList<ValueSignature> Inputs(OnnxModel model)
+    {
+        var init = model.Proto.Graph.Initializer.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        return model.Proto.Graph.Input.Where(i => !init.Contains(i.Name)).Select(ValueSignature.From).ToList();
+    }
+
+    /// <summary>The concrete shape of every input, or an error naming the dimensions nothing fixes.</summary>
+    public static IReadOnlyDictionary<string, long[]> ResolveShapes(OnnxModel model, SynthesisOptions options)
+    {
+        var result = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        var missing = new List<string>();
+        foreach (var input in Inputs(model))
+        {
+            if (options.InputShapes.TryGetValue(input.Name, out var fixedShape)) { result[input.Name] = fixedShape; continue; }
+            var shape = new long[input.Shape.Count];
+            for (int i = 0; i < shape.Length; i++)
+            {
+                string d = input.Shape[i];
+                if (long.TryParse(d, out long v) && v > 0) shape[i] = v;
+                else if (options.Dimensions.TryGetValue(d, out long named)) shape[i] = named;
+                else if (i == 0) shape[i] = options.BatchSize;
+                else if (options.DefaultDimension > 0) shape[i] = options.DefaultDimension;
+                else missing.Add($"{input.Name}[{i}] ('{d}')");
+            }
+            result[input.Name] = shape;
+        }
+        if (missing.Count > 0)
+            throw new EngineException("InputDimensionUnresolved", EngineErrorKind.InvalidArgument,
+                $"Model '{model.Name}' has symbolic input dimensions that nothing fixes: {string.Join(", ", missing)}. Give them with -InputShape (e.g. @{{ name = 1,128 }}).");
+        return result;
+    }
+
+    public static Dictionary<string, NamedArray> Synthesize(OnnxModel model, SynthesisOptions options)
+    {
+        var shapes = ResolveShapes(model, options);
+        var rng = new Random(options.Seed);
+        var result = new Dictionary<string, NamedArray>(StringComparer.Ordinal);
+        foreach (var input in Inputs(model))
+        {
+            var shape = shapes[input.Name];
+            long count = shape.Aggregate(1L, (a, d) => checked(a * d));
+            int n = checked((int)count);
+            var range = options.IntegerRange ?? (0, VocabularySize(model, input.Name) ?? 100);
+            Array data = (TensorProto.Types.DataType)input.ElementTypeCode switch
+            {
+                TensorProto.Types.DataType.Float => Normal(rng, n),
+                TensorProto.Types.DataType.Double => Array.ConvertAll(Normal(rng, n), v => (double)v),
+                TensorProto.Types.DataType.Float16 => Array.ConvertAll(Normal(rng, n), v => (Half)v),
+                TensorProto.Types.DataType.Int64 => Enumerable.Range(0, n).Select(_ => rng.NextInt64(range.Min, range.Max)).ToArray(),
+                TensorProto.Types.DataType.Int32 => Enumerable.Range(0, n).Select(_ => (int)rng.NextInt64(range.Min, range.Max)).ToArray(),
+                TensorProto.Types.DataType.Uint8 => Enumerable.Range(0, n).Select(_ => (byte)rng.Next(0, 256)).ToArray(),
+                TensorProto.Types.DataType.Int8 => Enumerable.Range(0, n).Select(_ => (sbyte)rng.Next(-128, 128)).ToArray(),
+                TensorProto.Types.DataType.Bool => Enumerable.Range(0, n).Select(_ => rng.Next(2) == 1).ToArray(),
+                _ => throw new EngineException("InputTypeUnsupported", EngineErrorKind.NotImplemented,
+                    $"Input '{input.Name}' of model '{model.Name}' has element type {input.ElementType}, which cannot be synthesized; give -InputData."),
+            };
+            result[input.Name] = new NamedArray(input.Name, shape, data);
+        }
+        return result;
+    }
+
+    /// <summary>Row count of the embedding table a Gather reads with this input as indices, if any.</summary>
+    public static long? VocabularySize(OnnxModel model, string inputName)
+    {
+        var graph = model.Proto.Graph;
+        var inits = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        foreach (var node in graph.Node)
+            if (node.OpType == "Gather" && node.Input.Count >= 2 && node.Input[1] == inputName
+                && inits.TryGetValue(node.Input[0], out var table) && table.Dims.Count >= 1)
+                return table.Dims[0];
+        return null;
+    }
+
+    static float[] Normal(Random rng, int n)
+    {
+        var r = new float[n];
+        for (int i = 0; i < n; i += 2)
+        {
+            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
+            double mag = Math.Sqrt(-2 * Math.Log(u1));
+            r[i] = (float)(mag * Math.Cos(2 * Math.PI * u2));
+            if (i + 1 < n) r[i + 1] = (float)(mag * Math.Sin(2 * Math.PI * u2));
+        }
+        return r;
+    }
+}

@@ -1,0 +1,146 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
+
+namespace ModelCompression.Native.Runtime;
+
+/// <summary>How to open an ONNX Runtime session.</summary>
+public sealed record SessionSettings
+{
+    public string Provider { get; init; } = "CPU";
+    public int IntraOpThreads { get; init; }
+    public int InterOpThreads { get; init; }
+    /// <summary>Basic, Extended, All or None; null keeps ONNX Runtime's default (All).</summary>
+    public string? GraphOptimization { get; init; }
+
+    internal SessionOptions Create()
+    {
+        var o = new SessionOptions();
+        if (IntraOpThreads > 0) o.IntraOpNumThreads = IntraOpThreads;
+        if (InterOpThreads > 0) o.InterOpNumThreads = InterOpThreads;
+        if (GraphOptimization is not null) o.GraphOptimizationLevel = OptimizationLevel(GraphOptimization);
+        ExecutionProviders.Append(o, Provider);
+        return o;
+    }
+
+    public static GraphOptimizationLevel OptimizationLevel(string level) => level.ToLowerInvariant() switch
+    {
+        "none" or "disabled" => GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic" => GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended" => GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all" => GraphOptimizationLevel.ORT_ENABLE_ALL,
+        _ => throw new EngineException("GraphOptimizationLevelInvalid", EngineErrorKind.InvalidArgument, $"Unknown graph optimization level '{level}'; use None, Basic, Extended or All."),
+    };
+}
+
+/// <summary>Execution providers: which exist in this ONNX Runtime build, and turning a name into session options.</summary>
+public static class ExecutionProviders
+{
+    public static IReadOnlyList<string> Available() => OrtEnv.Instance().GetAvailableProviders()
+        .Select(p => p.EndsWith("ExecutionProvider", StringComparison.Ordinal) ? p[..^"ExecutionProvider".Length] : p).ToList();
+
+    internal static void Append(SessionOptions options, string provider)
+    {
+        var available = Available();
+        string? match = available.FirstOrDefault(p => string.Equals(p, provider, StringComparison.OrdinalIgnoreCase));
+        if (match is null)
+            throw new EngineException("ExecutionProviderUnavailable", EngineErrorKind.NotImplemented,
+                $"Execution provider '{provider}' is not available in this ONNX Runtime build. Available here: {string.Join(", ", available)}.");
+        if (match == "CPU") return;
+        try { options.AppendExecutionProvider(match + "ExecutionProvider", new Dictionary<string, string>()); }
+        catch (OnnxRuntimeException e)
+        {
+            throw new EngineException("ExecutionProviderFailed", EngineErrorKind.InvalidOperation, $"Execution provider '{match}' could not be started: {e.Message}", e);
+        }
+    }
+}
+
+/// <summary>
+/// An ONNX Runtime session over an <see cref="OnnxModel"/>, with inputs and outputs as <see cref="NamedArray"/>s.
+/// </summary>
+public sealed class ModelSession : IDisposable
+{
+    readonly InferenceSession session;
+
+    public ModelSession(OnnxModel model, SessionSettings? settings = null)
+    {
+        Model = model;
+        using var options = (settings ?? new SessionSettings()).Create();
+        try { session = new InferenceSession(ModelIO.ToBytes(model), options); }
+        catch (OnnxRuntimeException e)
+        {
+            throw new EngineException("ModelSessionFailed", EngineErrorKind.InvalidData,
+                $"ONNX Runtime cannot load model '{model.Name}': {e.Message}", e) { Target = model.SourcePath };
+        }
+        OutputNames = session.OutputMetadata.Keys.ToList();
+    }
+
+    public OnnxModel Model { get; }
+    public IReadOnlyList<string> OutputNames { get; }
+
+    /// <summary>Runs the model; every input must be given.</summary>
+    public IReadOnlyList<NamedArray> Run(IReadOnlyDictionary<string, NamedArray> inputs, IReadOnlyList<string>? outputs = null)
+    {
+        var names = inputs.Keys.ToList();
+        var values = new List<OrtValue>(names.Count);
+        try
+        {
+            foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
+            var wanted = outputs ?? OutputNames;
+            using var runOptions = new RunOptions();
+            using var results = session.Run(runOptions, names, values, wanted);
+            return results.Select((r, i) => FromOrtValue(wanted[i], r)).ToList();
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new EngineException("ModelRunFailed", EngineErrorKind.InvalidOperation, $"ONNX Runtime failed to run '{Model.Name}': {e.Message}", e) { Target = Model.SourcePath };
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    /// <summary>Runs with pre-built OrtValues and discards the outputs: the latency hot path.</summary>
+    internal void RunDiscard(IReadOnlyList<string> inputNames, IReadOnlyList<OrtValue> values, RunOptions runOptions)
+    {
+        using var results = session.Run(runOptions, inputNames, values, OutputNames);
+    }
+
+    internal static OrtValue ToOrtValue(NamedArray a) => a.Data switch
+    {
+        float[] f => OrtValue.CreateTensorValueFromMemory(f, a.Shape),
+        double[] d => OrtValue.CreateTensorValueFromMemory(d, a.Shape),
+        long[] l => OrtValue.CreateTensorValueFromMemory(l, a.Shape),
+        int[] i => OrtValue.CreateTensorValueFromMemory(i, a.Shape),
+        byte[] b => OrtValue.CreateTensorValueFromMemory(b, a.Shape),
+        sbyte[] s => OrtValue.CreateTensorValueFromMemory(s, a.Shape),
+        bool[] b => OrtValue.CreateTensorValueFromMemory(b, a.Shape),
+        Half[] h => OrtValue.CreateTensorValueFromMemory(Array.ConvertAll(h, v => new Float16(BitConverter.HalfToUInt16Bits(v))), a.Shape),
+        _ => throw new EngineException("ArrayTypeUnsupported", EngineErrorKind.InvalidData, $"Input '{a.Name}' has unsupported element type {a.ElementType.Name}."),
+    };
+
+    static NamedArray FromOrtValue(string name, OrtValue v)
+    {
+        if (!v.IsTensor)
+            throw new EngineException("OutputNotTensor", EngineErrorKind.NotImplemented, $"Output '{name}' is not a tensor; only tensor outputs are compared.");
+        var info = v.GetTensorTypeAndShape();
+        long[] shape = info.Shape;
+        Array data = info.ElementDataType switch
+        {
+            TensorElementType.Float => v.GetTensorDataAsSpan<float>().ToArray(),
+            TensorElementType.Double => v.GetTensorDataAsSpan<double>().ToArray(),
+            TensorElementType.Int64 => v.GetTensorDataAsSpan<long>().ToArray(),
+            TensorElementType.Int32 => v.GetTensorDataAsSpan<int>().ToArray(),
+            TensorElementType.UInt8 => v.GetTensorDataAsSpan<byte>().ToArray(),
+            TensorElementType.Int8 => v.GetTensorDataAsSpan<sbyte>().ToArray(),
+            TensorElementType.Bool => v.GetTensorDataAsSpan<bool>().ToArray(),
+            TensorElementType.Float16 => v.GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)BitConverter.UInt16BitsToHalf(h.value)).ToArray(),
+            var t => throw new EngineException("OutputTypeUnsupported", EngineErrorKind.NotImplemented, $"Output '{name}' has element type {t}, which is not supported."),
+        };
+        return new NamedArray(name, shape, data);
+    }
+
+    public void Dispose() => session.Dispose();
+}
