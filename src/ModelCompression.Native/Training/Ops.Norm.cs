@@ -1,0 +1,201 @@
+using System.Numerics.Tensors;
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Training;
+
+/// <summary>
+/// BatchNormalization. Training: normalizes with the batch's mean and (biased) variance per channel and moves the
+/// running mean and variance (inputs 3 and 4, updated in place) by momentum, as ONNX defines it. Inference: uses
+/// the running statistics. The running statistics are written back with the other initializers, so the exported
+/// node is an ordinary inference BatchNormalization.
+/// </summary>
+internal sealed class BatchNormKernel : TrainOp
+{
+    readonly float epsilon, momentum;
+    float[]? xhat, invStd;
+    bool usedBatchStats;
+
+    public BatchNormKernel(NodeProto node) : base(node)
+    {
+        epsilon = Float("epsilon", 1e-5f);
+        momentum = Float("momentum", 0.9f);
+    }
+
+    public override bool InputDifferentiable(int index) => index <= 2;
+
+    public override Tensor[] Forward(Tensor?[] inputs, PassContext ctx)
+    {
+        var x = FloatInput(inputs, 0);
+        var scale = FloatInput(inputs, 1).Data; var bias = FloatInput(inputs, 2).Data;
+        var mean = FloatInput(inputs, 3).Data; var variance = FloatInput(inputs, 4).Data;
+        if (x.Rank < 2) throw Error("TrainingShapeMismatch", $"input {ShapeText(x.Shape)} has no channel dimension.");
+        int n = x.Shape[0], c = x.Shape[1], size = x.Length / Math.Max(1, n * c);
+        var y = new float[x.Length];
+        usedBatchStats = ctx.Training;
+        invStd = new float[c];
+        if (ctx.Training)
+        {
+            xhat = new float[x.Length];
+            int count = n * size;
+            for (int ch = 0; ch < c; ch++)
+            {
+                double s = 0, s2 = 0;
+                for (int b = 0; b < n; b++)
+                {
+                    var span = x.Data.AsSpan((b * c + ch) * size, size);
+                    s += TensorPrimitives.Sum(span);
+                }
+                double mu = s / count;
+                for (int b = 0; b < n; b++)
+                    foreach (float v in x.Data.AsSpan((b * c + ch) * size, size)) s2 += (v - mu) * (v - mu);
+                double var = s2 / count;
+                float inv = (float)(1 / Math.Sqrt(var + epsilon));
+                invStd[ch] = inv;
+                for (int b = 0; b < n; b++)
+                {
+                    int o = (b * c + ch) * size;
+                    for (int i = 0; i < size; i++)
+                    {
+                        float h = (float)((x.Data[o + i] - mu) * inv);
+                        xhat[o + i] = h;
+                        y[o + i] = h * scale[ch] + bias[ch];
+                    }
+                }
+                mean[ch] = (float)(momentum * mean[ch] + (1 - momentum) * mu);
+                variance[ch] = (float)(momentum * variance[ch] + (1 - momentum) * var);
+            }
+        }
+        else
+        {
+            xhat = null;
+            for (int ch = 0; ch < c; ch++)
+            {
+                float inv = 1f / MathF.Sqrt(variance[ch] + epsilon);
+                invStd[ch] = inv;
+                float a = scale[ch] * inv, b0 = bias[ch] - mean[ch] * a;
+                for (int b = 0; b < n; b++)
+                {
+                    var src = x.Data.AsSpan((b * c + ch) * size, size);
+                    var dst = y.AsSpan((b * c + ch) * size, size);
+                    TensorPrimitives.Multiply(src, a, dst);
+                    TensorPrimitives.Add(dst, b0, dst);
+                }
+            }
+        }
+        return [Tensor.Float(x.Shape, y)];
+    }
+
+    public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
+    {
+        var x = inputs[0]!;
+        var scale = inputs[1]!.Data;
+        int n = x.Shape[0], c = x.Shape[1], size = x.Length / Math.Max(1, n * c);
+        var dx = need[0] ? new float[x.Length] : null;
+        var dscale = new float[c]; var dbias = new float[c];
+        for (int ch = 0; ch < c; ch++)
+        {
+            double sg = 0, sgh = 0;
+            for (int b = 0; b < n; b++)
+            {
+                int o = (b * c + ch) * size;
+                for (int i = 0; i < size; i++)
+                {
+                    float g = dy.Data[o + i];
+                    float h = usedBatchStats ? xhat![o + i] : (x.Data[o + i] - inputs[3]!.Data[ch]) * invStd![ch];
+                    sg += g; sgh += g * h;
+                }
+            }
+            dscale[ch] = (float)sgh; dbias[ch] = (float)sg;
+            if (dx is null) continue;
+            float k = scale[ch] * invStd![ch];
+            int count = n * size;
+            for (int b = 0; b < n; b++)
+            {
+                int o = (b * c + ch) * size;
+                for (int i = 0; i < size; i++)
+                {
+                    if (usedBatchStats)
+                        dx[o + i] = (float)(k * (dy.Data[o + i] - sg / count - xhat![o + i] * sgh / count));
+                    else dx[o + i] = k * dy.Data[o + i];
+                }
+            }
+        }
+        if (dx is not null) grads[0] = Tensor.Float(x.Shape, dx);
+        if (need[1]) grads[1] = Tensor.Float(inputs[1]!.Shape, dscale);
+        if (need[2]) grads[2] = Tensor.Float(inputs[2]!.Shape, dbias);
+    }
+}
+
+/// <summary>LayerNormalization over the trailing dimensions from axis (default -1), with scale and optional bias.</summary>
+internal sealed class LayerNormKernel : TrainOp
+{
+    readonly float epsilon;
+    readonly long axisAttr;
+    float[]? xhat, invStd;
+
+    public LayerNormKernel(NodeProto node) : base(node)
+    {
+        epsilon = Float("epsilon", 1e-5f);
+        axisAttr = Int("axis", -1);
+        if (Int("stash_type", 1) != 1) throw Unsupported("stash_type other than float");
+    }
+
+    (int Outer, int Inner) Layout(int[] shape)
+    {
+        int axis = Axis(axisAttr, shape.Length);
+        int inner = 1; for (int i = axis; i < shape.Length; i++) inner *= shape[i];
+        return (Tensor.Count(shape) / Math.Max(1, inner), inner);
+    }
+
+    public override Tensor[] Forward(Tensor?[] inputs, PassContext ctx)
+    {
+        var x = FloatInput(inputs, 0);
+        var scale = FloatInput(inputs, 1);
+        var bias = inputs.Length > 2 ? inputs[2] : null;
+        var (outer, inner) = Layout(x.Shape);
+        if (scale.Length != inner) throw Unsupported($"a scale of shape {ShapeText(scale.Shape)} for normalized size {inner}");
+        var y = new float[x.Length];
+        xhat = new float[x.Length];
+        invStd = new float[outer];
+        for (int o = 0; o < outer; o++)
+        {
+            var src = x.Data.AsSpan(o * inner, inner);
+            float mu = TensorPrimitives.Sum(src) / inner;
+            var h = xhat.AsSpan(o * inner, inner);
+            TensorPrimitives.Subtract(src, mu, h);
+            float var = TensorPrimitives.SumOfSquares(h) / inner;
+            float inv = 1f / MathF.Sqrt(var + epsilon);
+            invStd[o] = inv;
+            TensorPrimitives.Multiply(h, inv, h);
+            var dst = y.AsSpan(o * inner, inner);
+            TensorPrimitives.Multiply(h, scale.Data, dst);
+            if (bias is not null) TensorPrimitives.Add(dst, bias.Data, dst);
+        }
+        return [Tensor.Float(x.Shape, y)];
+    }
+
+    public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
+    {
+        var x = inputs[0]!; var scale = inputs[1]!;
+        var (outer, inner) = Layout(x.Shape);
+        var dx = need[0] ? new float[x.Length] : null;
+        var dscale = new float[inner]; var dbias = new float[inner];
+        var dh = new float[inner];
+        for (int o = 0; o < outer; o++)
+        {
+            var g = dy.Data.AsSpan(o * inner, inner);
+            var h = xhat!.AsSpan(o * inner, inner);
+            TensorPrimitives.Add(dbias, g, dbias);
+            TensorPrimitives.MultiplyAdd(g, h, dscale, dscale);
+            if (dx is null) continue;
+            TensorPrimitives.Multiply(g, scale.Data, dh);
+            float mean = TensorPrimitives.Sum(dh) / inner;
+            float meanH = TensorPrimitives.Dot(dh, h) / inner;
+            var d = dx.AsSpan(o * inner, inner);
+            for (int i = 0; i < inner; i++) d[i] = invStd![o] * (dh[i] - mean - h[i] * meanH);
+        }
+        if (dx is not null) grads[0] = Tensor.Float(x.Shape, dx);
+        if (need[1]) grads[1] = Tensor.Float(scale.Shape, dscale);
+        if (inputs.Length > 2 && inputs[2] is { } b && need[2]) grads[2] = Tensor.Float(b.Shape, dbias);
+    }
+}

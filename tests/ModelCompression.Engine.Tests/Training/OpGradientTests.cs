@@ -1,0 +1,264 @@
+using ModelCompression.Native;
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Runtime;
+using ModelCompression.Native.Training;
+using static ModelCompression.Native.Onnx.GraphBuilder;
+using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace ModelCompression.Engine.Tests.Training;
+
+/// <summary>
+/// Op by op: the training engine's forward pass agrees with ONNX Runtime on the same graph, and its gradients
+/// (for the graph input and every trainable initializer) agree with central finite differences of sum(output·R).
+/// </summary>
+public class OpGradientTests
+{
+    sealed record Case(OnnxModel Model, int[] InputShape, float Epsilon = 1e-2f, double Tolerance = 2e-2);
+
+    static Case Make(string name)
+    {
+        var rng = new Random(name.GetHashCode(StringComparison.Ordinal) & 0xffff);
+        float[] R(int n, float s = 1f) => TestModels.RandomWeights(rng, n, s);
+        GraphBuilder G(params object[] xshape) => new GraphBuilder(name).Input("x", DT.Float, xshape).Output("y", DT.Float);
+        GraphBuilder b;
+        switch (name)
+        {
+            case "MatMul":
+                b = G(2, 3, 4); b.Node("MatMul", ["x", b.Initializer("w", [4, 5], R(20))], ["y"]);
+                return new(b.BuildModel(), [2, 3, 4]);
+            case "MatMulBatched":
+                b = G(2, 3, 4); b.Node("MatMul", ["x", b.Initializer("w", [2, 4, 5], R(40))], ["y"]);
+                return new(b.BuildModel(), [2, 3, 4]);
+            case "GemmTransAB":
+                b = G(4, 3);
+                b.Node("Gemm", ["x", b.Initializer("w", [5, 4], R(20)), b.Initializer("c", [5], R(5))], ["y"],
+                    attributes: [Attr("transA", 1L), Attr("transB", 1L), Attr("alpha", 0.7f), Attr("beta", 1.3f)]);
+                return new(b.BuildModel(), [4, 3]);
+            case "Gemm":
+                b = G(3, 4);
+                b.Node("Gemm", ["x", b.Initializer("w", [4, 5], R(20)), b.Initializer("c", [3, 5], R(15))], ["y"], attributes: [Attr("beta", 0.5f)]);
+                return new(b.BuildModel(), [3, 4]);
+            case "AddSubMulDivBroadcast":
+                {
+                    b = G(2, 3, 4);
+                    var h = b.Node("Add", ["x", b.Initializer("a", [4], R(4))]);
+                    h = b.Node("Mul", [h, b.Initializer("m", [3, 1], R(3))]);
+                    h = b.Node("Sub", [b.Initializer("s", [1, 3, 4], R(12)), h]);
+                    var d = b.Node("Add", [b.Initializer("d", [2, 1, 1], [2.5f, 3f]), b.Node("Mul", ["x", "x"])]);
+                    b.Node("Div", [h, d], ["y"]);
+                    return new(b.BuildModel(), [2, 3, 4]);
+                }
+            case "Activations":
+                {
+                    b = G(3, 5);
+                    var w = b.Initializer("w", [5, 5], R(25));
+                    var h = b.Node("MatMul", ["x", w]);
+                    var r = b.Node("Relu", [h]);
+                    var l = b.Node("LeakyRelu", [h], attributes: [Attr("alpha", 0.2f)]);
+                    var s = b.Node("Sigmoid", [h]);
+                    var t = b.Node("Tanh", [h]);
+                    var sum = b.Node("Add", [b.Node("Add", [r, l]), b.Node("Mul", [s, t])]);
+                    b.Node("Identity", [sum], ["y"]);
+                    return new(b.BuildModel(), [3, 5], Epsilon: 1e-3f);   // small steps: Relu/LeakyRelu kinks
+                }
+            case "ErfGelu":
+                {
+                    // the pattern torch.onnx.export writes for nn.GELU()
+                    b = G(3, 6);
+                    var h = b.Node("MatMul", ["x", b.Initializer("w", [6, 6], R(36))]);
+                    var e = b.Node("Erf", [b.Node("Div", [h, b.Initializer("sqrt2", [], [1.41421356f])])]);
+                    var g = b.Node("Mul", [h, b.Node("Add", [e, b.Initializer("one", [], [1f])])]);
+                    b.Node("Mul", [g, b.Initializer("half", [], [0.5f])], ["y"]);
+                    return new(b.BuildModel(), [3, 6]);
+                }
+            case "GeluOp":
+                {
+                    b = new GraphBuilder(name, opset: 20).Input("x", DT.Float, 3, 6).Output("y", DT.Float);
+                    var h = b.Node("MatMul", ["x", b.Initializer("w", [6, 6], R(36))]);
+                    var g1 = b.Node("Gelu", [h]);
+                    var g2 = b.Node("Gelu", [h], attributes: [Attr("approximate", "tanh")]);
+                    b.Node("Add", [g1, g2], ["y"]);
+                    return new(b.BuildModel(), [3, 6]);
+                }
+            case "Softmax":
+                {
+                    b = G(2, 3, 4);
+                    var h = b.Node("Mul", ["x", b.Initializer("k", [4], R(4, 2f))]);
+                    var s1 = b.Node("Softmax", [h], attributes: [Attr("axis", 1L)]);
+                    var s2 = b.Node("LogSoftmax", [h]);
+                    b.Node("Add", [s1, s2], ["y"]);
+                    return new(b.BuildModel(), [2, 3, 4]);
+                }
+            case "ConvGroupsPadsStridesDilations":
+                {
+                    b = G(2, 4, 9, 8);
+                    var h = b.Node("Conv", ["x", b.Initializer("w", [6, 2, 3, 3], R(108, 0.4f)), b.Initializer("b", [6], R(6))],
+                        attributes: [Attr("group", 2L), Attr("pads", new long[] { 1, 2, 0, 1 }), Attr("strides", new long[] { 2, 1 }), Attr("dilations", new long[] { 1, 2 })]);
+                    b.Node("Conv", [h, b.Initializer("w2", [3, 6, 1, 1], R(18, 0.4f))], ["y"]);
+                    return new(b.BuildModel(), [2, 4, 9, 8]);
+                }
+            case "Pools":
+                {
+                    b = G(2, 3, 7, 7);
+                    var h = b.Node("Mul", ["x", b.Initializer("k", [3, 1, 1], R(3, 2f))]);
+                    var m = b.Node("MaxPool", [h], attributes: [Attr("kernel_shape", new long[] { 3, 3 }), Attr("strides", new long[] { 2, 2 }), Attr("pads", new long[] { 1, 1, 1, 1 })]);
+                    var a = b.Node("AveragePool", [h], attributes: [Attr("kernel_shape", new long[] { 3, 3 }), Attr("strides", new long[] { 2, 2 }), Attr("pads", new long[] { 1, 1, 1, 1 }), Attr("count_include_pad", 1L)]);
+                    var a2 = b.Node("AveragePool", [h], attributes: [Attr("kernel_shape", new long[] { 2, 2 }), Attr("strides", new long[] { 2, 2 }), Attr("ceil_mode", 1L)]);
+                    var g = b.Node("GlobalAveragePool", [a2]);
+                    var s = b.Node("Add", [b.Node("Add", [m, a]), g]);
+                    b.Node("Identity", [s], ["y"]);
+                    return new(b.BuildModel(), [2, 3, 7, 7]);
+                }
+            case "BatchNorm":
+                {
+                    b = G(4, 3, 2, 2);
+                    b.Node("BatchNormalization", ["x", b.Initializer("scale", [3], R(3)), b.Initializer("bias", [3], R(3)),
+                        b.Initializer("mean", [3], R(3, 0.1f)), b.Initializer("var", [3], [1f, 1.5f, 0.7f])], ["y"], attributes: [Attr("epsilon", 1e-3f)]);
+                    return new(b.BuildModel(), [4, 3, 2, 2]);
+                }
+            case "LayerNorm":
+                {
+                    b = G(2, 3, 5);
+                    b.Node("LayerNormalization", ["x", b.Initializer("scale", [5], R(5)), b.Initializer("bias", [5], R(5))], ["y"], attributes: [Attr("epsilon", 1e-5f)]);
+                    return new(b.BuildModel(), [2, 3, 5]);
+                }
+            case "ShapeOps":
+                {
+                    // Flatten the way exporters write it: Shape -> Gather -> Unsqueeze -> Concat -> Reshape; then Transpose, Concat, Flatten
+                    b = G(2, 3, 4);
+                    var shape = b.Node("Shape", ["x"]);
+                    var n = b.Node("Gather", [shape, b.InitializerInt64("zero", [], [0])], attributes: [Attr("axis", 0L)]);
+                    var nu = b.Node("Unsqueeze", [n, b.InitializerInt64("axes0", [1], [0])]);
+                    var target = b.Node("Concat", [nu, b.InitializerInt64("minus1", [1], [-1])], attributes: [Attr("axis", 0L)]);
+                    var flat = b.Node("Reshape", ["x", target]);
+                    var scaled = b.Node("Mul", [flat, b.Initializer("k", [12], R(12))]);
+                    var t = b.Node("Transpose", [b.Node("Reshape", [scaled, b.InitializerInt64("s", [3], [2, 3, 4])])], attributes: [Attr("perm", new long[] { 2, 0, 1 })]);
+                    var c = b.Node("Concat", [t, b.Node("Mul", [t, t])], attributes: [Attr("axis", 1L)]);
+                    var sq = b.Node("Squeeze", [b.Node("Unsqueeze", [c, b.InitializerInt64("axes1", [1], [1])]), b.InitializerInt64("axes2", [1], [1])]);
+                    b.Node("Flatten", [sq], ["y"], attributes: [Attr("axis", 2L)]);
+                    return new(b.BuildModel(), [2, 3, 4]);
+                }
+            case "DropoutInference":
+                {
+                    b = G(3, 4);
+                    var h = b.Node("MatMul", ["x", b.Initializer("w", [4, 4], R(16))]);
+                    b.Node("Dropout", [h], ["y"]);
+                    return new(b.BuildModel(), [3, 4]);
+                }
+            default: throw new ArgumentException(name);
+        }
+    }
+
+    public static TheoryData<string> Cases => new()
+    {
+        "MatMul", "MatMulBatched", "Gemm", "GemmTransAB", "AddSubMulDivBroadcast", "Activations", "ErfGelu", "GeluOp", "Softmax",
+        "ConvGroupsPadsStridesDilations", "Pools", "BatchNorm", "LayerNorm", "ShapeOps",
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ForwardMatchesOnnxRuntimeAndGradientsMatchFiniteDifferences(string name)
+    {
+        var c = Make(name);
+        var rng = new Random(7);
+        var x = TestModels.RandomWeights(rng, Tensor.Count(c.InputShape), 1f);
+
+        // 1. inference forward against ONNX Runtime
+        var graph = TrainingGraph.Load(c.Model, new TrainingGraphOptions { InputGradients = true });
+        var inputs = new Dictionary<string, Tensor> { ["x"] = Tensor.Float(c.InputShape, x) };
+        var mine = graph.Forward(inputs, training: false)[0];
+        using (var session = new ModelSession(c.Model))
+        {
+            var ort = session.Run(new Dictionary<string, NamedArray> { ["x"] = new("x", c.InputShape.Select(d => (long)d).ToArray(), x) })[0];
+            Assert.Equal(ort.Shape.Select(d => (int)d), mine.Shape);
+            var expected = ort.AsFloat();
+            for (int i = 0; i < expected.Length; i++)
+                Assert.True(Math.Abs(expected[i] - mine.Data[i]) <= 1e-4 * (1 + Math.Abs(expected[i])), $"{name} forward [{i}]: {mine.Data[i]} vs ONNX Runtime {expected[i]}");
+        }
+
+        // 2. gradients of L = sum(y * r) in training mode
+        var y = graph.Forward(inputs, training: true)[0];
+        var r = TestModels.RandomWeights(rng, y.Length, 1f);
+        graph.Backward(new Dictionary<string, Tensor> { ["y"] = Tensor.Float(y.Shape, r) });
+        double Loss()
+        {
+            var o = graph.Forward(inputs, training: true)[0];
+            double s = 0;
+            for (int i = 0; i < o.Length; i++) s += (double)o.Data[i] * r[i];
+            return s;
+        }
+        var targets = new List<(string Name, float[] Values, float[] Grad)> { ("x", x, (float[])graph.InputGradient("x")!.Data.Clone()) };
+        foreach (var p in graph.Parameters.Where(p => p.Trainable)) targets.Add((p.Name, p.Value.Data, (float[])p.Grad.Clone()));
+        Assert.Contains(graph.Parameters, p => p.Trainable || name is "ShapeOps");
+        int checkedCount = 0;
+        foreach (var (tname, values, grad) in targets)
+        {
+            int step = Math.Max(1, values.Length / 12);
+            for (int i = 0; i < values.Length; i += step)
+            {
+                float saved = values[i];
+                float eps = c.Epsilon;
+                values[i] = saved + eps; double up = Loss();
+                values[i] = saved - eps; double down = Loss();
+                values[i] = saved;
+                double numeric = (up - down) / (2 * eps);
+                Assert.True(Math.Abs(numeric - grad[i]) <= c.Tolerance * (1 + Math.Abs(numeric)),
+                    $"{name}: d/d{tname}[{i}] analytic {grad[i]} vs numeric {numeric}");
+                checkedCount++;
+            }
+        }
+        Assert.True(checkedCount >= 5);
+    }
+
+    [Fact]
+    public void BatchNormTrainingUpdatesRunningStatisticsAndWritesThemBack()
+    {
+        var c = Make("BatchNorm");
+        var graph = TrainingGraph.Load(c.Model);
+        var mean = graph.Parameters.Single(p => p.Name == "mean");
+        Assert.False(mean.Trainable);
+        var before = (float[])mean.Value.Data.Clone();
+        var x = TestModels.RandomWeights(new Random(3), Tensor.Count(c.InputShape), 1f).Select(v => v + 2f).ToArray();
+        graph.Forward(new Dictionary<string, Tensor> { ["x"] = Tensor.Float(c.InputShape, x) }, training: true);
+        Assert.All(mean.Value.Data.Zip(before), p => Assert.True(p.First > p.Second, "running mean moves toward the batch mean (about 2)"));
+        var proto = c.Model.Proto.Clone();
+        graph.WriteBack(proto);
+        Assert.Equal(mean.Value.Data, TensorData.ToFloat(proto.Graph.Initializer.Single(t => t.Name == "mean")));
+    }
+
+    [Fact]
+    public void DropoutIsIdentityInInferenceAndScaledMaskInTraining()
+    {
+        var c = Make("DropoutInference");
+        var graph = TrainingGraph.Load(c.Model, new TrainingGraphOptions { Seed = 3 });
+        var x = Enumerable.Repeat(1f, 12).ToArray();
+        var w = graph.Parameters.Single().Value.Data;
+        var inputs = new Dictionary<string, Tensor> { ["x"] = Tensor.Float([3, 4], x) };
+        var eval = graph.Forward(inputs, false)[0].Data.ToArray();
+        var train = graph.Forward(inputs, true)[0].Data;
+        Assert.All(train.Zip(eval), p => Assert.True(p.First == 0f || Math.Abs(p.First - 2 * p.Second) < 1e-5));
+        Assert.Contains(train, v => v == 0f);
+    }
+
+    [Fact]
+    public void UnsupportedOpIsRefusedByName()
+    {
+        var b = new GraphBuilder("bad").Input("x", DT.Float, 2, 2).Output("y", DT.Float);
+        b.Node("Einsum", ["x", "x"], ["y"], attributes: [Attr("equation", "ij,jk->ik")]);
+        var e = Assert.Throws<EngineException>(() => TrainingGraph.Load(b.BuildModel()));
+        Assert.Equal("TrainingOpUnsupported", e.ErrorId);
+        Assert.Contains("Einsum", e.Message);
+    }
+
+    [Fact]
+    public void FreezeKeepsNamedTensorsAndRejectsUnknownNames()
+    {
+        var model = TestModels.Mlp();
+        var graph = TrainingGraph.Load(model, new TrainingGraphOptions { Freeze = ["fc0.weight"] });
+        Assert.False(graph.Parameters.Single(p => p.Name == "fc0.weight").Trainable);
+        Assert.True(graph.Parameters.Single(p => p.Name == "fc1.weight").Trainable);
+        var e = Assert.Throws<EngineException>(() => TrainingGraph.Load(model, new TrainingGraphOptions { Freeze = ["nope"] }));
+        Assert.Equal("FreezeTensorNotFound", e.ErrorId);
+    }
+}
