@@ -1,0 +1,240 @@
+using System.Diagnostics;
+using ModelCompression.Native;
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Distillation;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Runtime;
+using ModelCompression.Native.Training;
+using Xunit.Abstractions;
+using static ModelCompression.Native.Onnx.GraphBuilder;
+using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace ModelCompression.Engine.Tests.Distillation;
+
+public class DistillationTests(ITestOutputHelper output)
+{
+    /// <summary>features[batch, inputs] → (MatMul + Add + Relu) per hidden layer → logits[batch, classes], He-initialized.</summary>
+    internal static OnnxModel Student(int inputs, int[] hidden, int classes, int seed = 11, string inputName = "features", string outputName = "logits")
+    {
+        var rng = new Random(seed);
+        var b = new GraphBuilder("student").Input(inputName, DT.Float, "batch", inputs).Output(outputName, DT.Float, "batch", classes);
+        string x = inputName; int width = inputs;
+        var widths = hidden.Append(classes).ToArray();
+        for (int l = 0; l < widths.Length; l++)
+        {
+            bool last = l == widths.Length - 1;
+            var w = b.Initializer($"fc{l}.weight", [width, widths[l]], TestModels.RandomWeights(rng, width * widths[l], MathF.Sqrt(6f / width)));
+            var bias = b.Initializer($"fc{l}.bias", [widths[l]], new float[widths[l]]);
+            x = b.Node("Add", [b.Node("MatMul", [x, w]), bias], last ? [outputName] : null);
+            if (!last) x = b.Node("Relu", [x]);
+            width = widths[l];
+        }
+        return b.BuildModel("student");
+    }
+
+    static long Parameters(OnnxModel m) => m.Initializers.Sum(TensorData.ElementCount);
+
+    static double Accuracy(OnnxModel model, DataSet data)
+    {
+        using var session = new ModelSession(model);
+        var inputs = data.MapToInputs(InputSynthesizer.Inputs(model));
+        var logits = session.Run(inputs)[0];
+        var v = logits.AsFloat();
+        int classes = (int)logits.Shape[1];
+        var y = data.Labels!;
+        int correct = 0;
+        for (int r = 0; r < y.Length; r++)
+        {
+            int best = 0;
+            for (int c = 1; c < classes; c++) if (v[r * classes + c] > v[r * classes + best]) best = c;
+            if (best == y[r]) correct++;
+        }
+        return (double)correct / y.Length;
+    }
+
+    [SharedTheory]
+    [InlineData("wine", new[] { 64 }, 3, 60, 1e-2)]
+    [InlineData("breast_cancer", new[] { 32, 32 }, 2, 40, 3e-3)]
+    public void QuarterSizeStudentComesWithinOneAndHalfPointsOfTheTeacher(string name, int[] hidden, int classes, int epochs, double learningRate)
+    {
+        var teacher = ModelIO.Load(SharedFiles.Model(name + "_mlp.onnx"));
+        var train = DataSet.Load(SharedFiles.Data(name + "_train.npz"));
+        var test = DataSet.Load(SharedFiles.Data(name + "_test.npz"));
+        int inputs = (int)train.Features[0].Shape[1];
+        var student = Student(inputs, hidden, classes);
+        Assert.True(Parameters(student) * 4 <= Parameters(teacher), $"student {Parameters(student)} vs teacher {Parameters(teacher)} parameters");
+
+        var sw = Stopwatch.StartNew();
+        var result = Distiller.Distill(teacher, student, train, test, new DistillationOptions
+        {
+            Epochs = epochs, BatchSize = 16, Seed = 1, Optimizer = new OptimizerSettings { LearningRate = learningRate, Schedule = LearningRateSchedule.Cosine },
+        });
+        double seconds = sw.Elapsed.TotalSeconds;
+        double teacherAcc = Accuracy(teacher, test), studentAcc = Accuracy(result.Student, test);
+        output.WriteLine($"{name}: teacher {Parameters(teacher)} params acc {teacherAcc:P2}; student {Parameters(student)} params acc {studentAcc:P2}; {seconds:F2} s (teacher {result.TeacherSeconds:F2} s)");
+        foreach (var e in result.Epochs.Where(e => e.Epoch % 10 == 0)) output.WriteLine(e.ToString());
+        Assert.True(studentAcc >= teacherAcc - 0.015, $"student {studentAcc:P2} vs teacher {teacherAcc:P2}");
+        // the engine's own validation accuracy agrees with ONNX Runtime running the exported student
+        Assert.Equal(studentAcc, result.Epochs[^1].ValidationAccuracy!.Value, 6);
+        Assert.Equal(teacherAcc, result.TeacherValidationAccuracy!.Value, 6);
+        // history and report
+        Assert.Equal("Distillation", result.Student.History[^1].Name);
+        Assert.Equal(epochs, result.Student.Report!.Metrics["Epochs"]);
+        Assert.True(result.Student.Report.Metrics.ContainsKey($"Epoch{epochs}.ValidationAccuracy"));
+        Assert.Equal(epochs, result.Student.Report.Entries.Count);
+        Assert.True(result.Epochs[^1].TrainingLoss < result.Epochs[0].TrainingLoss);
+    }
+
+    static (DataSet Train, DataSet Valid) Synthetic(int rows, int inputs, int seed, string name = "features")
+    {
+        var rng = new Random(seed);
+        DataSet Make(int n) => new("synthetic", [new NamedArray(name, [n, inputs], TestModels.RandomWeights(rng, n * inputs, 1.5f))]);
+        return (Make(rows), Make(rows / 2));
+    }
+
+    [Fact]
+    public void SameSeedGivesIdenticalWeightsAndAnotherSeedDoesNot()
+    {
+        var teacher = TestModels.Mlp(inputs: 8, hidden: 32, classes: 3, seed: 4);
+        var (train, valid) = Synthetic(96, 8, 1);
+        var student = Student(8, [8], 3);
+        var options = new DistillationOptions { Epochs = 3, BatchSize = 16, Seed = 5 };
+        byte[] Weights(DistillationOptions o) => ModelIO.ToBytes(Distiller.Distill(teacher, student, train, valid, o).Student);
+        var a = Weights(options);
+        var b = Weights(options);
+        var c = Weights(options with { Seed = 6 });
+        var initA = ModelIO.FromBytes(a).Initializers.Select(t => t.RawData.ToByteArray()).ToList();
+        var initB = ModelIO.FromBytes(b).Initializers.Select(t => t.RawData.ToByteArray()).ToList();
+        var initC = ModelIO.FromBytes(c).Initializers.Select(t => t.RawData.ToByteArray()).ToList();
+        Assert.Equal(initA, initB);
+        Assert.NotEqual(initA, initC);
+        // the input model is untouched
+        Assert.Equal(Student(8, [8], 3).Initializers.Select(t => t.RawData.ToByteArray()), student.Initializers.Select(t => t.RawData.ToByteArray()));
+    }
+
+    [Fact]
+    public void ConvStudentLearnsFromConvTeacher()
+    {
+        // teacher: TestModels.ConvNet (conv-bn-relu-conv-gap-gemm, 4 classes); data: random images built here
+        var teacher = TestModels.ConvNet();
+        var rng = new Random(3);
+        DataSet Images(int n) => new("images", [new NamedArray("x", [n, 3, 16, 16], TestModels.RandomWeights(rng, n * 768, 1f))]);
+        var train = Images(128); var valid = Images(64);
+        var b = new GraphBuilder("convstudent").Input("x", DT.Float, "batch", 3, 16, 16).Output("y", DT.Float, "batch", 4);
+        var srng = new Random(9);
+        var h = b.Node("Conv", ["x", b.Initializer("c1.w", [6, 3, 3, 3], TestModels.RandomWeights(srng, 162, 0.47f)), b.Initializer("c1.b", [6], new float[6])],
+            attributes: [Attr("pads", new long[] { 1, 1, 1, 1 })]);
+        h = b.Node("BatchNormalization", [h, b.Initializer("bn.s", [6], Enumerable.Repeat(1f, 6).ToArray()), b.Initializer("bn.b", [6], new float[6]),
+            b.Initializer("bn.m", [6], new float[6]), b.Initializer("bn.v", [6], Enumerable.Repeat(1f, 6).ToArray())]);
+        h = b.Node("Relu", [h]);
+        h = b.Node("MaxPool", [h], attributes: [Attr("kernel_shape", new long[] { 2, 2 }), Attr("strides", new long[] { 2, 2 })]);
+        h = b.Node("Conv", [h, b.Initializer("c2.w", [8, 6, 3, 3], TestModels.RandomWeights(srng, 432, 0.33f))], attributes: [Attr("pads", new long[] { 1, 1, 1, 1 })]);
+        h = b.Node("Relu", [h]);
+        h = b.Node("GlobalAveragePool", [h]);
+        h = b.Node("Flatten", [h]);
+        b.Node("Gemm", [h, b.Initializer("fc.w", [4, 8], TestModels.RandomWeights(srng, 32, 0.8f)), b.Initializer("fc.b", [4], new float[4])], ["y"], attributes: [Attr("transB", 1L)]);
+        var student = b.BuildModel("convstudent");
+
+        var before = ModelComparer.Compare(teacher, student, new ComparisonInputs { Data = valid })[0];
+        var result = Distiller.Distill(teacher, student, train, valid, new DistillationOptions
+        {
+            Epochs = 12, BatchSize = 16, Temperature = 2, Optimizer = new OptimizerSettings { LearningRate = 1e-2 },
+        });
+        var after = ModelComparer.Compare(teacher, result.Student, new ComparisonInputs { Data = valid })[0];
+        output.WriteLine($"teacher agreement before {before.Top1Agreement:P1} cosine {before.Cosine:F3}; after {after.Top1Agreement:P1} cosine {after.Cosine:F3}");
+        foreach (var e in result.Epochs) output.WriteLine(e.ToString());
+        Assert.True(result.Epochs[^1].ValidationLoss < 0.5 * result.Epochs[0].ValidationLoss, "validation loss halves");
+        Assert.True(after.Cosine > 0.95 && after.MeanAbsError < 0.25 * before.MeanAbsError, $"cosine {after.Cosine}, mean abs error {before.MeanAbsError} -> {after.MeanAbsError}");
+        Assert.True(after.Top1Agreement >= 0.75 && after.Top1Agreement > before.Top1Agreement!.Value + 0.2, $"agreement {before.Top1Agreement:P1} -> {after.Top1Agreement:P1}");
+        // the BatchNormalization running statistics were trained and written back
+        Assert.NotEqual(new float[6], TensorData.ToFloat(result.Student.Initializers.Single(t => t.Name == "bn.m")));
+    }
+
+    [Fact]
+    public void BadInputIsRefusedBeforeTraining()
+    {
+        var teacher = TestModels.Mlp(inputs: 8, classes: 3);
+        var (train, _) = Synthetic(32, 8, 1);
+        var opts = new DistillationOptions { Epochs = 1 };
+        EngineException Fails(OnnxModel t, OnnxModel s, DataSet d, DistillationOptions? o = null) =>
+            Assert.Throws<EngineException>(() => Distiller.Distill(t, s, d, null, o ?? opts));
+
+        Assert.Equal("DistillationInputMismatch", Fails(teacher, Student(9, [4], 3), train).ErrorId);
+        Assert.Equal("DistillationOutputMismatch", Fails(teacher, Student(8, [4], 5), train).ErrorId);
+        var (wide, _) = Synthetic(32, 7, 1);
+        Assert.Equal("DataShapeMismatch", Fails(teacher, Student(8, [4], 3), wide).ErrorId);
+        var labelled = new DataSet("labels", [train.Arrays[0], new NamedArray("y", [32], Enumerable.Range(0, 32).Select(i => (long)(i % 4)).ToArray())]);
+        var e = Fails(teacher, Student(8, [4], 3), labelled);
+        Assert.Equal("LabelOutOfRange", e.ErrorId);
+        Assert.Contains("label 3", e.Message);
+        Assert.Equal("AlphaOutOfRange", Fails(teacher, Student(8, [4], 3), train, opts with { Alpha = 1.5 }).ErrorId);
+        Assert.Equal("TemperatureOutOfRange", Fails(teacher, Student(8, [4], 3), train, opts with { Temperature = 0 }).ErrorId);
+        Assert.Equal("DistillationNothingToTrain", Fails(teacher, Student(8, [], 3), train, opts with { Freeze = ["fc0.weight", "fc0.bias"] }).ErrorId);
+
+        var sb = new GraphBuilder("odd").Input("features", DT.Float, "batch", 8).Output("logits", DT.Float, "batch", 3);
+        sb.Node("TopK", ["features", sb.InitializerInt64("k", [1], [3])], ["logits", "idx"]);
+        Assert.Equal("TrainingOpUnsupported", Fails(teacher, sb.BuildModel(), train).ErrorId);
+    }
+
+    [Fact]
+    public void CancellationReturnsNothingUnlessPartialIsAsked()
+    {
+        var teacher = TestModels.Mlp(inputs: 8, hidden: 32, classes: 3);
+        var (train, valid) = Synthetic(64, 8, 2);
+        var student = Student(8, [8], 3);
+        using (var cts = new CancellationTokenSource())
+        {
+            Assert.ThrowsAny<OperationCanceledException>(() => Distiller.Distill(teacher, student, train, valid,
+                new DistillationOptions { Epochs = 50 }, p => { if (p.Epoch == 2) cts.Cancel(); }, cts.Token));
+        }
+        using (var cts = new CancellationTokenSource())
+        {
+            var result = Distiller.Distill(teacher, student, train, valid, new DistillationOptions { Epochs = 50, Partial = true },
+                p => { if (p.Epoch == 2) cts.Cancel(); }, cts.Token);
+            Assert.True(result.Cancelled);
+            Assert.Equal(2, result.Epochs.Count);
+            Assert.InRange(result.BestEpoch, 1, 2);
+            Assert.Equal("true", result.Student.History[^1].Parameters["Partial"]);
+        }
+    }
+
+    [Fact]
+    public void PatienceStopsEarlyAndKeepsTheBestWeights()
+    {
+        var teacher = TestModels.Mlp(inputs: 8, hidden: 32, classes: 3);
+        var (train, valid) = Synthetic(64, 8, 3);
+        // a learning rate far too high makes the validation loss bounce, so patience has something to do
+        var result = Distiller.Distill(teacher, Student(8, [16], 3), train, valid, new DistillationOptions
+        {
+            Epochs = 60, BatchSize = 8, Patience = 2, Optimizer = new OptimizerSettings { Kind = OptimizerKind.Sgd, LearningRate = 0.5, Momentum = 0.9, ClipNorm = 5 },
+        });
+        Assert.True(result.StoppedEarly);
+        Assert.True(result.Epochs.Count < 60);
+        double bestLoss = result.Epochs.Min(e => e.ValidationLoss!.Value);
+        Assert.Equal(bestLoss, result.Epochs[result.BestEpoch - 1].ValidationLoss!.Value);
+        // the returned weights are that epoch's: their validation agreement with the teacher is what was measured then
+        var agreement = ModelComparer.Compare(teacher, result.Student, new ComparisonInputs { Data = valid })[0].Top1Agreement;
+        Assert.Equal(result.Epochs[result.BestEpoch - 1].TeacherAgreement!.Value, agreement!.Value, 6);
+    }
+
+    [Fact]
+    public void MseLossDistilsRegressionOutputs()
+    {
+        var teacher = Student(6, [32, 32], 2, seed: 8);   // He-initialized: outputs with real spread
+        var (train, valid) = Synthetic(128, 6, 4);
+        var result = Distiller.Distill(teacher, Student(6, [16], 2), train, valid, new DistillationOptions
+        {
+            Epochs = 25, BatchSize = 16, Loss = DistillationLoss.MSE, Optimizer = new OptimizerSettings { LearningRate = 1e-2 },
+        });
+        // R² of the student's outputs against the teacher's, both run in ONNX Runtime
+        var inputs = valid.MapToInputs(InputSynthesizer.Inputs(teacher));
+        float[] Run(OnnxModel m) { using var s = new ModelSession(m); return s.Run(inputs)[0].AsFloat(); }
+        var t = Run(teacher); var st = Run(result.Student);
+        double mean = t.Average(), variance = t.Sum(v => (v - mean) * (v - mean)) / t.Length;
+        double mse = t.Zip(st).Sum(p => (p.First - p.Second) * (p.First - p.Second)) / t.Length;
+        double r2 = 1 - mse / variance;
+        output.WriteLine($"R² {r2:F4}; loss {result.Epochs[0].ValidationLoss:F4} -> {result.Epochs[^1].ValidationLoss:F4}");
+        Assert.Equal(mse, result.Epochs[^1].ValidationLoss!.Value, 4);
+        Assert.True(r2 > 0.8, $"R² {r2}");
+    }
+}
