@@ -13,24 +13,8 @@ namespace ModelCompression.Engine.Tests.Distillation;
 
 public class DistillationTests(ITestOutputHelper output)
 {
-    /// <summary>features[batch, inputs] → (MatMul + Add + Relu) per hidden layer → logits[batch, classes], He-initialized.</summary>
-    internal static OnnxModel Student(int inputs, int[] hidden, int classes, int seed = 11, string inputName = "features", string outputName = "logits")
-    {
-        var rng = new Random(seed);
-        var b = new GraphBuilder("student").Input(inputName, DT.Float, "batch", inputs).Output(outputName, DT.Float, "batch", classes);
-        string x = inputName; int width = inputs;
-        var widths = hidden.Append(classes).ToArray();
-        for (int l = 0; l < widths.Length; l++)
-        {
-            bool last = l == widths.Length - 1;
-            var w = b.Initializer($"fc{l}.weight", [width, widths[l]], TestModels.RandomWeights(rng, width * widths[l], MathF.Sqrt(6f / width)));
-            var bias = b.Initializer($"fc{l}.bias", [widths[l]], new float[widths[l]]);
-            x = b.Node("Add", [b.Node("MatMul", [x, w]), bias], last ? [outputName] : null);
-            if (!last) x = b.Node("Relu", [x]);
-            width = widths[l];
-        }
-        return b.BuildModel("student");
-    }
+    internal static OnnxModel Student(int inputs, int[] hidden, int classes, int seed = 11)
+        => StudentModels.Mlp("features", inputs, hidden, "logits", classes, seed);
 
     static long Parameters(OnnxModel m) => m.Initializers.Sum(TensorData.ElementCount);
 
@@ -60,8 +44,8 @@ public class DistillationTests(ITestOutputHelper output)
         var teacher = ModelIO.Load(SharedFiles.Model(name + "_mlp.onnx"));
         var train = DataSet.Load(SharedFiles.Data(name + "_train.npz"));
         var test = DataSet.Load(SharedFiles.Data(name + "_test.npz"));
-        int inputs = (int)train.Features[0].Shape[1];
-        var student = Student(inputs, hidden, classes);
+        var student = StudentModels.Mlp(teacher, hidden, seed: 11);
+        Assert.Equal(classes, (int)student.Proto.Graph.Output[0].Type.TensorType.Shape.Dim[1].DimValue);
         Assert.True(Parameters(student) * 4 <= Parameters(teacher), $"student {Parameters(student)} vs teacher {Parameters(teacher)} parameters");
 
         var sw = Stopwatch.StartNew();
@@ -115,11 +99,35 @@ public class DistillationTests(ITestOutputHelper output)
     [Fact]
     public void ConvStudentLearnsFromConvTeacher()
     {
-        // teacher: TestModels.ConvNet (conv-bn-relu-conv-gap-gemm, 4 classes); data: random images built here
-        var teacher = TestModels.ConvNet();
+        // teacher: conv(16)-bn-relu-conv(16, stride 2)-relu-gap-gemm(4), He-initialized so its outputs vary from image to image;
+        // data: random images built here. Student: conv(6)-bn-relu-maxpool-conv(8)-relu-gap-gemm, about a sixth of the teacher's parameters.
+        var trng = new Random(21);
+        var tb = new GraphBuilder("convteacher").Input("x", DT.Float, "batch", 3, 16, 16).Output("y", DT.Float, "batch", 4);
+        var th = tb.Node("Conv", ["x", tb.Initializer("t1.w", [16, 3, 3, 3], TestModels.RandomWeights(trng, 432, 0.47f)), tb.Initializer("t1.b", [16], TestModels.RandomWeights(trng, 16, 0.1f))],
+            attributes: [Attr("pads", new long[] { 1, 1, 1, 1 })]);
+        th = tb.Node("BatchNormalization", [th, tb.Initializer("tbn.s", [16], Enumerable.Repeat(1f, 16).ToArray()), tb.Initializer("tbn.b", [16], TestModels.RandomWeights(trng, 16, 0.2f)),
+            tb.Initializer("tbn.m", [16], new float[16]), tb.Initializer("tbn.v", [16], Enumerable.Repeat(0.6f, 16).ToArray())]);
+        th = tb.Node("Relu", [th]);
+        th = tb.Node("Conv", [th, tb.Initializer("t2.w", [16, 16, 3, 3], TestModels.RandomWeights(trng, 2304, 0.2f))], attributes: [Attr("pads", new long[] { 1, 1, 1, 1 }), Attr("strides", new long[] { 2, 2 })]);
+        th = tb.Node("Relu", [th]);
+        th = tb.Node("Flatten", [tb.Node("GlobalAveragePool", [th])]);
+        tb.Node("Gemm", [th, tb.Initializer("tfc.w", [16, 4], TestModels.RandomWeights(trng, 64, 1.5f)), tb.Initializer("tfc.b", [4], new float[4])], ["y"]);
+        var teacher = tb.BuildModel("convteacher");
+        // images: a random level per channel, a random horizontal ramp per channel, and noise, so that the teacher's
+        // pooled features (and so its classes) differ from image to image
         var rng = new Random(3);
-        DataSet Images(int n) => new("images", [new NamedArray("x", [n, 3, 16, 16], TestModels.RandomWeights(rng, n * 768, 1f))]);
-        var train = Images(128); var valid = Images(64);
+        DataSet Images(int n)
+        {
+            var x = new float[n * 768];
+            for (int i = 0; i < n; i++)
+                for (int c = 0; c < 3; c++)
+                {
+                    float level = (float)(rng.NextDouble() * 4 - 2), ramp = (float)(rng.NextDouble() * 2 - 1);
+                    for (int p = 0; p < 256; p++) x[i * 768 + c * 256 + p] = level + ramp * ((p % 16) - 7.5f) / 8 + (float)(rng.NextDouble() - 0.5);
+                }
+            return new("images", [new NamedArray("x", [n, 3, 16, 16], x)]);
+        }
+        var train = Images(160); var valid = Images(64);
         var b = new GraphBuilder("convstudent").Input("x", DT.Float, "batch", 3, 16, 16).Output("y", DT.Float, "batch", 4);
         var srng = new Random(9);
         var h = b.Node("Conv", ["x", b.Initializer("c1.w", [6, 3, 3, 3], TestModels.RandomWeights(srng, 162, 0.47f)), b.Initializer("c1.b", [6], new float[6])],
@@ -135,17 +143,26 @@ public class DistillationTests(ITestOutputHelper output)
         b.Node("Gemm", [h, b.Initializer("fc.w", [4, 8], TestModels.RandomWeights(srng, 32, 0.8f)), b.Initializer("fc.b", [4], new float[4])], ["y"], attributes: [Attr("transB", 1L)]);
         var student = b.BuildModel("convstudent");
 
+        // the teacher's classes vary over the validation images (so agreement measures something)
+        using (var ts = new ModelSession(teacher))
+        {
+            var logits = ts.Run(new Dictionary<string, NamedArray> { ["x"] = valid.Arrays[0] })[0].AsFloat();
+            var counts = new int[4];
+            for (int r = 0; r < 64; r++) counts[Enumerable.Range(0, 4).MaxBy(c => logits[r * 4 + c])]++;
+            output.WriteLine("teacher classes on validation: " + string.Join(" ", counts));
+            Assert.True(counts.Count(c => c >= 6) >= 2, "the teacher predicts at least two classes often");
+        }
         var before = ModelComparer.Compare(teacher, student, new ComparisonInputs { Data = valid })[0];
+        Assert.True(Parameters(student) * 4 <= Parameters(teacher));
         var result = Distiller.Distill(teacher, student, train, valid, new DistillationOptions
         {
-            Epochs = 12, BatchSize = 16, Temperature = 2, Optimizer = new OptimizerSettings { LearningRate = 1e-2 },
+            Epochs = 15, BatchSize = 16, Temperature = 2, Optimizer = new OptimizerSettings { LearningRate = 1e-2, Schedule = LearningRateSchedule.Cosine },
         });
         var after = ModelComparer.Compare(teacher, result.Student, new ComparisonInputs { Data = valid })[0];
         output.WriteLine($"teacher agreement before {before.Top1Agreement:P1} cosine {before.Cosine:F3}; after {after.Top1Agreement:P1} cosine {after.Cosine:F3}");
         foreach (var e in result.Epochs) output.WriteLine(e.ToString());
         Assert.True(result.Epochs[^1].ValidationLoss < 0.5 * result.Epochs[0].ValidationLoss, "validation loss halves");
-        Assert.True(after.Cosine > 0.95 && after.MeanAbsError < 0.25 * before.MeanAbsError, $"cosine {after.Cosine}, mean abs error {before.MeanAbsError} -> {after.MeanAbsError}");
-        Assert.True(after.Top1Agreement >= 0.75 && after.Top1Agreement > before.Top1Agreement!.Value + 0.2, $"agreement {before.Top1Agreement:P1} -> {after.Top1Agreement:P1}");
+        Assert.True(after.Top1Agreement >= 0.9 && after.Top1Agreement > before.Top1Agreement!.Value + 0.2, $"agreement {before.Top1Agreement:P1} -> {after.Top1Agreement:P1}");
         // the BatchNormalization running statistics were trained and written back
         Assert.NotEqual(new float[6], TensorData.ToFloat(result.Student.Initializers.Single(t => t.Name == "bn.m")));
     }
