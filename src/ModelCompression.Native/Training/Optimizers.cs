@@ -38,6 +38,7 @@ public sealed class Optimizer
     readonly float[][] m, v;
     readonly long totalSteps;
     long step;
+    float[] scratch = [];
 
     public Optimizer(OptimizerSettings settings, IEnumerable<TrainingParameter> parameters, long totalSteps)
     {
@@ -76,13 +77,19 @@ public sealed class Optimizer
                 float c1 = 1f / (1f - MathF.Pow(b1, step)), c2 = 1f / (1f - MathF.Pow(b2, step));
                 float decay = 1f - lr * (float)settings.WeightDecay;
                 var mi = m[i]; var vi = v[i];
-                for (int j = 0; j < w.Length; j++)
-                {
-                    float gj = g[j];
-                    mi[j] = b1 * mi[j] + (1 - b1) * gj;
-                    vi[j] = b2 * vi[j] + (1 - b2) * gj * gj;
-                    w[j] = w[j] * decay - lr * (mi[j] * c1) / (MathF.Sqrt(vi[j] * c2) + eps);
-                }
+                var tmp = scratch.Length >= w.Length ? scratch.AsSpan(0, w.Length) : (scratch = new float[w.Length]).AsSpan();
+                // m = b1·m + (1-b1)·g;  v = b2·v + (1-b2)·g²;  w = w·(1 - lr·wd) - lr·(m·c1) / (sqrt(v·c2) + eps)
+                TensorPrimitives.Multiply(mi, b1, mi);
+                TensorPrimitives.MultiplyAdd(g, 1 - b1, mi, mi);
+                TensorPrimitives.Multiply(g, g, tmp);
+                TensorPrimitives.Multiply(vi, b2, vi);
+                TensorPrimitives.MultiplyAdd(tmp, 1 - b2, vi, vi);
+                TensorPrimitives.Multiply(vi, c2, tmp);
+                TensorPrimitives.Sqrt(tmp, tmp);
+                TensorPrimitives.Add(tmp, eps, tmp);
+                TensorPrimitives.Divide(mi, tmp, tmp);
+                if (decay != 1f) TensorPrimitives.Multiply(w, decay, w);
+                TensorPrimitives.MultiplyAdd(tmp, -lr * c1, w, w);
             }
             else
             {
