@@ -51,7 +51,9 @@ static class RoundTripBench
     {
         var sw = Stopwatch.StartNew();
         var model = ModelIO.Load(args[0]);
+        double load = sw.Elapsed.TotalSeconds;
         ModelIO.Save(model, args[1]);
+        Console.Error.WriteLine($"  child: load {load:F2} s, save {sw.Elapsed.TotalSeconds - load:F2} s");
         using (var fs = new FileStream(args[1], FileMode.Open)) fs.Flush(flushToDisk: true);
         Console.WriteLine($"{sw.Elapsed.TotalSeconds:R} {PeakRss()}");
         return 0;
@@ -60,7 +62,8 @@ static class RoundTripBench
     static (double Seconds, long Peak) RunChild(string source, string target)
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
-        foreach (var a in Environment.GetCommandLineArgs().Take(1).Where(a => a.EndsWith(".dll", StringComparison.Ordinal))) psi.ArgumentList.Add(a);
+        // Under `dotnet bench.dll` the host is dotnet and the program is the first argument; under the apphost it is not.
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
         psi.ArgumentList.Add("io-child"); psi.ArgumentList.Add(source); psi.ArgumentList.Add(target);
         using var p = Process.Start(psi)!;
         string line = p.StandardOutput.ReadToEnd().Trim();
