@@ -10,6 +10,8 @@ public sealed record SaveOptions
     public bool ExternalData { get; init; }
     public int ExternalThreshold { get; init; } = 1024;
     public bool Overwrite { get; init; }
+    /// <summary>Models whose single-file form would reach this size are written with external data regardless.</summary>
+    public long SingleFileLimit { get; init; } = ModelIO.SingleFileLimit;
 }
 
 /// <summary>What <see cref="ModelIO.Save"/> wrote.</summary>
@@ -98,7 +100,7 @@ public static class ModelIO
 
         var proto = model.Proto.Clone();
         SetHistory(proto, model.History);
-        bool forced = !options.ExternalData && proto.CalculateSize() >= SingleFileLimit;
+        bool forced = !options.ExternalData && proto.CalculateSize() >= options.SingleFileLimit;
         bool external = options.ExternalData || forced;
 
         string dataName = Path.GetFileName(full) + ".data";
