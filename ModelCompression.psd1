@@ -13,6 +13,7 @@
         'Get-Model'
         'Get-ModelInfo'
         'Export-Model'
+        'Invoke-Distillation'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
