@@ -95,6 +95,10 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase
     [Parameter]
     public SwitchParameter Partial { get; set; }
 
+    /// <summary>Keep BatchNormalization nodes instead of folding them into the Conv before them.</summary>
+    [Parameter]
+    public SwitchParameter KeepBatchNorm { get; set; }
+
     /// <summary>Name of the variable that receives the best student so far when Ctrl+C stops training with -Partial.</summary>
     [Parameter]
     [ValidateNotNullOrEmpty]
@@ -140,6 +144,7 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase
             Patience = Patience,
             Freeze = Freeze,
             Partial = Partial,
+            FoldBatchNorm = !KeepBatchNorm,
         };
         object target = (object?)InputObject ?? teacher;
         const string activity = "Invoke-Distillation";

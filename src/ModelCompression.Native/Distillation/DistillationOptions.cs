@@ -25,6 +25,8 @@ public sealed record DistillationOptions
     /// <summary>On cancellation, return the best weights so far instead of throwing.</summary>
     public bool Partial { get; init; }
     public bool Shuffle { get; init; } = true;
+    /// <summary>Fold each BatchNormalization that follows a Conv into the Conv's weights in the returned student.</summary>
+    public bool FoldBatchNorm { get; init; } = true;
     /// <summary>Rows per teacher run when its outputs are computed and cached.</summary>
     public int TeacherBatchSize { get; init; } = 256;
     public SessionSettings? TeacherSession { get; init; }

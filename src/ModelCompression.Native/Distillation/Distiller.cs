@@ -147,11 +147,17 @@ public static class Distiller
         if (options.Optimizer.ClipNorm > 0) parameters["ClipNorm"] = F(options.Optimizer.ClipNorm);
         if (options.Freeze.Count > 0) parameters["Freeze"] = string.Join(",", options.Freeze);
         if (cancelled) parameters["Partial"] = "true";
+        if (!options.FoldBatchNorm) parameters["FoldBatchNorm"] = "false";
 
         var result = student.Derive("Distillation", parameters, proto =>
         {
             int written = graph.WriteBack(proto);
             var report = new ModelReport { Stage = "Distillation" };
+            if (options.FoldBatchNorm)
+            {
+                int folded = BatchNormFolding.Fold(proto, report.Entries);
+                if (folded > 0) report.Notes.Add($"{folded} BatchNormalization node(s) folded into the Conv before them, with the trained running statistics.");
+            }
             report.Notes.AddRange(notes);
             report.Notes.Add($"{written} float initializers written back ({trainable:N0} trainable values); teacher outputs for {rows} training rows computed once in {teacherSeconds:F2} s.");
             if (stoppedEarly) report.Notes.Add($"Stopped early after epoch {history.Count}: no better {(validSet is null ? "training" : "validation")} loss for {options.Patience} epochs; weights of epoch {keptEpoch} kept.");

@@ -165,8 +165,43 @@ public class DistillationTests(ITestOutputHelper output)
         foreach (var e in result.Epochs) output.WriteLine(e.ToString());
         Assert.True(result.Epochs[^1].ValidationLoss < 0.5 * result.Epochs[0].ValidationLoss, "validation loss halves");
         Assert.True(after.Top1Agreement >= 0.9 && after.Top1Agreement > before.Top1Agreement!.Value + 0.2, $"agreement {before.Top1Agreement:P1} -> {after.Top1Agreement:P1}");
-        // the BatchNormalization running statistics were trained and written back
-        Assert.NotEqual(new float[6], TensorData.ToFloat(result.Student.Initializers.Single(t => t.Name == "bn.m")));
+        // the BatchNormalization, with its trained running statistics, was folded into the Conv before it
+        Assert.DoesNotContain(result.Student.Proto.Graph.Node, n => n.OpType == "BatchNormalization");
+        Assert.Contains(result.Student.Report!.Entries, e => e.OpType == "BatchNormalization" && e.Action == "Folded");
+        Assert.Equal(6, result.Student.Initializers.Single(t => t.Name == "c1.b").Dims[0]);
+    }
+
+    [Fact]
+    public void BatchNormFoldingKeepsTheOutputsInOnnxRuntime()
+    {
+        // TestModels.ConvNet: Conv(bias) -> BatchNormalization -> Relu -> Conv(no bias) ...; plus a Conv without bias before a second BN
+        var model = TestModels.ConvNet();
+        var proto = model.Proto.Clone();
+        var entries = new List<ReportEntry>();
+        Assert.Equal(1, BatchNormFolding.Fold(proto, entries));
+        Assert.DoesNotContain(proto.Graph.Node, n => n.OpType == "BatchNormalization");
+        var folded = new OnnxModel(proto, null, []);
+        var f = ModelComparer.Compare(model, folded, new ComparisonInputs { Synthesis = new SynthesisOptions { BatchSize = 4 } })[0];
+        Assert.True(f.MaxAbsError < 1e-4, $"max abs error {f.MaxAbsError}");
+
+        var b = new GraphBuilder("nobias").Input("x", DT.Float, "batch", 2, 5, 5).Output("y", DT.Float);
+        var rng = new Random(4);
+        var h = b.Node("Conv", ["x", b.Initializer("w", [3, 2, 3, 3], TestModels.RandomWeights(rng, 54, 0.5f))]);
+        b.Node("BatchNormalization", [h, b.Initializer("s", [3], [1.5f, 0.5f, 2f]), b.Initializer("bb", [3], [0.1f, -0.2f, 0.3f]),
+            b.Initializer("m", [3], [0.2f, -0.1f, 0.05f]), b.Initializer("v", [3], [0.8f, 1.2f, 2f])], ["y"]);
+        var m2 = b.BuildModel();
+        var p2 = m2.Proto.Clone();
+        Assert.Equal(1, BatchNormFolding.Fold(p2));
+        var f2 = ModelComparer.Compare(m2, new OnnxModel(p2, null, []), new ComparisonInputs { Synthesis = new SynthesisOptions { BatchSize = 3 } })[0];
+        Assert.True(f2.MaxAbsError < 1e-4, $"max abs error {f2.MaxAbsError}");
+
+        // a Conv whose output is also used elsewhere is left alone
+        var c = new GraphBuilder("shared").Input("x", DT.Float, "batch", 2, 5, 5).Output("y", DT.Float).Output("z", DT.Float);
+        var hc = c.Node("Conv", ["x", c.Initializer("w", [3, 2, 3, 3], TestModels.RandomWeights(rng, 54, 0.5f))]);
+        c.Node("BatchNormalization", [hc, c.Initializer("s", [3], [1f, 1f, 1f]), c.Initializer("bb", [3], new float[3]),
+            c.Initializer("m", [3], new float[3]), c.Initializer("v", [3], [1f, 1f, 1f])], ["y"]);
+        c.Node("Relu", [hc], ["z"]);
+        Assert.Equal(0, BatchNormFolding.Fold(c.BuildModel().Proto.Clone()));
     }
 
     [Fact]
