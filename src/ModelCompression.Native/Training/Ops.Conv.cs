@@ -54,6 +54,17 @@ internal struct Window2D
 /// <summary>2-D convolution (groups, pads, strides, dilations) as im2col + GEMM per image and group; backward by col2im.</summary>
 internal sealed class ConvKernel : TrainOp
 {
+    /// <summary>
+    /// Runs body over [0, n) cut into contiguous chunks, one per processor, in parallel when the work
+    /// (multiply-adds per item) is worth it. The chunking depends only on n and the processor count.
+    /// </summary>
+    internal static void ForChunks(int n, long workPerItem, Action<int, int> body)
+    {
+        int workers = Math.Min(n, Environment.ProcessorCount);
+        if (workers <= 1 || workPerItem * n < 1 << 18) { body(0, n); return; }
+        Parallel.For(0, workers, i => body((int)((long)n * i / workers), (int)((long)n * (i + 1) / workers)));
+    }
+
     readonly int group;
     public ConvKernel(NodeProto node) : base(node) { group = (int)Int("group", 1); }
 
@@ -127,13 +138,18 @@ internal sealed class ConvKernel : TrainOp
         int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], m = w.Shape[0];
         int cg = c / group, mg = m / group, ohw = g.OH * g.OW, kk = cg * g.KH * g.KW;
         var y = new float[n * m * ohw];
-        var col = new float[kk * ohw];
-        for (int b = 0; b < n; b++)
-            for (int gi = 0; gi < group; gi++)
-            {
-                Im2Col(x.Data.AsSpan((b * c + gi * cg) * h * wd, cg * h * wd), cg, h, wd, g, col);
-                Gemm.Multiply(false, false, mg, ohw, kk, 1f, w.Data.AsSpan(gi * mg * kk, mg * kk), kk, col, ohw, 0f, y.AsSpan((b * m + gi * mg) * ohw, mg * ohw), ohw);
-            }
+        var xd = x.Data; var wdata = w.Data;
+        // images in parallel (each writes its own slice of y), one im2col buffer per worker
+        ForChunks(n, (long)m * kk * ohw, (b0, b1) =>
+        {
+            var col = new float[kk * ohw];
+            for (int b = b0; b < b1; b++)
+                for (int gi = 0; gi < group; gi++)
+                {
+                    Im2Col(xd.AsSpan((b * c + gi * cg) * h * wd, cg * h * wd), cg, h, wd, g, col);
+                    Gemm.Multiply(false, false, mg, ohw, kk, 1f, wdata.AsSpan(gi * mg * kk, mg * kk), kk, col, ohw, 0f, y.AsSpan((b * m + gi * mg) * ohw, mg * ohw), ohw);
+                }
+        });
         if (inputs.Length > 2 && inputs[2] is { } bias)
             for (int b = 0; b < n; b++)
                 for (int o = 0; o < m; o++)
@@ -150,24 +166,35 @@ internal sealed class ConvKernel : TrainOp
         var g = Geometry(x, w);
         int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], m = w.Shape[0];
         int cg = c / group, mg = m / group, ohw = g.OH * g.OW, kk = cg * g.KH * g.KW;
-        var col = new float[kk * ohw];
         float[]? dx = need[0] ? new float[x.Length] : null;
         float[]? dw = need[1] ? new float[w.Length] : null;
-        for (int b = 0; b < n; b++)
-            for (int gi = 0; gi < group; gi++)
-            {
-                var dyg = dy.Data.AsSpan((b * m + gi * mg) * ohw, mg * ohw);
-                if (dw is not null)
+        var xd = x.Data; var wdata = w.Data; var dyd = dy.Data;
+        // Images in fixed contiguous chunks, one per worker: dx slices are disjoint; each chunk sums its own dW,
+        // and the chunks' dW are added in chunk order, so the result does not depend on scheduling.
+        var partial = new List<(int Start, float[] Dw)>();
+        ForChunks(n, (long)m * kk * ohw * 2, (b0, b1) =>
+        {
+            var col = new float[kk * ohw];
+            var dwLocal = dw is null ? null : new float[w.Length];
+            for (int b = b0; b < b1; b++)
+                for (int gi = 0; gi < group; gi++)
                 {
-                    Im2Col(x.Data.AsSpan((b * c + gi * cg) * h * wd, cg * h * wd), cg, h, wd, g, col);
-                    Gemm.Multiply(false, true, mg, kk, ohw, 1f, dyg, ohw, col, ohw, 1f, dw.AsSpan(gi * mg * kk, mg * kk), kk);
+                    var dyg = dyd.AsSpan((b * m + gi * mg) * ohw, mg * ohw);
+                    if (dwLocal is not null)
+                    {
+                        Im2Col(xd.AsSpan((b * c + gi * cg) * h * wd, cg * h * wd), cg, h, wd, g, col);
+                        Gemm.Multiply(false, true, mg, kk, ohw, 1f, dyg, ohw, col, ohw, 1f, dwLocal.AsSpan(gi * mg * kk, mg * kk), kk);
+                    }
+                    if (dx is not null)
+                    {
+                        Gemm.Multiply(true, false, kk, ohw, mg, 1f, wdata.AsSpan(gi * mg * kk, mg * kk), kk, dyg, ohw, 0f, col, ohw);
+                        Col2Im(col, cg, h, wd, g, dx.AsSpan((b * c + gi * cg) * h * wd, cg * h * wd));
+                    }
                 }
-                if (dx is not null)
-                {
-                    Gemm.Multiply(true, false, kk, ohw, mg, 1f, w.Data.AsSpan(gi * mg * kk, mg * kk), kk, dyg, ohw, 0f, col, ohw);
-                    Col2Im(col, cg, h, wd, g, dx.AsSpan((b * c + gi * cg) * h * wd, cg * h * wd));
-                }
-            }
+            if (dwLocal is not null) lock (partial) partial.Add((b0, dwLocal));
+        });
+        if (dw is not null)
+            foreach (var (_, part) in partial.OrderBy(p => p.Start)) TensorPrimitives.Add(dw, part, dw);
         if (dx is not null) grads[0] = Tensor.Float(x.Shape, dx);
         if (dw is not null) grads[1] = Tensor.Float(w.Shape, dw);
         if (inputs.Length > 2 && inputs[2] is { } bias && need[2])
