@@ -218,26 +218,19 @@ internal sealed class ShapeOpKernel : TrainOp
                     start = Math.Clamp(start, 0, s.Length); end = Math.Clamp(end, start, s.Length);
                     return [Tensor.Int64([end - start], s[start..end].Select(d => (long)d).ToArray())];
                 }
-            case "Gather":
+            case "Range":
                 {
-                    var data = Required(inputs, 0);
-                    if (!data.IsInt) throw Unsupported("Gather on float data (embeddings)");
-                    var indices = Required(inputs, 1).IntValues();
-                    var idxShape = inputs[1]!.Shape;
-                    int axis = Axis(Int("axis", 0), data.Rank);
-                    int outer = 1; for (int i = 0; i < axis; i++) outer *= data.Shape[i];
-                    int inner = 1; for (int i = axis + 1; i < data.Rank; i++) inner *= data.Shape[i];
-                    int len = data.Shape[axis];
-                    var r = new long[outer * indices.Length * inner];
-                    for (int o = 0; o < outer; o++)
-                        for (int j = 0; j < indices.Length; j++)
-                        {
-                            long ix = indices[j] < 0 ? indices[j] + len : indices[j];
-                            if (ix < 0 || ix >= len) throw Error("TrainingIndexOutOfRange", $"index {indices[j]} is out of range for a dimension of {len}.");
-                            Array.Copy(data.Ints!, (o * len + ix) * inner, r, (o * indices.Length + j) * inner, inner);
-                        }
-                    var shape = data.Shape[..axis].Concat(idxShape).Concat(data.Shape[(axis + 1)..]).ToArray();
-                    return [Tensor.Int64(shape, r)];
+                    var start = Required(inputs, 0); var limit = Required(inputs, 1); var delta = Required(inputs, 2);
+                    if (start.IsInt)
+                    {
+                        long s0 = start.IntValues()[0], l = limit.IntValues()[0], d = delta.IntValues()[0];
+                        if (d == 0) throw Error("TrainingRangeInvalid", "a delta of 0.");
+                        long count = Math.Max(0, (long)Math.Ceiling((double)(l - s0) / d));
+                        return [Tensor.Int64([(int)count], Enumerable.Range(0, (int)count).Select(i => s0 + i * d).ToArray())];
+                    }
+                    float fs = start.Data[0], fl = limit.FloatValues()[0], fd = delta.FloatValues()[0];
+                    int fc = Math.Max(0, (int)Math.Ceiling((fl - fs) / fd));
+                    return [Tensor.Float([fc], Enumerable.Range(0, fc).Select(i => fs + i * fd).ToArray())];
                 }
             case "Cast":
                 {

@@ -31,6 +31,8 @@ public sealed record TrainingGraphOptions
     public IReadOnlyCollection<string> Freeze { get; init; } = [];
     /// <summary>Also compute gradients for the graph inputs (tests use it for numerical checks).</summary>
     public bool InputGradients { get; init; }
+    /// <summary>Train weights that the exporter stored in Constant nodes (they become initializers).</summary>
+    public bool PromoteWeightConstants { get; init; } = true;
     /// <summary>Seed of the random source Dropout draws from.</summary>
     public int Seed { get; init; } = 1;
 }
@@ -48,6 +50,7 @@ public sealed class TrainingGraph
         "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Erf", "Neg", "Exp", "Sqrt",
         "Softmax", "LogSoftmax", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape",
         "Transpose", "Concat", "LayerNormalization", "Dropout", "Identity", "Squeeze", "Unsqueeze", "Constant", "Shape", "Gather", "Cast",
+        "Clip", "HardSigmoid", "Pow", "ReduceMean", "ReduceSum", "Slice", "Range",
     };
 
     readonly TrainOp[] ops;
@@ -65,13 +68,23 @@ public sealed class TrainingGraph
     public IReadOnlyList<string> InputNames { get; }
     public IReadOnlyList<string> OutputNames { get; }
     public int Opset { get; }
+    /// <summary>Weight Constant nodes turned into initializers (see <see cref="WeightConstants"/>); <see cref="WriteBack"/> does the same to its target.</summary>
+    public int PromotedConstants { get; }
 
     /// <summary>Op types the engine can train, for messages and docs.</summary>
     public static IReadOnlyCollection<string> SupportedOps => Supported;
 
     TrainingGraph(OnnxModel model, TrainingGraphOptions options)
     {
-        var graph = model.Proto.Graph ?? throw new EngineException("ModelHasNoGraph", EngineErrorKind.InvalidData, $"Model '{model.Name}' has no graph.");
+        if (model.Proto.Graph is null) throw new EngineException("ModelHasNoGraph", EngineErrorKind.InvalidData, $"Model '{model.Name}' has no graph.");
+        var working = model.Proto;
+        if (options.PromoteWeightConstants)
+        {
+            var copy = model.Proto.Clone();
+            PromotedConstants = WeightConstants.Promote(copy);
+            if (PromotedConstants > 0) working = copy;
+        }
+        var graph = working.Graph;
         Opset = (int)(model.Proto.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 1);
         context.Rng = new Random(options.Seed);
 
@@ -214,6 +227,13 @@ public sealed class TrainingGraph
         "Transpose" => new TransposeKernel(n),
         "Concat" => new ConcatKernel(n),
         "Flatten" or "Reshape" or "Identity" or "Squeeze" or "Unsqueeze" => new ReshapeLikeKernel(n, Opset),
+        "Clip" => new ClipKernel(n, false, Opset),
+        "HardSigmoid" => new ClipKernel(n, true, Opset),
+        "Pow" => new PowKernel(n),
+        "ReduceMean" => new ReduceKernel(n, true, Opset),
+        "ReduceSum" => new ReduceKernel(n, false, Opset),
+        "Slice" => new SliceKernel(n, Opset),
+        "Gather" => new GatherKernel(n),
         _ => new ShapeOpKernel(n),
     };
 
@@ -316,6 +336,7 @@ public sealed class TrainingGraph
     /// <summary>Replaces the float initializers of <paramref name="proto"/> with the current values (trained weights and updated running statistics).</summary>
     public int WriteBack(ModelProto proto)
     {
+        if (PromotedConstants > 0) WeightConstants.Promote(proto);
         var byName = Parameters.ToDictionary(p => p.Name, StringComparer.Ordinal);
         int written = 0;
         var inits = proto.Graph.Initializer;

@@ -146,6 +146,42 @@ public class OpGradientTests
                     b.Node("Dropout", [h], ["y"]);
                     return new(b.BuildModel(), [3, 4]);
                 }
+            case "ClipHardSigmoidPowReduce":
+                {
+                    b = G(2, 3, 4);
+                    var h = b.Node("Mul", ["x", b.Initializer("k", [4], R(4, 2f))]);
+                    var c = b.Node("Clip", [h, b.Initializer("lo", [], [-0.5f]), b.Initializer("hi", [], [0.6f])]);
+                    var hs = b.Node("HardSigmoid", [h], attributes: [Attr("alpha", 0.3f), Attr("beta", 0.4f)]);
+                    var p = b.Node("Pow", [b.Node("Add", [b.Node("Mul", [h, h]), b.Initializer("one", [], [1f])]), b.Initializer("e", [1], [1.5f])]);
+                    var rm = b.Node("ReduceMean", [b.Node("Add", [b.Node("Add", [c, hs]), p])], attributes: [Attr("axes", new long[] { 1 })]);
+                    var rs = b.Node("ReduceSum", [h, b.InitializerInt64("axes", [1], [1])], attributes: [Attr("keepdims", 0L)]);
+                    b.Node("Add", [rm, b.Node("Unsqueeze", [rs, b.InitializerInt64("ax1", [1], [1])])], ["y"]);
+                    return new(b.BuildModel(), [2, 3, 4], Epsilon: 1e-3f);
+                }
+            case "ClipOpset9":
+                {
+                    b = new GraphBuilder(name, opset: 9).Input("x", DT.Float, 3, 4).Output("y", DT.Float);
+                    var h = b.Node("Mul", ["x", b.Initializer("k", [4], R(4, 2f))]);
+                    var c = b.Node("Clip", [h], attributes: [Attr("min", -0.4f), Attr("max", 0.7f)]);
+                    b.Node("Slice", [c], ["y"], attributes: [Attr("starts", new long[] { 1, 0 }), Attr("ends", new long[] { 3, -1 }), Attr("axes", new long[] { 0, 1 })]);
+                    return new(b.BuildModel(), [3, 4], Epsilon: 1e-3f);
+                }
+            case "SliceSteps":
+                {
+                    b = G(4, 6);
+                    var h = b.Node("Mul", ["x", b.Initializer("k", [6], R(6))]);
+                    b.Node("Slice", [h, b.InitializerInt64("st", [2], [-1, 5]), b.InitializerInt64("en", [2], [-100, 0]), b.InitializerInt64("ax", [2], [0, 1]), b.InitializerInt64("sp", [2], [-2, -2])], ["y"]);
+                    return new(b.BuildModel(), [4, 6]);
+                }
+            case "GatherEmbedding":
+                {
+                    b = G(2, 3, 5);
+                    var e = b.Node("Gather", [b.Initializer("table", [7, 5], R(35)), b.InitializerInt64("ids", [2, 3], [1, 4, 6, -1, 0, 4])]);
+                    var r = b.Node("Range", [b.InitializerInt64("r0", [], [0]), b.InitializerInt64("r1", [], [3]), b.InitializerInt64("r2", [], [1])]);
+                    var pos = b.Node("Gather", [b.Initializer("positions", [4, 5], R(20)), r]);
+                    b.Node("Mul", [b.Node("Add", [e, pos]), "x"], ["y"]);
+                    return new(b.BuildModel(), [2, 3, 5]);
+                }
             default: throw new ArgumentException(name);
         }
     }
@@ -153,7 +189,8 @@ public class OpGradientTests
     public static TheoryData<string> Cases => new()
     {
         "MatMul", "MatMulBatched", "Gemm", "GemmTransAB", "AddSubMulDivBroadcast", "Activations", "ErfGelu", "GeluOp", "Softmax",
-        "ConvGroupsPadsStridesDilations", "Pools", "BatchNorm", "LayerNorm", "ShapeOps",
+        "ConvGroupsPadsStridesDilations", "Pools", "BatchNorm", "LayerNorm", "ShapeOps", "ClipHardSigmoidPowReduce", "ClipOpset9",
+        "SliceSteps", "GatherEmbedding",
     };
 
     [Theory]

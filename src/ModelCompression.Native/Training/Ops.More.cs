@@ -1,0 +1,276 @@
+using System.Numerics.Tensors;
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Training;
+
+/// <summary>Clip (bounds as attributes before opset 11, as inputs after) and HardSigmoid: piecewise-linear activations.</summary>
+internal sealed class ClipKernel : TrainOp
+{
+    readonly bool hardSigmoid;
+    readonly int opset;
+    public ClipKernel(NodeProto node, bool hardSigmoid, int opset) : base(node) { this.hardSigmoid = hardSigmoid; this.opset = opset; }
+
+    public override bool InputDifferentiable(int index) => index == 0;
+
+    (float Lo, float Hi, float A, float B) Params(Tensor?[] inputs)
+    {
+        if (hardSigmoid) return (0f, 1f, Float("alpha", 0.2f), Float("beta", 0.5f));
+        if (opset < 11) return (Float("min", float.MinValue), Float("max", float.MaxValue), 1f, 0f);
+        float lo = inputs.Length > 1 && inputs[1] is { } mn ? mn.FloatValues()[0] : float.MinValue;
+        float hi = inputs.Length > 2 && inputs[2] is { } mx ? mx.FloatValues()[0] : float.MaxValue;
+        return (lo, hi, 1f, 0f);
+    }
+
+    public override Tensor[] Forward(Tensor?[] inputs, PassContext ctx)
+    {
+        var x = FloatInput(inputs, 0);
+        var (lo, hi, a, b) = Params(inputs);
+        var y = new float[x.Length];
+        if (a != 1f || b != 0f) { TensorPrimitives.Multiply(x.Data, a, y); TensorPrimitives.Add(y, b, y); }
+        else x.Data.CopyTo(y, 0);
+        TensorPrimitives.Max(y, lo, y);
+        TensorPrimitives.Min(y, hi, y);
+        return [Tensor.Float(x.Shape, y)];
+    }
+
+    public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
+    {
+        if (!need[0]) return;
+        var x = inputs[0]!.Data;
+        var (lo, hi, a, b) = Params(inputs);
+        var dx = new float[x.Length];
+        for (int i = 0; i < x.Length; i++)
+        {
+            float v = a * x[i] + b;
+            dx[i] = v > lo && v < hi ? a * dy.Data[i] : 0f;
+        }
+        grads[0] = Tensor.Float(inputs[0]!.Shape, dx);
+    }
+}
+
+/// <summary>Pow with broadcasting: gradients for the base and (where the base is positive) the exponent.</summary>
+internal sealed class PowKernel : TrainOp
+{
+    public PowKernel(NodeProto node) : base(node) { }
+
+    public override Tensor[] Forward(Tensor?[] inputs, PassContext ctx)
+    {
+        var a = FloatInput(inputs, 0); var b = Required(inputs, 1);
+        var shape = Broadcast.Shape(a.Shape, b.Shape, Name);
+        var bf = b.FloatValues();
+        var y = new float[Tensor.Count(shape)];
+        if (bf.Length == 1 && a.Length == y.Length)
+        {
+            float e = bf[0];
+            if (e == 2f) TensorPrimitives.Multiply(a.Data, a.Data, y);
+            else for (int i = 0; i < y.Length; i++) y[i] = MathF.Pow(a.Data[i], e);
+            return [Tensor.Float(shape, y)];
+        }
+        var ab = Expand(a.Data, a.Shape, shape); var bb = Expand(bf, b.Shape, shape);
+        for (int i = 0; i < y.Length; i++) y[i] = MathF.Pow(ab[i], bb[i]);
+        return [Tensor.Float(shape, y)];
+    }
+
+    internal static float[] Expand(float[] v, int[] from, int[] to) =>
+        v.Length == Tensor.Count(to) ? v : Broadcast.Apply(Broadcast.BinaryOp.Add, v, from, [0f], [1], to);
+
+    public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
+    {
+        var a = inputs[0]!; var b = inputs[1]!;
+        var shape = dy.Shape;
+        var ab = Expand(a.Data, a.Shape, shape); var bb = Expand(b.FloatValues(), b.Shape, shape);
+        var y = outputs[0].Data;
+        if (need[0])
+        {
+            var g = new float[y.Length];
+            for (int i = 0; i < g.Length; i++) g[i] = dy.Data[i] * bb[i] * (bb[i] == 2f ? ab[i] : MathF.Pow(ab[i], bb[i] - 1));
+            grads[0] = Tensor.Float(a.Shape, Broadcast.Reduce(g, shape, a.Shape));
+        }
+        if (need[1] && !b.IsInt)
+        {
+            var g = new float[y.Length];
+            for (int i = 0; i < g.Length; i++) g[i] = ab[i] > 0 ? dy.Data[i] * y[i] * MathF.Log(ab[i]) : 0f;
+            grads[1] = Tensor.Float(b.Shape, Broadcast.Reduce(g, shape, b.Shape));
+        }
+    }
+}
+
+/// <summary>ReduceMean and ReduceSum over axes (attribute, or input from opset 13/18), keepdims.</summary>
+internal sealed class ReduceKernel : TrainOp
+{
+    readonly bool mean;
+    readonly int opset;
+    public ReduceKernel(NodeProto node, bool mean, int opset) : base(node) { this.mean = mean; this.opset = opset; }
+
+    public override bool InputDifferentiable(int index) => index == 0;
+
+    (int[] Kept, int[] Out, int Count) Plan(Tensor?[] inputs, int[] shape)
+    {
+        bool axesAsInput = mean ? opset >= 18 : opset >= 13;
+        long[]? axes = axesAsInput ? (inputs.Length > 1 && inputs[1] is { } t ? t.IntValues() : null) : Ints("axes");
+        bool keep = Int("keepdims", 1) != 0;
+        var set = new HashSet<int>();
+        if (axes is null || axes.Length == 0)
+        {
+            if (axesAsInput && Int("noop_with_empty_axes", 0) != 0) return (shape, shape, 1);
+            for (int i = 0; i < shape.Length; i++) set.Add(i);
+        }
+        else foreach (var a in axes) set.Add(Axis(a, shape.Length));
+        var kept = shape.Select((d, i) => set.Contains(i) ? 1 : d).ToArray();
+        var outShape = keep ? kept : shape.Where((d, i) => !set.Contains(i)).ToArray();
+        int count = shape.Where((d, i) => set.Contains(i)).Aggregate(1, (x, y) => x * y);
+        return (kept, outShape, count);
+    }
+
+    public override Tensor[] Forward(Tensor?[] inputs, PassContext ctx)
+    {
+        var x = FloatInput(inputs, 0);
+        var (kept, outShape, count) = Plan(inputs, x.Shape);
+        var s = Broadcast.Reduce(x.Data, x.Shape, kept);
+        if (mean && count > 0) TensorPrimitives.Multiply(s, 1f / count, s);
+        return [Tensor.Float(outShape, s)];
+    }
+
+    public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
+    {
+        if (!need[0]) return;
+        var x = inputs[0]!;
+        var (kept, _, count) = Plan(inputs, x.Shape);
+        var g = (float[])dy.Data.Clone();
+        if (mean && count > 0) TensorPrimitives.Multiply(g, 1f / count, g);
+        grads[0] = Tensor.Float(x.Shape, PowKernel.Expand(g, kept, x.Shape));
+    }
+}
+
+/// <summary>Slice (attributes before opset 10; starts, ends, axes, steps inputs after), float or int64; the gradient scatters back.</summary>
+internal sealed class SliceKernel : TrainOp
+{
+    readonly int opset;
+    public SliceKernel(NodeProto node, int opset) : base(node) { this.opset = opset; }
+
+    public override bool InputDifferentiable(int index) => index == 0;
+
+    (int[] Start, int[] Step, int[] OutShape) Plan(Tensor?[] inputs, int[] shape)
+    {
+        long[] starts, ends; long[]? axes, steps;
+        if (opset < 10) { starts = Ints("starts") ?? []; ends = Ints("ends") ?? []; axes = Ints("axes"); steps = null; }
+        else
+        {
+            starts = Required(inputs, 1).IntValues(); ends = Required(inputs, 2).IntValues();
+            axes = inputs.Length > 3 && inputs[3] is { } ax ? ax.IntValues() : null;
+            steps = inputs.Length > 4 && inputs[4] is { } st ? st.IntValues() : null;
+        }
+        int rank = shape.Length;
+        var start = new int[rank]; var step = Enumerable.Repeat(1, rank).ToArray(); var outShape = (int[])shape.Clone();
+        for (int i = 0; i < starts.Length; i++)
+        {
+            int axis = Axis(axes?[i] ?? i, rank);
+            long dim = shape[axis], st = steps?[i] ?? 1;
+            if (st == 0) throw Error("TrainingSliceInvalid", "a step of 0.");
+            long s = starts[i], e = ends[i];
+            if (s < 0) s += dim; if (e < 0) e += dim;
+            if (st > 0) { s = Math.Clamp(s, 0, dim); e = Math.Clamp(e, 0, dim); }
+            else { s = Math.Clamp(s, 0, dim - 1); e = Math.Clamp(e, -1, dim - 1); }
+            long n = st > 0 ? Math.Max(0, (e - s + st - 1) / st) : Math.Max(0, (s - e - st - 1) / -st);
+            start[axis] = (int)s; step[axis] = (int)st; outShape[axis] = (int)n;
+        }
+        return (start, step, outShape);
+    }
+
+    static int[] Offsets(int[] shape, int[] start, int[] step, int[] outShape)
+    {
+        int rank = shape.Length;
+        var strides = new int[rank];
+        int acc = 1;
+        for (int i = rank - 1; i >= 0; i--) { strides[i] = acc; acc *= shape[i]; }
+        int n = Tensor.Count(outShape);
+        var result = new int[n];
+        var idx = new int[rank];
+        for (int o = 0; o < n; o++)
+        {
+            int at = 0;
+            for (int d = 0; d < rank; d++) at += (start[d] + idx[d] * step[d]) * strides[d];
+            result[o] = at;
+            for (int d = rank - 1; d >= 0; d--) { if (++idx[d] < outShape[d]) break; idx[d] = 0; }
+        }
+        return result;
+    }
+
+    public override Tensor[] Forward(Tensor?[] inputs, PassContext ctx)
+    {
+        var x = Required(inputs, 0);
+        var (start, step, outShape) = Plan(inputs, x.Shape);
+        var offsets = Offsets(x.Shape, start, step, outShape);
+        if (x.IsInt) return [Tensor.Int64(outShape, offsets.Select(i => x.Ints![i]).ToArray())];
+        return [Tensor.Float(outShape, offsets.Select(i => x.Data[i]).ToArray())];
+    }
+
+    public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
+    {
+        if (!need[0]) return;
+        var x = inputs[0]!;
+        var (start, step, outShape) = Plan(inputs, x.Shape);
+        var offsets = Offsets(x.Shape, start, step, outShape);
+        var dx = new float[x.Length];
+        for (int o = 0; o < offsets.Length; o++) dx[offsets[o]] += dy.Data[o];
+        grads[0] = Tensor.Float(x.Shape, dx);
+    }
+}
+
+/// <summary>Gather along an axis: int64 data (shape arithmetic) or float data (embedding tables, trained by scatter-add).</summary>
+internal sealed class GatherKernel : TrainOp
+{
+    public GatherKernel(NodeProto node) : base(node) { }
+
+    public override bool InputDifferentiable(int index) => index == 0;
+
+    public override Tensor[] Forward(Tensor?[] inputs, PassContext ctx)
+    {
+        var data = Required(inputs, 0);
+        var indexTensor = Required(inputs, 1);
+        var indices = indexTensor.IntValues();
+        int axis = Axis(Int("axis", 0), data.Rank);
+        int outer = 1; for (int i = 0; i < axis; i++) outer *= data.Shape[i];
+        int inner = 1; for (int i = axis + 1; i < data.Rank; i++) inner *= data.Shape[i];
+        int len = data.Shape[axis];
+        var shape = data.Shape[..axis].Concat(indexTensor.Shape).Concat(data.Shape[(axis + 1)..]).ToArray();
+        var rows = new int[indices.Length];
+        for (int j = 0; j < indices.Length; j++)
+        {
+            long ix = indices[j] < 0 ? indices[j] + len : indices[j];
+            if (ix < 0 || ix >= len) throw Error("TrainingIndexOutOfRange", $"index {indices[j]} is out of range for a dimension of {len}.");
+            rows[j] = (int)ix;
+        }
+        if (data.IsInt)
+        {
+            var r = new long[outer * indices.Length * inner];
+            for (int o = 0; o < outer; o++)
+                for (int j = 0; j < rows.Length; j++) Array.Copy(data.Ints!, (o * len + rows[j]) * inner, r, (o * rows.Length + j) * inner, inner);
+            return [Tensor.Int64(shape, r)];
+        }
+        var y = new float[outer * rows.Length * inner];
+        for (int o = 0; o < outer; o++)
+            for (int j = 0; j < rows.Length; j++) Array.Copy(data.Data, (o * len + rows[j]) * inner, y, (o * rows.Length + j) * inner, inner);
+        return [Tensor.Float(shape, y)];
+    }
+
+    public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
+    {
+        if (!need[0]) return;
+        var data = inputs[0]!;
+        var indices = inputs[1]!.IntValues();
+        int axis = Axis(Int("axis", 0), data.Rank);
+        int outer = 1; for (int i = 0; i < axis; i++) outer *= data.Shape[i];
+        int inner = 1; for (int i = axis + 1; i < data.Rank; i++) inner *= data.Shape[i];
+        int len = data.Shape[axis];
+        var dx = new float[data.Length];
+        for (int o = 0; o < outer; o++)
+            for (int j = 0; j < indices.Length; j++)
+            {
+                int ix = (int)(indices[j] < 0 ? indices[j] + len : indices[j]);
+                var dst = dx.AsSpan((o * len + ix) * inner, inner);
+                TensorPrimitives.Add(dst, dy.Data.AsSpan((o * indices.Length + j) * inner, inner), dst);
+            }
+        grads[0] = Tensor.Float(data.Shape, dx);
+    }
+}
