@@ -202,7 +202,7 @@ public static class Distiller
     {
         public required string Source;
         public required string[] Names;          // student input names
-        public required float[][] Columns;        // per input: rows × rowSize values
+        public required Array[] Columns;          // per input: rows × rowSize values, float[] or long[] (token ids)
         public required int[][] RowShapes;
         public required int Rows;
         public long[]? Labels;
@@ -219,17 +219,18 @@ public static class Distiller
     {
         var map = data.MapToInputs(inputs);
         var names = inputs.Select(i => i.Name).ToArray();
-        var columns = new float[names.Length][];
+        var columns = new Array[names.Length];
         var shapes = new int[names.Length][];
         for (int i = 0; i < names.Length; i++)
         {
             var a = map[names[i]];
-            if (inputs[i].ElementTypeCode != (int)Onnx.Proto.TensorProto.Types.DataType.Float)
+            var dt = (Onnx.Proto.TensorProto.Types.DataType)inputs[i].ElementTypeCode;
+            if (dt is not (Onnx.Proto.TensorProto.Types.DataType.Float or Onnx.Proto.TensorProto.Types.DataType.Int64))
                 throw new EngineException("DistillationInputTypeUnsupported", EngineErrorKind.NotImplemented,
-                    $"Student input '{names[i]}' is {inputs[i].ElementType}; the training engine trains students with float inputs.");
+                    $"Student input '{names[i]}' is {inputs[i].ElementType}; the training engine takes float and int64 inputs.");
             if (a.Shape.Length == 0)
                 throw new EngineException("DataShapeMismatch", EngineErrorKind.InvalidData, $"The {role} data's array for '{names[i]}' is a scalar, not rows.") { Target = data.Source };
-            columns[i] = a.AsFloat();
+            columns[i] = dt == Onnx.Proto.TensorProto.Types.DataType.Int64 ? a.AsInt64() : a.AsFloat();
             shapes[i] = a.Shape[1..].Select(d => checked((int)d)).ToArray();
         }
         int rows = checked((int)data.Rows);
@@ -243,9 +244,11 @@ public static class Distiller
         for (int i = 0; i < data.Names.Length; i++)
         {
             int size = Tensor.Count(data.RowShapes[i]);
-            var values = new float[rows.Length * size];
-            for (int r = 0; r < rows.Length; r++) Array.Copy(data.Columns[i], (long)rows[r] * size, values, (long)r * size, size);
-            result[data.Names[i]] = Tensor.Float([rows.Length, .. data.RowShapes[i]], values);
+            var column = data.Columns[i];
+            var values = Array.CreateInstance(column.GetType().GetElementType()!, rows.Length * size);
+            for (int r = 0; r < rows.Length; r++) Array.Copy(column, (long)rows[r] * size, values, (long)r * size, size);
+            int[] shape = [rows.Length, .. data.RowShapes[i]];
+            result[data.Names[i]] = values is long[] ids ? Tensor.Int64(shape, ids) : Tensor.Float(shape, (float[])values);
         }
         return result;
     }
@@ -314,7 +317,7 @@ public static class Distiller
             var feeds = pairing.ToDictionary(p => p.Teacher, p =>
             {
                 var t = batch[p.Student];
-                return new NamedArray(p.Teacher, t.Shape.Select(d => (long)d).ToArray(), t.Data);
+                return new NamedArray(p.Teacher, t.Shape.Select(d => (long)d).ToArray(), t.IsInt ? t.Ints! : t.Data);
             }, StringComparer.Ordinal);
             var result = session.Run(feeds, [output])[0];
             if (result.Shape.Length == 0 || result.Shape[0] != count)

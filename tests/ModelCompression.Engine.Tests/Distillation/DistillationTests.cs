@@ -171,6 +171,32 @@ public class DistillationTests(ITestOutputHelper output)
         Assert.Equal(6, result.Student.Initializers.Single(t => t.Name == "c1.b").Dims[0]);
     }
 
+    static OnnxModel TokenModel(int vocabulary, int width, int seed, string name)
+    {
+        // ids[batch, 6] -> Gather(embedding) -> ReduceMean over the sequence -> Tanh -> Gemm -> logits[batch, 3]
+        var rng = new Random(seed);
+        var b = new GraphBuilder(name).Input("ids", DT.Int64, "batch", 6).Output("logits", DT.Float, "batch", 3);
+        var e = b.Node("Gather", [b.Initializer("embedding", [vocabulary, width], TestModels.RandomWeights(rng, vocabulary * width, 1.5f)), "ids"]);
+        var m = b.Node("Tanh", [b.Node("ReduceMean", [e], attributes: [Attr("axes", new long[] { 1 }), Attr("keepdims", 0L)])]);
+        b.Node("Gemm", [m, b.Initializer("fc.w", [width, 3], TestModels.RandomWeights(rng, width * 3, 2f)), b.Initializer("fc.b", [3], new float[3])], ["logits"]);
+        return b.BuildModel(name);
+    }
+
+    [Fact]
+    public void TokenStudentWithAnEmbeddingLearnsFromATokenTeacher()
+    {
+        var teacher = TokenModel(40, 24, 1, "teacher");
+        var student = TokenModel(40, 6, 2, "student");
+        var rng = new Random(3);
+        DataSet Ids(int n) => new("ids", [new NamedArray("ids", [n, 6], Enumerable.Range(0, n * 6).Select(_ => (long)rng.Next(40)).ToArray())]);
+        var train = Ids(256); var valid = Ids(64);
+        var before = ModelComparer.Compare(teacher, student, new ComparisonInputs { Data = valid })[0].Top1Agreement!.Value;
+        var result = Distiller.Distill(teacher, student, train, valid, new DistillationOptions { Epochs = 15, BatchSize = 16, Optimizer = new OptimizerSettings { LearningRate = 2e-2 } });
+        var after = ModelComparer.Compare(teacher, result.Student, new ComparisonInputs { Data = valid })[0].Top1Agreement!.Value;
+        output.WriteLine($"agreement {before:P1} -> {after:P1}");
+        Assert.True(after >= 0.8 && after > before + 0.2, $"agreement {before:P1} -> {after:P1}");
+    }
+
     [Fact]
     public void BatchNormFoldingKeepsTheOutputsInOnnxRuntime()
     {
