@@ -12,8 +12,9 @@ namespace ModelCompression.Native.Kernels;
 /// strips and op(A) (scaled by alpha) into MR-tall row strips, so the register-blocked micro-kernel reads both
 /// with unit stride from cache. The micro-kernel keeps an MR×NR block of C in vector registers and updates it with
 /// fused multiply-adds: 8×32 with Vector512 where AVX-512 runs, 6×16 with Vector256 (FMA when the CPU has it).
-/// Tiles of C (MC rows × NC columns) are spread over the cores with Parallel.For; every element of C is owned by
-/// one tile and summed over K in a fixed order, so results do not depend on the thread count or scheduling.
+/// For the cores, C is cut along its longer side into a few chunks per thread, each a complete serial product with
+/// its own packed panels (no barrier between K slices), spread with Parallel.For; every element of C is summed over
+/// K in the same order whatever the chunking, so results do not depend on the thread count or scheduling.
 /// </summary>
 public static class Gemm
 {
@@ -80,36 +81,56 @@ public static class Gemm
     static unsafe void Blocked(int mr, int nr, bool transA, bool transB, int m, int n, int k, float alpha,
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
     {
+        int threads = MaxThreads > 0 ? MaxThreads : Environment.ProcessorCount;
+        if (threads <= 1 || 2L * m * n * k < ParallelFlops)
+        {
+            Serial(mr, nr, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return;
+        }
+        // Cut C along its longer side into a few chunks per thread; each chunk is a whole serial product with its own
+        // packed panels, so the threads never wait for each other until the end (on a busy machine a descheduled
+        // thread would otherwise stall every barrier), and a late chunk is picked up by whichever thread is free.
+        bool byColumns = n >= m;
+        int strips = byColumns ? (n + nr - 1) / nr : (m + mr - 1) / mr;
+        int chunks = Math.Min(strips, threads * 4);
+        nint A = (nint)a, B = (nint)b, C = (nint)c;
+        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+        {
+            int s0 = (int)((long)strips * i / chunks), s1 = (int)((long)strips * (i + 1) / chunks);
+            if (byColumns)
+            {
+                int c0 = s0 * nr, cols = Math.Min(n, s1 * nr) - c0;
+                float* bc = (float*)B + (transB ? (long)c0 * ldb : c0);
+                Serial(mr, nr, transA, transB, m, cols, k, alpha, (float*)A, lda, bc, ldb, beta, (float*)C + c0, ldc);
+            }
+            else
+            {
+                int r0 = s0 * mr, rows = Math.Min(m, s1 * mr) - r0;
+                float* ar = (float*)A + (transA ? r0 : (long)r0 * lda);
+                Serial(mr, nr, transA, transB, rows, n, k, alpha, ar, lda, (float*)B, ldb, beta, (float*)C + (long)r0 * ldc, ldc);
+            }
+        });
+    }
+
+    static unsafe void Serial(int mr, int nr, bool transA, bool transB, int m, int n, int k, float alpha,
+        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
+    {
         int mStrips = (m + mr - 1) / mr, nStrips = (n + nr - 1) / nr;
         int kcMax = Math.Min(KC, k);
         float[] packA = ArrayPool<float>.Shared.Rent(mStrips * mr * kcMax + 16);
         float[] packB = ArrayPool<float>.Shared.Rent(nStrips * nr * kcMax + 16);
         try
         {
-            int threads = MaxThreads > 0 ? MaxThreads : Environment.ProcessorCount;
-            bool parallel = threads > 1 && 2L * m * n * k >= ParallelFlops;
             int mTiles = (mStrips + MCStrips - 1) / MCStrips, nTiles = (nStrips + NCStrips - 1) / NCStrips;
-            var options = new ParallelOptions { MaxDegreeOfParallelism = threads };
             fixed (float* ppa = packA) fixed (float* ppb = packB)
             {
-                nint A = (nint)a, B = (nint)b, C = (nint)c, PA = (nint)ppa, PB = (nint)ppb;
                 for (int p0 = 0; p0 < k; p0 += KC)
                 {
                     int kc = Math.Min(KC, k - p0);
                     float betaHere = p0 == 0 ? beta : 1f;
-                    int pk = p0;
-                    if (parallel)
-                    {
-                        Parallel.For(0, nStrips, options, j => PackB((float*)B, ldb, transB, pk, kc, j * nr, Math.Min(nr, n - j * nr), nr, (float*)PB + (long)j * nr * kc));
-                        Parallel.For(0, mStrips, options, i => PackA((float*)A, lda, transA, pk, kc, i * mr, Math.Min(mr, m - i * mr), mr, alpha, (float*)PA + (long)i * mr * kc));
-                        Parallel.For(0, mTiles * nTiles, options, t => Tile(mr, nr, t / nTiles, t % nTiles, mStrips, nStrips, m, n, kc, (float*)PA, (float*)PB, (float*)C, ldc, betaHere));
-                    }
-                    else
-                    {
-                        for (int j = 0; j < nStrips; j++) PackB(b, ldb, transB, pk, kc, j * nr, Math.Min(nr, n - j * nr), nr, ppb + (long)j * nr * kc);
-                        for (int i = 0; i < mStrips; i++) PackA(a, lda, transA, pk, kc, i * mr, Math.Min(mr, m - i * mr), mr, alpha, ppa + (long)i * mr * kc);
-                        for (int t = 0; t < mTiles * nTiles; t++) Tile(mr, nr, t / nTiles, t % nTiles, mStrips, nStrips, m, n, kc, ppa, ppb, c, ldc, betaHere);
-                    }
+                    for (int j = 0; j < nStrips; j++) PackB(b, ldb, transB, p0, kc, j * nr, Math.Min(nr, n - j * nr), nr, ppb + (long)j * nr * kc);
+                    for (int i = 0; i < mStrips; i++) PackA(a, lda, transA, p0, kc, i * mr, Math.Min(mr, m - i * mr), mr, alpha, ppa + (long)i * mr * kc);
+                    for (int t = 0; t < mTiles * nTiles; t++) Tile(mr, nr, t / nTiles, t % nTiles, mStrips, nStrips, m, n, kc, ppa, ppb, c, ldc, betaHere);
                 }
             }
         }
