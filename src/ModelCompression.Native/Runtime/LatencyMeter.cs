@@ -122,6 +122,7 @@ public static class LatencyMeter
                 memory.Sample();
                 var clock = Stopwatch.StartNew();
                 var lastReport = TimeSpan.Zero;
+                if (options.Warmup > 0) progress?.Report(new LatencyProgress("Warming up", 0, null, 0));
                 for (int r = 0; r < options.Warmup; r++)
                 {
                     cancel.ThrowIfCancellationRequested();
@@ -133,6 +134,7 @@ public static class LatencyMeter
                     }
                 }
                 memory.Start();
+                progress?.Report(new LatencyProgress("Measuring", 0, null, 0));
                 clock.Restart();
                 lastReport = TimeSpan.Zero;
                 for (int r = 0; ; r++)
