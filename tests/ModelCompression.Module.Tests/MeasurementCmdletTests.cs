@@ -172,4 +172,21 @@ public class MeasurementCmdletTests
         Assert.Empty(output);
         Assert.Equal("AccuracyGateRequiresLabels", Assert.Single(ps.ErrorIds));
     }
+
+    [SharedFact]
+    public void CompareModelSynthesizesInputsWithShapesAndIntegerRange()
+    {
+        using var ps = new PowerShellHost();
+        var vars = new Dictionary<string, object?> { ["bert"] = Path.Combine(PowerShellHost.SharedRoot, "models", "tiny_bert.onnx") };
+        string dim = ps.Run("(Get-ModelInfo $bert).Inputs[0].Shape[1]", vars).Single().ToString()!;
+        ps.Run("Compare-Model $bert $bert -BatchSize 2", vars);
+        Assert.Equal("InputDimensionUnresolved", Assert.Single(ps.ErrorIds));
+        var r = ps.Run($"Compare-Model $bert $bert -BatchSize 2 -InputShape @{{ {dim} = 16 }} -IntegerRange 0,50 -MinCosine 0.9999", vars).Single();
+        Assert.Empty(ps.Streams.Error);
+        Assert.Equal("Synthesized (4 batches of 2)", Prop(r, "InputSource"));
+        Assert.Equal(8L, Prop(r, "Rows"));
+        Assert.Equal(1.0, (double)Prop(r, "Cosine")!, 6);
+        ps.Run("Compare-Model $bert $bert -IntegerRange 5,5 -InputShape @{ input_ids = 1,8 }", vars);
+        Assert.Equal("IntegerRangeInvalid", Assert.Single(ps.ErrorIds));
+    }
 }

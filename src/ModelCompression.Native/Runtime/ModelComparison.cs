@@ -85,6 +85,10 @@ public sealed record ModelComparison
 
     static void ValidateGates(ComparisonGates g, ComparisonInputs inputs)
     {
+        if (inputs.Synthesis.IntegerRange is { } range && range.Max <= range.Min)
+            throw new EngineException("IntegerRangeInvalid", EngineErrorKind.InvalidArgument, $"Integer range [{range.Min}, {range.Max}) is empty.");
+        if (inputs.BatchSize < 1 || inputs.Synthesis.BatchSize < 1)
+            throw new EngineException("BatchSizeOutOfRange", EngineErrorKind.InvalidArgument, $"Batch size must be 1 or more, not {Math.Min(inputs.BatchSize, inputs.Synthesis.BatchSize)}.");
         if (g.MinCosine is { } c && (c < -1 || c > 1 || double.IsNaN(c)))
             throw new EngineException("MinCosineOutOfRange", EngineErrorKind.InvalidArgument, $"A minimum cosine similarity is between -1 and 1, not {c}.");
         if (g.MinTop1Agreement is { } t && (t < 0 || t > 1 || double.IsNaN(t)))
