@@ -48,7 +48,9 @@ public sealed record LatencyResult
     public long BatchSize { get; init; }
     public int Warmup { get; init; }
     public int Iterations { get; init; }
+    /// <summary>Serializing the model and opening its ONNX Runtime session (what a user pays to load it).</summary>
     public double SessionCreationMs { get; init; }
+    /// <summary>The first run after the session opened (lazy allocations, kernel choice), not part of the statistics.</summary>
     public double FirstRunMs { get; init; }
     public double MeanMs { get; init; }
     public double StdDevMs { get; init; }
