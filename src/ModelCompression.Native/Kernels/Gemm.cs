@@ -23,10 +23,25 @@ public static class Gemm
     const int NCStrips = 8;    // NC = NR * NCStrips columns of B per tile
     const long ParallelFlops = 1L << 20;
 
-    enum Path { V512, V256, Portable }
+    internal enum Path { V512, V256, Portable }
 
-    static readonly Path Chosen = Vector512.IsHardwareAccelerated && Avx512F.IsSupported ? Path.V512
+    static readonly Path Best = Vector512.IsHardwareAccelerated && Avx512F.IsSupported ? Path.V512
         : Vector256.IsHardwareAccelerated ? Path.V256 : Path.Portable;
+
+    /// <summary>Tests run every kernel the machine can execute by forcing a slower one on their thread; null means the best.</summary>
+    internal static Path? Forced { get => forced; set => forced = value; }
+
+    [ThreadStatic] static Path? forced;
+
+    static Path Chosen => Forced ?? Best;
+
+    /// <summary>The kernels this machine can run, best first.</summary>
+    internal static IReadOnlyList<Path> Available => Best switch
+    {
+        Path.V512 => [Path.V512, Path.V256, Path.Portable],
+        Path.V256 => [Path.V256, Path.Portable],
+        _ => [Path.Portable],
+    };
 
     /// <summary>The micro-kernel in use, for benches and notes.</summary>
     public static string KernelName => Chosen switch

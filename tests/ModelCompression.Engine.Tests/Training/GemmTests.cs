@@ -27,6 +27,17 @@ public class GemmTests
     [InlineData(3, 700, 9)]
     public void MatchesReferenceForAllTransposesAlphaBeta(int m, int n, int k)
     {
+        // every micro-kernel this machine can run: Vector512, Vector256 and the portable rows
+        foreach (var path in Gemm.Available)
+        {
+            Gemm.Forced = path;
+            try { Check(m, n, k); }
+            finally { Gemm.Forced = null; }
+        }
+    }
+
+    static void Check(int m, int n, int k)
+    {
         var rng = new Random(m * 1000 + n * 10 + k);
         foreach (bool ta in new[] { false, true })
             foreach (bool tb in new[] { false, true })
@@ -45,7 +56,7 @@ public class GemmTests
                         {
                             double e = expected[i * ldc + j];
                             Assert.True(Math.Abs(c[i * ldc + j] - e) <= 1e-4 * Math.Sqrt(k) * (1 + Math.Abs(e)),
-                                $"ta={ta} tb={tb} alpha={alpha} beta={beta} [{i},{j}]: {c[i * ldc + j]} vs {e}");
+                                $"{Gemm.Forced} ta={ta} tb={tb} alpha={alpha} beta={beta} [{i},{j}]: {c[i * ldc + j]} vs {e}");
                         }
                 }
     }
