@@ -56,11 +56,6 @@ public static class ModelQuantizer
             report.Finish(before, proto.CalculateSize(), wBefore, wAfter);
             return report.Report;
         });
-        if (!ReferenceEquals(source, model))
-        {
-            // Keep the optimization visible in the history but make the result one "Quantize" stage over the input.
-            result = new OnnxModel(result.Proto, model.SourcePath, [.. model.History, .. result.History.Skip(model.History.Count)], result.Report);
-        }
         progress?.Report(new QuantizationProgress("Done", 1));
         return result;
     }

@@ -22,6 +22,15 @@ internal sealed class QuantizationReport
         if (action is Quantized or Converted) quantizedByOp[node.OpType] = quantizedByOp.GetValueOrDefault(node.OpType) + 1;
     }
 
+    public void Keep(NodeProto node, string reason) => Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, Kept, reason));
+
+    /// <summary>A tensor (weight) converted or kept, outside any one node.</summary>
+    public void Tensor(string name, string detail, string action = Converted)
+    {
+        Report.Entries.Add(new ReportEntry(name, "Initializer", action, detail));
+        if (action is Quantized or Converted) quantizedByOp["Initializer"] = quantizedByOp.GetValueOrDefault("Initializer") + 1;
+    }
+
     public void Skip(NodeProto node, string reason) => Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, Skipped, reason));
 
     public void Note(string note) { if (!Report.Notes.Contains(note)) Report.Notes.Add(note); }

@@ -17,7 +17,7 @@ namespace ModelCompression.Native.Quantization;
 /// </summary>
 internal static class WeightOnlyQuantizer
 {
-    public static readonly string[] DefaultOps = ["MatMul"];
+    public static readonly string[] DefaultOps = ["MatMul", "Gemm"];
     public static readonly string[] SupportedOps = ["MatMul", "Gemm"];
     static readonly string[] ReduceOpsChangedIn18 = ["ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSumSquare"];
 
