@@ -33,16 +33,17 @@ public sealed class BlockQuantized
         var codes = new byte[(long)n * padded];
         var scales = new float[n * blocks];
         var zps = new byte[n * blocks];
-        var column = new float[blockSize];
         var (uqmin, uqmax) = QuantMath.Range(type);
         var (sqmin, sqmax) = QuantMath.Range(signedType, symmetric: true);
-        for (int c = 0; c < n; c++)
+        // Columns become contiguous rows ([N, K]) with a tiled transpose, so every block is a contiguous span.
+        var columns = Transpose(weight, k, n);
+        Parallel.For(0, n, c =>
         {
+            Span<byte> buffer = stackalloc byte[blockSize];
             for (int b = 0; b < blocks; b++)
             {
                 int start = b * blockSize, len = Math.Min(blockSize, k - start);
-                for (int i = 0; i < len; i++) column[i] = weight[(start + i) * n + c];
-                var block = column.AsSpan(0, len);
+                var block = columns.AsSpan(c * k + start, len);
                 var (min, max) = QuantMath.MinMax(block, what);
                 QuantParams p;
                 int qmin, qmax, shift;
@@ -50,15 +51,28 @@ public sealed class BlockQuantized
                 else { p = QuantMath.Compute(min, max, type, what: what); qmin = uqmin; qmax = uqmax; shift = 0; }
                 scales[c * blocks + b] = p.Scale;
                 zps[c * blocks + b] = (byte)(p.ZeroPoint + shift);
+                QuantMath.Quantize(block, p, qmin, qmax, buffer);
                 long rowStart = (long)c * padded + start;
                 for (int i = 0; i < blockSize; i++)
-                {
-                    int q = i < len ? QuantMath.Quantize(block[i], p, qmin, qmax) : p.ZeroPoint;
-                    codes[rowStart + i] = (byte)(q + shift);
-                }
+                    codes[rowStart + i] = (byte)((i < len ? (symmetric ? (sbyte)buffer[i] : buffer[i]) : p.ZeroPoint) + shift);
             }
-        }
+        });
         return new BlockQuantized { K = k, N = n, Bits = bits, BlockSize = blockSize, Symmetric = symmetric, Codes = codes, Scales = scales, ZeroPoints = zps };
+    }
+
+    /// <summary>[K, N] row-major → [N, K] row-major, in cache-sized tiles.</summary>
+    static float[] Transpose(ReadOnlySpan<float> w, int k, int n)
+    {
+        var t = new float[(long)k * n];
+        const int Tile = 32;
+        for (int r0 = 0; r0 < k; r0 += Tile)
+            for (int c0 = 0; c0 < n; c0 += Tile)
+            {
+                int r1 = Math.Min(k, r0 + Tile), c1 = Math.Min(n, c0 + Tile);
+                for (int r = r0; r < r1; r++)
+                    for (int c = c0; c < c1; c++) t[(long)c * k + r] = w[r * n + c];
+            }
+        return t;
     }
 
     /// <summary>Codes packed as MatMulNBits' B: [N, blocks, blockSize*bits/8], two 4-bit codes per byte, low nibble first.</summary>

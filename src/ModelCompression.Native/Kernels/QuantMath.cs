@@ -86,7 +86,15 @@ public static class QuantMath
     public static (float Min, float Max) MinMax(ReadOnlySpan<float> values, string? what = null)
     {
         if (values.IsEmpty) return (0, 0);
-        float min = TensorPrimitives.Min(values), max = TensorPrimitives.Max(values);
+        float min, max;
+        if (values.Length < 128)
+        {
+            min = max = values[0];
+            bool nan = false;
+            foreach (float v in values) { if (v < min) min = v; if (v > max) max = v; nan |= float.IsNaN(v); }
+            if (nan) throw NonFinite(what);
+        }
+        else { min = TensorPrimitives.Min(values); max = TensorPrimitives.Max(values); }
         // TensorPrimitives.Min/Max propagate NaN; infinities show up as the extremes.
         if (!float.IsFinite(min) || !float.IsFinite(max)) throw NonFinite(what);
         return (min, max);
@@ -131,18 +139,50 @@ public static class QuantMath
         return q < qmin ? qmin : q > qmax ? qmax : (int)q;
     }
 
-    /// <summary>Quantizes a span with one parameter pair into bytes (int8 stored as its two's-complement byte).</summary>
+    /// <summary>
+    /// Quantizes a span with one parameter pair into bytes (int8 stored as its two's-complement byte), vectorized with
+    /// TensorPrimitives in chunks: x / scale, round half to even, + zero point, clamp, narrow.
+    /// </summary>
     public static void Quantize(ReadOnlySpan<float> x, QuantParams p, int qmin, int qmax, Span<byte> destination)
     {
         if (destination.Length < x.Length) throw new ArgumentException("Destination too short.", nameof(destination));
-        float inv = 1f / p.Scale;
-        bool exactInverse = inv * p.Scale == 1f;
-        for (int i = 0; i < x.Length; i++)
+        if (x.Length < 128)
         {
-            float v = exactInverse ? x[i] * inv : x[i] / p.Scale;
-            float q = MathF.Round(v, MidpointRounding.ToEven) + p.ZeroPoint;
-            destination[i] = (byte)(sbyte)(q < qmin ? qmin : q > qmax ? qmax : (int)q);
+            // Small blocks (weight-only): a scalar loop beats the per-call overhead of the vector kernels.
+            float zp = p.ZeroPoint, lo = qmin, hi = qmax;
+            for (int i = 0; i < x.Length; i++)
+            {
+                float q = MathF.Round(x[i] / p.Scale) + zp; // MathF.Round rounds half to even
+                destination[i] = (byte)(sbyte)(int)(q < lo ? lo : q > hi ? hi : q);
+            }
+            return;
         }
+        const int Chunk = 4096;
+        Span<float> tmp = stackalloc float[Math.Min(Chunk, Math.Max(1, x.Length))];
+        for (int start = 0; start < x.Length; start += Chunk)
+        {
+            int n = Math.Min(Chunk, x.Length - start);
+            var t = tmp[..n];
+            TensorPrimitives.Divide(x.Slice(start, n), p.Scale, t);
+            TensorPrimitives.Round(t, t);
+            TensorPrimitives.Add(t, (float)p.ZeroPoint, t);
+            TensorPrimitives.Max(t, (float)qmin, t);
+            TensorPrimitives.Min(t, (float)qmax, t);
+            var d = destination.Slice(start, n);
+            for (int i = 0; i < n; i++) d[i] = (byte)(sbyte)(int)t[i];
+        }
+    }
+
+    /// <summary><see cref="Quantize(ReadOnlySpan{float}, QuantParams, int, int, Span{byte})"/> over large arrays, in parallel slices.</summary>
+    public static void QuantizeParallel(float[] x, QuantParams p, int qmin, int qmax, byte[] destination)
+    {
+        const int Slice = 1 << 18;
+        if (x.Length <= Slice) { Quantize(x, p, qmin, qmax, destination); return; }
+        Parallel.For(0, (x.Length + Slice - 1) / Slice, s =>
+        {
+            int start = s * Slice, n = Math.Min(Slice, x.Length - start);
+            Quantize(x.AsSpan(start, n), p, qmin, qmax, destination.AsSpan(start, n));
+        });
     }
 
     /// <summary>Quantizes a whole tensor per channel along <paramref name="axis"/>.</summary>

@@ -57,7 +57,7 @@ internal sealed class WeightQuantizer(GraphIndex index, QuantType type, bool sym
         {
             var p = QuantMath.ForTensor(values, type, symmetric, reduceRange, sourceName);
             q = new byte[values.Length];
-            QuantMath.Quantize(values, p, qmin, qmax, q);
+            QuantMath.QuantizeParallel(values, p, qmin, qmax, q);
             scales = [p.Scale * scaleFactor];
             zps = [(byte)(sbyte)p.ZeroPoint];
         }
@@ -86,7 +86,7 @@ internal sealed class WeightQuantizer(GraphIndex index, QuantType type, bool sym
         var p = QuantMath.ForTensor(values, type, symmetric, reduceRange, sourceName);
         var (qmin, qmax) = QuantMath.Range(type, symmetric, reduceRange);
         var q = new byte[values.Length];
-        QuantMath.Quantize(values, p, qmin, qmax, q);
+        QuantMath.QuantizeParallel(values, p, qmin, qmax, q);
         var dt = type == QuantType.Int8 ? DT.Int8 : DT.Uint8;
         string qName = index.Fresh(sourceName + "_quantized");
         index.AddInitializer(TensorData.FromRaw(qName, dt, source.Dims.ToArray(), q));
