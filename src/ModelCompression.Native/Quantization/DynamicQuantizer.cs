@@ -17,7 +17,7 @@ internal static class DynamicQuantizer
     public static readonly string[] DefaultOps = ["MatMul", "Gemm", "Gather"];
     public static readonly string[] SupportedOps = ["MatMul", "Gemm", "Gather"];
 
-    public static (long Before, long After) Run(ModelProto model, QuantizationOptions o, QuantizationReport report, CancellationToken cancel)
+    public static (long Before, long After) Run(ModelProto model, QuantizationOptions o, QuantizationReport report, IProgress<QuantizationProgress>? progress, CancellationToken cancel)
     {
         var graph = model.Graph;
         var index = new GraphIndex(model);
@@ -36,10 +36,12 @@ internal static class DynamicQuantizer
         var quantizedActivations = new Dictionary<string, (string Q, string Scale, string Zp)>(StringComparer.Ordinal);
         var newNodes = new List<NodeProto>(graph.Node.Count * 2);
 
+        int candidates = Math.Max(1, graph.Node.Count(n => ops.Contains(n.OpType))), done = 0;
         foreach (var node in graph.Node)
         {
             cancel.ThrowIfCancellationRequested();
             var replacement = node.Domain is "" or "ai.onnx" && ops.Contains(node.OpType) ? Rewrite(node) : null;
+            if (ops.Contains(node.OpType)) progress?.Report(new QuantizationProgress("Quantizing weights", (double)++done / candidates));
             if (replacement is null) newNodes.Add(node);
             else newNodes.AddRange(replacement);
             if (node.OpType is "Conv" or "ConvTranspose")

@@ -43,7 +43,7 @@ public static class ModelQuantizer
             long before = model.SerializedSize;
             (long wBefore, long wAfter) = options.Mode switch
             {
-                QuantizationMode.Dynamic => DynamicQuantizer.Run(proto, options, report, cancel),
+                QuantizationMode.Dynamic => DynamicQuantizer.Run(proto, options, report, progress, cancel),
                 QuantizationMode.WeightOnly => WeightOnlyQuantizer.Run(proto, options, report, progress, cancel),
                 QuantizationMode.Float16 => Float16Converter.Run(proto, options, report, cancel),
                 QuantizationMode.Static => StaticQuantizer.Run(source, proto, options, report, progress, cancel),
