@@ -32,6 +32,8 @@ internal static class StaticQuantizer
             OpsetUpgrade.To13(model, source.Name);
             report.Note($"The model's opset was raised from {opset} to 13 (per-channel QuantizeLinear/DequantizeLinear); operators whose attributes became inputs were rewritten.");
         }
+        int affine = AffineFolding.FoldConvAffine(model);
+        if (affine > 0) report.Note($"{affine} constant Mul/Add node(s) right after a Conv were folded into its weights and bias before quantization.");
         var index = new GraphIndex(model);
         var ops = QuantizationPlan.OpTypes(o, DefaultOps, SupportedOps);
         var types = ValueTypes.Infer(model, source.Name);

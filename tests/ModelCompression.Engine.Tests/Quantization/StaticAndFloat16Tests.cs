@@ -34,6 +34,23 @@ public class StaticAndFloat16Tests
     }
 
     [Fact]
+    public void ConvFollowedByConstantMulAndAddIsFoldedExactly()
+    {
+        var rng = new Random(9);
+        var b = new GraphBuilder("affine").Input("x", DT.Float, "batch", 3, 8, 8).Output("y", DT.Float, "batch", 4, 8, 8);
+        var w = b.Initializer("w", [4, 3, 3, 3], TestModels.RandomWeights(rng, 108, 0.3f));
+        var h = b.Node("Conv", ["x", w], name: "conv", attributes: [GraphBuilder.Attr("pads", new long[] { 1, 1, 1, 1 })]);
+        h = b.Node("Mul", [b.Initializer("s", [1], [0.25f]), h], name: "lab_scale");
+        b.Node("Add", [h, b.Initializer("t", [4, 1, 1], [100f, -50f, 3f, 0f])], ["y"], name: "lab_bias");
+        var m = b.BuildModel("affine");
+        var folded = m.Derive("test", new Dictionary<string, string>(), p => { Assert.Equal(2, AffineFolding.FoldConvAffine(p)); return null; });
+        Assert.Equal(["Conv"], folded.Proto.Graph.Node.Select(n => n.OpType));
+        Assert.Equal("y", folded.Proto.Graph.Node[0].Output[0]);
+        var f = QuantizerTests.Compare(m, folded);
+        Assert.True(f.MaxAbsError < 1e-4, $"max abs error {f.MaxAbsError}");
+    }
+
+    [Fact]
     public void CalibrationMethodsNarrowTheRangeAsExpected()
     {
         // Uniform mass on [0, ~9.8] plus one outlier at 100: percentile clips the outlier, min/max would not.
