@@ -81,7 +81,9 @@ internal static class Calibrator
             {
                 float top = MathF.Max(MathF.Abs(min[name]), MathF.Abs(max[name])), width = top / HistogramBins;
                 if (width <= 0) { h[0] += values.Length; return; }
-                foreach (float v in values) h[Math.Min((int)(MathF.Abs(v) / width), HistogramBins - 1)]++;
+                // Exact zeros (ReLU outputs, padding) are always representable (ranges include 0); left in, their mass
+                // would dominate the divergence and pull the threshold far too low.
+                foreach (float v in values) if (v != 0) h[Math.Min((int)(MathF.Abs(v) / width), HistogramBins - 1)]++;
             }
         }
     }
