@@ -51,7 +51,7 @@ public static class ModelQuantizer
             };
             if (report.Count == 0)
                 throw new EngineException("QuantizationNothingToQuantize", EngineErrorKind.InvalidOperation,
-                    $"Model '{model.Name}' has no node that -Mode {options.Mode} can quantize{NothingReason(report)}.") { Target = model.SourcePath };
+                    $"Model '{model.Name}' has no node that -Mode {options.Mode} can quantize{NothingReason(report, options)}.") { Target = model.SourcePath };
             if (!proto.OpsetImport.Any(op => op.Domain is "" or "ai.onnx")) proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 13 });
             report.Finish(before, proto.CalculateSize(), wBefore, wAfter);
             return report.Report;
@@ -74,10 +74,18 @@ public static class ModelQuantizer
         return null;
     }
 
-    static string NothingReason(QuantizationReport report)
+    static string NothingReason(QuantizationReport report, QuantizationOptions options)
     {
         var skipped = report.Report.Entries.Where(e => e.Action == QuantizationReport.Skipped).Take(3).ToList();
-        return skipped.Count == 0 ? " (no operator of the selected types)" : ": " + string.Join("; ", skipped.Select(e => $"{e.OpType} '{e.Target}': {e.Detail}"));
+        if (skipped.Count > 0) return ": " + string.Join("; ", skipped.Select(e => $"{e.OpType} '{e.Target}': {e.Detail}"));
+        IReadOnlyList<string>? types = options.OpTypes ?? options.Mode switch
+        {
+            QuantizationMode.Dynamic => DynamicQuantizer.DefaultOps,
+            QuantizationMode.WeightOnly => WeightOnlyQuantizer.DefaultOps,
+            QuantizationMode.Static => StaticQuantizer.DefaultOps,
+            _ => null,
+        };
+        return types is null ? " (no float32 tensor to convert)" : $" (it has no {string.Join(", ", types)} node with a constant float32 weight)";
     }
 
     static Dictionary<string, string> Parameters(QuantizationOptions o)
