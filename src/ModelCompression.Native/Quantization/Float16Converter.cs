@@ -100,7 +100,8 @@ public static class Float16Converter
         var block = (o.Float16BlockList ?? DefaultBlockList).ToHashSet(StringComparer.OrdinalIgnoreCase);
         bool keepIO = o.KeepIOTypes ?? true;
         bool IsFloat(string v) => v.Length > 0 && types.TryGetValue(v, out var t) && t == DT.Float;
-        bool Blocked(NodeProto n) => block.Contains(n.OpType) || n.Domain is not ("" or "ai.onnx") || ModelQuantizer.QuantizedOps.Contains(n.OpType);
+        bool Excluded(NodeProto n) => MatchesAny(n.Name, o.ExcludeNodes);
+        bool Blocked(NodeProto n) => block.Contains(n.OpType) || n.Domain is not ("" or "ai.onnx") || ModelQuantizer.QuantizedOps.Contains(n.OpType) || Excluded(n);
         bool WantsHalf(NodeProto n, int slot) => !Blocked(n) && !(Float32Inputs.TryGetValue(n.OpType, out var slots) && slots.Contains(slot));
 
         // Which constants feed float16 consumers.
@@ -149,7 +150,7 @@ public static class Float16Converter
             foreach (var output in n.Output) if (IsFloat(output)) home[output] = !blocked;
             if (blocked)
             {
-                if (n.Input.Any(IsFloat) || n.Output.Any(IsFloat)) report.Keep(n, block.Contains(n.OpType) ? "in the float16 block list" : "not a standard ONNX operator; left float32");
+                if (n.Input.Any(IsFloat) || n.Output.Any(IsFloat)) report.Keep(n, Excluded(n) ? "excluded by -ExcludeNode" : block.Contains(n.OpType) ? "in the float16 block list" : "not a standard ONNX operator; left float32");
                 continue;
             }
             if (n.OpType == "Cast" && IntAttr(n, "to") == (long)DT.Float)

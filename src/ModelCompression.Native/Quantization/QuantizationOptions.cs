@@ -106,6 +106,8 @@ public sealed record QuantizationOptions
             throw Invalid("QuantizationCalibrationBatchInvalid", $"-CalibrationBatchSize must be at least 1 (got {cb}).");
         if (Mode == QuantizationMode.Static && CalibrationData is null)
             throw Invalid("QuantizationCalibrationDataMissing", "-Mode Static needs -CalibrationData (a .npz/.npy/.csv file or a folder of them) to measure activation ranges.");
+        if (ExcludeNodes.Count > 0 && StorageOnly == true)
+            throw Invalid("QuantizationParameterNotApplicable", "-ExcludeNode does not apply to -StorageOnly (it converts weights, not nodes).");
         if (ReduceRange && Mode == QuantizationMode.WeightOnly)
             throw Invalid("QuantizationParameterNotApplicable", "-ReduceRange does not apply to -Mode WeightOnly.");
     }

@@ -117,6 +117,9 @@ public class StaticAndFloat16Tests
         var f = QuantizerTests.Compare(m, q);
         Assert.True(f.Cosine >= 0.999, $"cosine {f.Cosine}");
         Assert.Equal("ModelAlreadyQuantized", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(q, new QuantizationOptions { Mode = QuantizationMode.Float16 })).ErrorId);
+        var excluded = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Float16, ExcludeNodes = ["ADD"] });
+        Assert.Contains(excluded.Report!.Entries, e => e.Target == "add" && e.Action == "Kept" && e.Detail.Contains("ExcludeNode", StringComparison.Ordinal));
+        Assert.True(QuantizerTests.Compare(m, excluded).Cosine >= 0.999);
     }
 
     [Fact]
