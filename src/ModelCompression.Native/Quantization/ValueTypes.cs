@@ -19,6 +19,9 @@ internal static class ValueTypes
     public static (Dictionary<string, DT> Types, Dictionary<string, int> Ranks) InferWithRanks(ModelProto model, string? modelName = null)
     {
         var ranks = new Dictionary<string, int>(StringComparer.Ordinal);
+        if (model.CalculateSize() >= Onnx.ModelIO.SingleFileLimit)
+            throw new EngineException("ModelTooLargeForMemorySession", EngineErrorKind.LimitsExceeded,
+                $"Model '{modelName ?? "model"}' is too large for an in-memory ONNX Runtime session, which this mode needs to infer value types.");
         var copy = model.Clone();
         var graph = copy.Graph;
         var seen = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
