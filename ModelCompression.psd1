@@ -15,6 +15,8 @@
         'Export-Model'
         'Invoke-ModelQuantization'
         'Optimize-Model'
+        'Measure-ModelLatency'
+        'Compare-Model'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
