@@ -13,6 +13,8 @@
         'Get-Model'
         'Get-ModelInfo'
         'Export-Model'
+        'Invoke-ModelQuantization'
+        'Optimize-Model'
         'Measure-ModelLatency'
         'Compare-Model'
         'Invoke-Distillation'

@@ -6,6 +6,8 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
 {
     ["io"] = RoundTripBench.Run,
     ["io-child"] = RoundTripBench.Child,
+    ["quant-latency"] = QuantizationBench.Latency,
+    ["quant-time"] = QuantizationBench.Time,
     ["latency"] = LatencyBench.Run,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))

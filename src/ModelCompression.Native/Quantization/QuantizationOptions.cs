@@ -1,0 +1,116 @@
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Kernels;
+
+namespace ModelCompression.Native.Quantization;
+
+public enum QuantizationMode { Dynamic, Static, WeightOnly, Float16 }
+
+public enum WeightOnlyFormat { MatMulNBits, Standard }
+
+public enum CalibrationMethod { MinMax, Percentile, Entropy }
+
+/// <summary>
+/// What to quantize and how. Options that only some modes use are nullable: null means "not given", and a
+/// value given to a mode that does not use it is refused (<see cref="Validate"/>), never ignored.
+/// </summary>
+public sealed record QuantizationOptions
+{
+    public QuantizationMode Mode { get; init; } = QuantizationMode.Dynamic;
+
+    // Common
+    /// <summary>Int8 or UInt8 weights (Dynamic, Static; WeightOnly uses <see cref="Bits"/>).</summary>
+    public QuantType? WeightType { get; init; }
+    /// <summary>Symmetric weights; null: the mode's default (int8 weights symmetric, uint8 asymmetric; weight-only symmetric).</summary>
+    public bool? Symmetric { get; init; }
+    /// <summary>7-bit weights, for CPUs without VNNI whose int8 dot products saturate.</summary>
+    public bool ReduceRange { get; init; }
+    /// <summary>One scale per output channel (Dynamic; Static always quantizes weights per channel unless false).</summary>
+    public bool? PerChannel { get; init; }
+    /// <summary>Operator types to quantize; null: the mode's defaults.</summary>
+    public IReadOnlyList<string>? OpTypes { get; init; }
+    /// <summary>Node names (wildcards * and ?) left as they are.</summary>
+    public IReadOnlyList<string> ExcludeNodes { get; init; } = [];
+    /// <summary>Quantize a model that is already quantized (otherwise refused).</summary>
+    public bool Force { get; init; }
+
+    // WeightOnly
+    public int? Bits { get; init; }
+    public int? BlockSize { get; init; }
+    public WeightOnlyFormat? Format { get; init; }
+    public int? AccuracyLevel { get; init; }
+
+    // Float16
+    public bool? KeepIOTypes { get; init; }
+    /// <summary>float16 weights stored, float32 computation (Cast after each weight).</summary>
+    public bool? StorageOnly { get; init; }
+    /// <summary>Operator types kept in float32 in Float16 mode; null: <see cref="Float16Converter.DefaultBlockList"/>.</summary>
+    public IReadOnlyList<string>? Float16BlockList { get; init; }
+
+    // Static
+    public DataSet? CalibrationData { get; init; }
+    public CalibrationMethod? CalibrationMethod { get; init; }
+    public double? Percentile { get; init; }
+    /// <summary>Int8 (symmetric) or UInt8 (asymmetric) activations.</summary>
+    public QuantType? ActivationType { get; init; }
+    public bool? SkipOptimization { get; init; }
+    public int? CalibrationBatchSize { get; init; }
+
+    /// <summary>Refuses values that do not apply to the mode or are out of range, naming the parameter.</summary>
+    public void Validate()
+    {
+        var notFor = new List<string>();
+        void Only(bool given, string name, params QuantizationMode[] modes)
+        {
+            if (given && !modes.Contains(Mode)) notFor.Add(name);
+        }
+        const QuantizationMode D = QuantizationMode.Dynamic, S = QuantizationMode.Static, W = QuantizationMode.WeightOnly, F = QuantizationMode.Float16;
+        Only(WeightType is not null, "WeightType", D, S);
+        Only(Symmetric is not null, "Symmetric", D, S, W);
+        Only(ReduceRange, "ReduceRange", D, S);
+        Only(PerChannel is not null, "PerChannel", D, S);
+        Only(OpTypes is not null, "OpType", D, S, W);
+        Only(Bits is not null, "Bits", W);
+        Only(BlockSize is not null, "BlockSize", W);
+        Only(Format is not null, "Format", W);
+        Only(AccuracyLevel is not null, "AccuracyLevel", W);
+        Only(KeepIOTypes is not null, "KeepIOTypes", F);
+        Only(StorageOnly is not null, "StorageOnly", F);
+        Only(Float16BlockList is not null, "Float16BlockList", F);
+        Only(CalibrationData is not null, "CalibrationData", S);
+        Only(CalibrationMethod is not null, "CalibrationMethod", S);
+        Only(Percentile is not null, "Percentile", S);
+        Only(ActivationType is not null, "ActivationType", S);
+        Only(SkipOptimization is not null, "SkipOptimization", S);
+        Only(CalibrationBatchSize is not null, "CalibrationBatchSize", S);
+        if (notFor.Count > 0)
+            throw Invalid("QuantizationParameterNotApplicable",
+                $"{string.Join(", ", notFor.Select(p => "-" + p))} {(notFor.Count == 1 ? "does" : "do")} not apply to -Mode {Mode}; remove {(notFor.Count == 1 ? "it" : "them")}.");
+
+        if (WeightType is not null and not (QuantType.Int8 or QuantType.UInt8))
+            throw Invalid("QuantizationWeightTypeInvalid", $"-WeightType must be Int8 or UInt8 (got {WeightType}); 4-bit weights are -Mode WeightOnly -Bits 4.");
+        if (ActivationType is not null and not (QuantType.Int8 or QuantType.UInt8))
+            throw Invalid("QuantizationActivationTypeInvalid", $"-ActivationType must be Int8 or UInt8 (got {ActivationType}).");
+        if (Bits is not null and not (4 or 8))
+            throw Invalid("QuantizationBitsInvalid", $"-Bits must be 4 or 8 (got {Bits}).");
+        if (BlockSize is { } bs && (bs < 16 || bs > 256 || (bs & (bs - 1)) != 0))
+            throw Invalid("QuantizationBlockSizeInvalid", $"-BlockSize must be a power of two from 16 to 256 (got {bs}).");
+        if (AccuracyLevel is { } al && (al < 0 || al > 4))
+            throw Invalid("QuantizationAccuracyLevelInvalid", $"-AccuracyLevel must be 0 to 4 (got {al}).");
+        if (AccuracyLevel is not null && Format == WeightOnlyFormat.Standard)
+            throw Invalid("QuantizationParameterNotApplicable", "-AccuracyLevel applies to the MatMulNBits format only, not to -Format Standard.");
+        if (Percentile is { } p && (p <= 0 || p > 100 || double.IsNaN(p)))
+            throw Invalid("QuantizationPercentileInvalid", $"-Percentile must be in (0, 100] (got {p}).");
+        if (Percentile is not null && CalibrationMethod is not Quantization.CalibrationMethod.Percentile)
+            throw Invalid("QuantizationParameterNotApplicable", "-Percentile applies to -CalibrationMethod Percentile only.");
+        if (CalibrationBatchSize is { } cb && cb < 1)
+            throw Invalid("QuantizationCalibrationBatchInvalid", $"-CalibrationBatchSize must be at least 1 (got {cb}).");
+        if (Mode == QuantizationMode.Static && CalibrationData is null)
+            throw Invalid("QuantizationCalibrationDataMissing", "-Mode Static needs -CalibrationData (a .npz/.npy/.csv file or a folder of them) to measure activation ranges.");
+        if (ExcludeNodes.Count > 0 && StorageOnly == true)
+            throw Invalid("QuantizationParameterNotApplicable", "-ExcludeNode does not apply to -StorageOnly (it converts weights, not nodes).");
+        if (ReduceRange && Mode == QuantizationMode.WeightOnly)
+            throw Invalid("QuantizationParameterNotApplicable", "-ReduceRange does not apply to -Mode WeightOnly.");
+    }
+
+    static EngineException Invalid(string id, string message) => new(id, EngineErrorKind.InvalidArgument, message);
+}

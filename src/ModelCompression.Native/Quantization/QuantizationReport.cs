@@ -1,0 +1,53 @@
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Quantization;
+
+/// <summary>Collects what a quantization pass did into a <see cref="ModelReport"/>.</summary>
+internal sealed class QuantizationReport
+{
+    public const string Quantized = "Quantized";
+    public const string Skipped = "Skipped";
+    public const string Converted = "Converted";
+    public const string Kept = "Kept";
+
+    public ModelReport Report { get; }
+    readonly Dictionary<string, int> quantizedByOp = new(StringComparer.Ordinal);
+
+    public QuantizationReport(string stage) => Report = new ModelReport { Stage = stage };
+
+    public void Done(NodeProto node, string detail, string action = Quantized)
+    {
+        Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, action, detail));
+        if (action is Quantized or Converted) quantizedByOp[node.OpType] = quantizedByOp.GetValueOrDefault(node.OpType) + 1;
+    }
+
+    public void Keep(NodeProto node, string reason) => Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, Kept, reason));
+
+    /// <summary>A tensor (weight) converted or kept, outside any one node.</summary>
+    public void Tensor(string name, string detail, string action = Converted)
+    {
+        Report.Entries.Add(new ReportEntry(name, "Initializer", action, detail));
+        if (action is Quantized or Converted) quantizedByOp["Initializer"] = quantizedByOp.GetValueOrDefault("Initializer") + 1;
+    }
+
+    public void Skip(NodeProto node, string reason) => Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, Skipped, reason));
+
+    public void Note(string note) { if (!Report.Notes.Contains(note)) Report.Notes.Add(note); }
+
+    public int Count => quantizedByOp.Values.Sum();
+
+    public void Finish(long sizeBefore, long sizeAfter, long weightBytesBefore, long weightBytesAfter)
+    {
+        foreach (var (op, n) in quantizedByOp.OrderBy(kv => kv.Key, StringComparer.Ordinal)) Report.Metrics[$"Quantized.{op}"] = n;
+        Report.Metrics["NodesQuantized"] = Count;
+        Report.Metrics["NodesSkipped"] = Report.Entries.Count(e => e.Action == Skipped);
+        Report.Metrics["SizeBefore"] = sizeBefore;
+        Report.Metrics["SizeAfter"] = sizeAfter;
+        Report.Metrics["WeightBytesBefore"] = weightBytesBefore;
+        Report.Metrics["WeightBytesAfter"] = weightBytesAfter;
+        if (sizeBefore > 0) Report.Metrics["SizeRatio"] = (double)sizeAfter / sizeBefore;
+    }
+
+    public static string NodeName(NodeProto n) => string.IsNullOrEmpty(n.Name) ? $"{n.OpType}({string.Join(",", n.Output)})" : n.Name;
+}

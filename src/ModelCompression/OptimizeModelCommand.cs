@@ -1,0 +1,37 @@
+using System.Management.Automation;
+using ModelCompression.Native.Quantization;
+
+namespace ModelCompression;
+
+/// <summary>Applies ONNX Runtime's offline graph optimizations and returns the optimized graph as a new model.</summary>
+[Cmdlet(VerbsCommon.Optimize, "Model")]
+[OutputType(typeof(Model))]
+public sealed class OptimizeModelCommand : ModelCmdletBase
+{
+    [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
+    [ValidateNotNull]
+    [ModelArgument]
+    public Model? InputObject { get; set; }
+
+    [Parameter]
+    [ValidateSet("Basic", "Extended", "All")]
+    public string Level { get; set; } = "Basic";
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string ExecutionProvider { get; set; } = "CPU";
+
+    protected override void ProcessRecord()
+    {
+        var model = InputObject!;
+        TryInvoke(() =>
+        {
+            WriteProgress(new ProgressRecord(1, "Optimizing", $"{model.Name} ({Level})") { PercentComplete = 0 });
+            var result = GraphOptimizer.Optimize(model.Engine, Level, ExecutionProvider, CancellationToken);
+            CompleteProgress("Optimizing");
+            foreach (var note in result.Report!.Notes) WriteWarning(note);
+            WriteVerbose($"'{model.Name}': {result.Report.Metrics["NodesBefore"]} → {result.Report.Metrics["NodesAfter"]} nodes.");
+            WriteObject(new Model(result));
+        }, model);
+    }
+}
