@@ -1,0 +1,99 @@
+using System.Globalization;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Pruning;
+
+/// <summary>
+/// Prunes MatMul/Gemm/Conv weights of an ONNX model: unstructured (per layer or global), N:M semi-structured,
+/// or structured (whole output channels removed and the graph rewritten so the model is physically smaller).
+/// </summary>
+public static class ModelPruner
+{
+    public const string StageName = "Pruning";
+
+    public static OnnxModel Prune(OnnxModel model, PruningOptions options, IProgress<double>? progress = null, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (model.Proto.Graph is null)
+            throw new EngineException("ModelHasNoGraph", EngineErrorKind.InvalidData, $"Model '{model.Name}' has no graph.") { Target = model.SourcePath };
+
+        if (options.Structured) return StructuredPruner.Prune(model, options, progress, cancel);
+
+        // Activation statistics come from the original model, before any edit.
+        Dictionary<string, double[]>? activations = null;
+        var probeIndex = new GraphIndex(model.Proto.Graph);
+        var probeTargets = WeightTargets.Find(probeIndex, options, []);
+        if (probeTargets.Count == 0) throw NothingToPrune(model, options, probeIndex);
+        if (options.Criterion == PruningCriterion.Activation)
+            activations = ActivationStats.ChannelNorms(model, probeTargets.SelectMany(t => t.ActivationInputs()).Distinct().ToList(),
+                options.CalibrationData!, options.CalibrationBatchSize, Scaled(progress, 0, 0.3), cancel);
+
+        return model.Derive(StageName, options.ToParameters(), proto =>
+        {
+            var graph = proto.Graph;
+            var index = new GraphIndex(graph);
+            var report = new ModelReport { Stage = StageName };
+            var skipped = new List<ReportEntry>();
+            var targets = WeightTargets.Find(index, options, skipped);
+            long nonZeroBefore = NonZeroWeights(graph);
+            long parameters = CostModel.Parameters(graph);
+            var counts = new UnstructuredPruner(targets, options, activations).Run(graph, Scaled(progress, activations is null ? 0 : 0.3, 1), cancel);
+
+            long zeros = 0, elements = 0;
+            for (int t = 0; t < targets.Count; t++)
+            {
+                var (z, n) = counts[t];
+                zeros += z; elements += n;
+                report.Entries.Add(new ReportEntry(targets[t].Label, targets[t].OpType, "Pruned",
+                    $"weight '{targets[t].Name}' [{string.Join(",", targets[t].Tensor.Dims)}]: sparsity {Pct((double)z / n)} ({z:N0} of {n:N0} zero)"));
+            }
+            report.Entries.AddRange(skipped);
+            long nonZeroAfter = NonZeroWeights(graph);
+            report.Metrics["Sparsity"] = elements == 0 ? 0 : (double)zeros / elements;
+            report.Metrics["PrunedTensors"] = targets.Count;
+            report.Metrics["PrunedTensorElements"] = elements;
+            report.Metrics["ParametersBefore"] = parameters;
+            report.Metrics["ParametersAfter"] = parameters;
+            report.Metrics["NonZeroParametersBefore"] = nonZeroBefore;
+            report.Metrics["NonZeroParametersAfter"] = nonZeroAfter;
+            report.Notes.Add($"{options.Method} pruning, criterion {options.Criterion}" +
+                (options.Pattern is null ? $", scope {options.Scope}, rate {options.Rate!.Value.ToString("0.###", CultureInfo.InvariantCulture)}" : "") +
+                $": {targets.Count} weight tensor(s), {zeros:N0} of {elements:N0} elements zero ({Pct(elements == 0 ? 0 : (double)zeros / elements)}).");
+            if (options.Scope == PruningScope.Global && options.Pattern is null && options.Criterion != PruningCriterion.Random)
+                report.Notes.Add("Global scope: one threshold over the raw scores (|w|, or |w| x activation norm) of all selected layers, so layers are pruned unevenly.");
+            report.Notes.Add("Zeroed weights keep their place: the file and dense FLOPs are unchanged (ONNX Runtime runs them densely); use -Structured to make the model physically smaller.");
+            return report;
+        });
+    }
+
+    internal static EngineException NothingToPrune(OnnxModel model, PruningOptions options, GraphIndex index)
+    {
+        var skipped = new List<ReportEntry>();
+        WeightTargets.Find(index, options, skipped);
+        string why = skipped.Count == 0
+            ? $"it has no {string.Join("/", options.EffectiveOpTypes)} node with a constant weight"
+            : "every candidate was skipped: " + string.Join("; ", skipped.Take(5).Select(s => $"{s.Target}: {s.Detail}")) + (skipped.Count > 5 ? $"; and {skipped.Count - 5} more" : "");
+        return new EngineException("PruningNothingToPrune", EngineErrorKind.InvalidOperation, $"Model '{model.Name}' has no weight to prune: {why}.") { Target = model.SourcePath };
+    }
+
+    internal static long NonZeroWeights(GraphProto graph)
+    {
+        long n = 0;
+        foreach (var t in graph.Initializer)
+            if (t.DataType == (int)TensorProto.Types.DataType.Float) n += TensorData.ElementCount(t) - TensorData.CountZeros(t);
+        return n;
+    }
+
+    internal static string Pct(double v) => v.ToString("P2", CultureInfo.InvariantCulture);
+
+    internal static IProgress<double>? Scaled(IProgress<double>? progress, double from, double to) =>
+        progress is null ? null : new Progress(progress, from, to);
+
+    sealed class Progress(IProgress<double> inner, double from, double to) : IProgress<double>
+    {
+        public void Report(double value) => inner.Report(from + (to - from) * Math.Clamp(value, 0, 1));
+    }
+}

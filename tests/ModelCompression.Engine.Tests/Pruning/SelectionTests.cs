@@ -1,0 +1,35 @@
+using ModelCompression.Native.Kernels;
+
+namespace ModelCompression.Engine.Tests.Pruning;
+
+public class SelectionTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(17)]
+    [InlineData(500)]
+    [InlineData(1000)]
+    public void FindsTheExactRankLikeASort(int count)
+    {
+        var rng = new Random(count);
+        var values = Enumerable.Range(0, 1000).Select(_ => (float)Math.Abs(rng.NextDouble() * 3 - 1.5) * (rng.Next(4) == 0 ? 1e-3f : 1f)).ToArray();
+        var sorted = values.Order().ToArray();
+        var t = Selection.SmallestCount(values, count);
+        Assert.Equal(sorted[count - 1], t.Value);
+        Assert.Equal(sorted.Count(v => v < t.Value), t.Below);
+    }
+
+    [Fact]
+    public void TiesAreTakenInOrderUntilTheCountIsExact()
+    {
+        var values = new float[] { 0, 0, 1, 1, 1, 1, 2, 0.5f };
+        var t = Selection.SmallestCount(values, 5);
+        Assert.Equal(1f, t.Value);
+        Assert.Equal(3, t.Below);
+        long budget = t.TakeEqual;
+        var mask = new bool[values.Length];
+        long marked = Selection.Mark(values, t, ref budget, mask);
+        Assert.Equal(5, marked);
+        Assert.Equal([true, true, true, true, false, false, false, true], mask);
+    }
+}
