@@ -20,6 +20,7 @@ public static class ModelPruner
         if (model.Proto.Graph is null)
             throw new EngineException("ModelHasNoGraph", EngineErrorKind.InvalidData, $"Model '{model.Name}' has no graph.") { Target = model.SourcePath };
 
+        model = WeightConstantsAsInitializers(model);
         if (options.Structured) return StructuredPruner.Prune(model, options, progress, cancel);
 
         // Activation statistics come from the original model, before any edit.
@@ -67,6 +68,37 @@ public static class ModelPruner
             report.Notes.Add("Zeroed weights keep their place: the file and dense FLOPs are unchanged (ONNX Runtime runs them densely); use -Structured to make the model physically smaller.");
             return report;
         });
+    }
+
+    /// <summary>
+    /// Exporters such as paddle2onnx store weights as Constant nodes. A copy of the model holds the ones that
+    /// MatMul/Gemm/Conv/ConvTranspose read as weights as initializers instead (same name, same values), so every
+    /// method treats them alike; other Constant nodes stay. The input model is not touched.
+    /// </summary>
+    internal static OnnxModel WeightConstantsAsInitializers(OnnxModel model)
+    {
+        var graph = model.Proto.Graph;
+        var weightInputs = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var n in graph.Node)
+            if (n.Domain.Length == 0 && n.OpType is "MatMul" or "Gemm" or "Conv" or "ConvTranspose")
+                for (int i = 1; i < n.Input.Count; i++) weightInputs.Add(n.Input[i]);
+        bool Candidate(NodeProto n) => n.OpType == "Constant" && n.Domain.Length == 0 && n.Output.Count == 1 && weightInputs.Contains(n.Output[0])
+            && n.Attribute.Count == 1 && n.Attribute[0].Name == "value" && n.Attribute[0].T is not null;
+        if (!graph.Node.Any(Candidate)) return model;
+        var proto = model.Proto.Clone();
+        var g = proto.Graph;
+        for (int i = g.Node.Count - 1; i >= 0; i--)
+        {
+            var n = g.Node[i];
+            if (!Candidate(n)) continue;
+            var t = n.Attribute[0].T.Clone();
+            t.Name = n.Output[0];
+            g.Initializer.Add(t);
+            g.Node.RemoveAt(i);
+            if (proto.IrVersion < 4)
+                g.Input.Add(GraphBuilder.Value(t.Name, (TensorProto.Types.DataType)t.DataType, t.Dims.Cast<object>().ToArray()));
+        }
+        return new OnnxModel(proto, model.SourcePath, model.History, model.Report);
     }
 
     internal static EngineException NothingToPrune(OnnxModel model, PruningOptions options, GraphIndex index)

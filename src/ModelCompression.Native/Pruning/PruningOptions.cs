@@ -59,7 +59,10 @@ public sealed record PruningOptions
     public int CalibrationBatchSize { get; init; } = 32;
     /// <summary>Op types whose weights are pruned; empty means MatMul, Gemm and Conv.</summary>
     public IReadOnlyList<string> OpTypes { get; init; } = [];
-    /// <summary>Node names (wildcards * and ?) left untouched.</summary>
+    /// <summary>
+    /// Node names (wildcards * and ?) whose own weights are not pruned. With structured pruning an excluded layer keeps
+    /// its output channels, but still loses the input rows/channels that a pruned layer before it no longer produces.
+    /// </summary>
     public IReadOnlyList<string> ExcludeNodes { get; init; } = [];
     /// <summary>Weights with fewer elements than this are skipped.</summary>
     public long MinElements { get; init; } = DefaultMinElements;

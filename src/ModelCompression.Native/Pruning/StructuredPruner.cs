@@ -23,16 +23,19 @@ internal static class StructuredPruner
 
     sealed class Group
     {
-        public required NodeProto Producer { get; init; }
-        public required WeightTarget Target { get; init; }
+        /// <summary>The layers whose output channels this group removes together (one, or several tied by a residual or gate).</summary>
+        public required List<(NodeProto Node, WeightTarget Target)> Members { get; init; }
+        public NodeProto Producer => Members[0].Node;
         public int Channels { get; set; }
+        /// <summary>The computed tensor the channels met when the group failed as coupled.</summary>
+        public string? CoupledWith { get; set; }
+        public List<float[]?> BatchNormScales { get; } = [];
         public List<ConstEdit> Edits { get; } = [];
         public List<NodeProto> Depthwise { get; } = [];
         public List<ShapeEdit> ShapeEdits { get; } = [];
         public HashSet<string> Tensors { get; } = new(StringComparer.Ordinal);
         public List<string> Path { get; } = [];
         public List<string> Sinks { get; } = [];
-        public float[]? BatchNormScale { get; set; }
         public string? Failure { get; set; }
         public int[] Removed { get; set; } = [];
     }
@@ -84,12 +87,15 @@ internal static class StructuredPruner
                 foreach (var producer in target.Nodes)
                 {
                     cancel.ThrowIfCancellationRequested();
-                    var group = new Group { Producer = producer, Target = target };
-                    Follow(group, index, probe, options, nodeOrder);
+                    var group = new Group { Members = [(producer, target)] };
+                    Follow(group, index, probe, nodeOrder);
                     groups.Add(group);
-                    if (group.Failure is null) Decide(group, options, rate, activations);
-                    progress?.Report(0.4 + 0.4 * ++done / Math.Max(1, total));
+                    progress?.Report(0.4 + 0.3 * ++done / Math.Max(1, total));
                 }
+            groups = MergeCoupled(groups, index, probe, nodeOrder, cancel);
+            foreach (var group in groups)
+                if (group.Failure is null) Decide(group, options, rate, activations);
+            progress?.Report(0.8);
 
             var pruned = groups.Where(g => g.Failure is null && g.Removed.Length > 0).ToList();
             if (pruned.Count == 0)
@@ -127,13 +133,14 @@ internal static class StructuredPruner
                 int kept = g.Channels - g.Removed.Length;
                 channelsBefore += g.Channels; channelsAfter += kept;
                 string path = g.Path.Count == 0 ? "" : $"; through {string.Join(", ", g.Path.Distinct())}";
+                string joint = g.Members.Count == 1 ? "" : $"; pruned jointly with {string.Join(", ", g.Members.Skip(1).Select(m => m.Node.Name))} (coupled channels, one decision)";
                 report.Entries.Add(new ReportEntry(g.Producer.Name, g.Producer.OpType, g.Removed.Length > 0 ? "Pruned" : "Kept",
-                    $"kept {kept} of {g.Channels} channels{path}; consumers sliced: {string.Join(", ", g.Sinks.Distinct())}"));
+                    $"kept {kept} of {g.Channels} channels{joint}{path}; consumers sliced: {string.Join(", ", g.Sinks.Distinct())}"));
             }
             report.Entries.AddRange(skipped);
             long parametersAfter = CostModel.Parameters(graph);
             long flopsAfter = CostModel.Flops(graph, after);
-            report.Metrics["PrunedLayers"] = pruned.Count;
+            report.Metrics["PrunedLayers"] = pruned.Sum(g => g.Members.Count);
             report.Metrics["SkippedLayers"] = groups.Count(g => g.Failure is not null) + skipped.Count;
             report.Metrics["ChannelsBefore"] = channelsBefore;
             report.Metrics["ChannelsAfter"] = channelsAfter;
@@ -142,9 +149,11 @@ internal static class StructuredPruner
             report.Metrics["FlopsBefore"] = flopsBefore;
             report.Metrics["FlopsAfter"] = flopsAfter;
             report.Notes.Add($"Structured pruning, criterion {options.Criterion}, rate {rate.ToString("0.###", CultureInfo.InvariantCulture)}: " +
-                $"{pruned.Count} layer(s) pruned, {channelsBefore - channelsAfter:N0} of {channelsBefore:N0} channels removed; " +
+                $"{pruned.Sum(g => g.Members.Count)} layer(s) pruned, {channelsBefore - channelsAfter:N0} of {channelsBefore:N0} channels removed; " +
                 $"parameters {parametersBefore:N0} -> {parametersAfter:N0}; FLOPs {flopsBefore:N0} -> {flopsAfter:N0}.");
             report.Notes.Add($"FLOPs count MatMul, Gemm, Conv and ConvTranspose (2 per multiply-add) at the probe inputs {probe.InputDescription}.");
+            int jointly = pruned.Count(g => g.Members.Count > 1);
+            if (jointly > 0) report.Notes.Add($"{jointly} group(s) of layers whose channels are tied (residual Add, gating Mul) were pruned jointly with one decision per group.");
             int coupled = groups.Count(g => g.Failure is not null);
             if (coupled > 0) report.Notes.Add($"{coupled} layer(s) left whole: their channels are coupled to other tensors or reach ops the rewrite does not follow (see the Skipped entries).");
             return report;
@@ -153,14 +162,62 @@ internal static class StructuredPruner
 
     // ---------------------------------------------------------------- planning
 
-    static void Follow(Group g, GraphIndex index, ShapeProbe probe, PruningOptions options, Dictionary<NodeProto, int> order)
+    /// <summary>
+    /// Groups that failed because their channels meet another layer's channels at an elementwise op (residual Add,
+    /// gating Mul) are merged with that layer's group and followed again together, until nothing more merges.
+    /// </summary>
+    static List<Group> MergeCoupled(List<Group> groups, GraphIndex index, ShapeProbe probe, Dictionary<NodeProto, int> order, CancellationToken cancel)
     {
-        var p = g.Producer;
-        var t = g.Target;
+        for (int round = 0; round < 64; round++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            bool merged = false;
+            foreach (var g in groups)
+            {
+                if (g.CoupledWith is not { } tensor) continue;
+                var h = groups.FirstOrDefault(o => !ReferenceEquals(o, g) && o.Tensors.Contains(tensor));
+                if (h is null || h.Channels != g.Channels || h.Channels == 0) continue;
+                var joint = new Group { Members = [.. g.Members, .. h.Members] };
+                Follow(joint, index, probe, order);
+                if (joint.Failure is not null && joint.CoupledWith is null)
+                {
+                    // Merged, they still cannot be rewritten: say why on both.
+                    g.CoupledWith = null; h.CoupledWith = null;
+                    g.Failure += $"; pruned jointly with '{h.Producer.Name}' it still stops: {joint.Failure}";
+                    h.Failure = $"coupled with '{g.Producer.Name}'; jointly they stop: {joint.Failure}";
+                    continue;
+                }
+                groups = [.. groups.Where(o => !ReferenceEquals(o, g) && !ReferenceEquals(o, h)), joint];
+                merged = true;
+                break;
+            }
+            if (!merged) break;
+        }
+        foreach (var g in groups) g.CoupledWith = null;
+        return groups;
+    }
+
+    static void Follow(Group g, GraphIndex index, ShapeProbe probe, Dictionary<NodeProto, int> order)
+    {
+        var tracked = new Dictionary<string, Track>(StringComparer.Ordinal);
+        foreach (var (p, t) in g.Members)
+        {
+            if (!Start(g, p, t, index, probe, tracked)) return;
+            if (g.Channels != 0 && g.Channels != t.Outputs) { g.Failure = "coupled layers have different channel counts"; return; }
+            g.Channels = t.Outputs;
+        }
+        int first = g.Members.Min(m => order[m.Node]);
+        try { Walk(g, first, index, probe, tracked); }
+        finally { foreach (var name in tracked.Keys) g.Tensors.Add(name); }
+    }
+
+    /// <summary>Edits for the layer's own weight and bias, and its output's channel track.</summary>
+    static bool Start(Group g, NodeProto p, WeightTarget t, GraphIndex index, ShapeProbe probe, Dictionary<string, Track> tracked)
+    {
         string output = p.Output[0];
         var outShape = probe.Shape(output);
-        if (outShape is null) { g.Failure = "its output shape is unknown"; return; }
-        if (p.Output.Skip(1).Any(o => o.Length > 0)) { g.Failure = "it has more than one output"; return; }
+        if (outShape is null) { g.Failure = "its output shape is unknown"; return false; }
+        if (p.Output.Skip(1).Any(o => o.Length > 0)) { g.Failure = "it has more than one output"; return false; }
         int rank = outShape.Length;
         int axis;
         switch (p.OpType)
@@ -175,39 +232,46 @@ internal static class StructuredPruner
                 if (p.Input.Count > 2 && p.Input[2].Length > 0)
                 {
                     var c = index.Constant(p.Input[2]);
-                    if (c is null) { g.Failure = "its bias is computed, not a constant"; return; }
+                    if (c is null) { g.Failure = "its bias is computed, not a constant"; return false; }
+                    if (c.Dims.Count == 2 && c.Dims[0] != 1) { g.Failure = "its bias is a full matrix"; return false; }
                     if (c.Dims.Count > 0 && c.Dims[^1] == t.Outputs) g.Edits.Add(new ConstEdit(p, 2, c.Dims.Count - 1, Identity(t.Outputs)));
-                    else if (c.Dims.Count > 0 && c.Dims[^1] != 1) { g.Failure = "its bias does not broadcast per output"; return; }
-                    if (c.Dims.Count == 2 && c.Dims[0] != 1) { g.Failure = "its bias is a full matrix"; return; }
+                    else if (c.Dims.Count > 0 && c.Dims[^1] != 1) { g.Failure = "its bias does not broadcast per output"; return false; }
                 }
                 break;
             default:
                 axis = 1;
-                if (t.Groups != 1) { g.Failure = $"grouped convolution (group {t.Groups}): its output channels are tied to their groups"; return; }
+                if (t.Groups != 1)
+                {
+                    g.Failure = t.Groups == t.Outputs && t.Inputs == t.KernelSize
+                        ? "depthwise convolution: its channels are the channels of the layer before it and are pruned with that layer"
+                        : $"grouped convolution (group {t.Groups}): its output channels are tied to their groups";
+                    return false;
+                }
                 g.Edits.Add(new ConstEdit(p, 1, 0, Identity(t.Outputs)));
                 if (p.Input.Count > 2 && p.Input[2].Length > 0)
                 {
-                    if (index.Constant(p.Input[2]) is null) { g.Failure = "its bias is computed, not a constant"; return; }
+                    if (index.Constant(p.Input[2]) is null) { g.Failure = "its bias is computed, not a constant"; return false; }
                     g.Edits.Add(new ConstEdit(p, 2, 0, Identity(t.Outputs)));
                 }
                 break;
         }
-        g.Channels = t.Outputs;
-        var tracked = new Dictionary<string, Track>(StringComparer.Ordinal) { [output] = new Track(axis, rank, t.Outputs, Identity(t.Outputs)) };
-        if (index.GraphOutputs.Contains(output)) { g.Failure = "its output is a model output (model outputs keep their shapes)"; return; }
-
+        if (index.GraphOutputs.Contains(output)) { g.Failure = "its output is a model output (model outputs keep their shapes)"; return false; }
+        tracked[output] = new Track(axis, rank, t.Outputs, Identity(t.Outputs));
         // BatchNormalization right after the layer scales each channel: it belongs in the channel's importance.
         var direct = index.ConsumersOf(output);
-        if (direct.Count == 1 && direct[0].Node.OpType == "BatchNormalization") g.BatchNormScale = BatchNormScale(direct[0].Node, index, t.Outputs);
+        g.BatchNormScales.Add(direct.Count == 1 && direct[0].Node.OpType == "BatchNormalization" ? BatchNormScale(direct[0].Node, index, t.Outputs) : null);
+        return true;
+    }
 
-        for (int n = order[p] + 1; n < index.Graph.Node.Count && g.Failure is null; n++)
+    static void Walk(Group g, int first, GraphIndex index, ShapeProbe probe, Dictionary<string, Track> tracked)
+    {
+        for (int n = first + 1; n < index.Graph.Node.Count && g.Failure is null; n++)
         {
             var node = index.Graph.Node[n];
             var inputs = new List<(int Index, Track Track)>();
             for (int i = 0; i < node.Input.Count; i++)
                 if (tracked.TryGetValue(node.Input[i], out var tr)) inputs.Add((i, tr));
             if (inputs.Count == 0) continue;
-            if (options.IsExcluded(node.Name)) { g.Failure = $"its channels reach node '{node.Name}', which -ExcludeNode leaves untouched"; return; }
             var result = Step(g, node, inputs, index, probe, tracked);
             if (g.Failure is not null) return;
             if (result is { } r)
@@ -220,7 +284,6 @@ internal static class StructuredPruner
                 g.Path.Add(node.OpType);
             }
         }
-        foreach (var name in tracked.Keys) g.Tensors.Add(name);
     }
 
     /// <summary>Follows the channels through one node; returns the output's track, or null when the node consumes them (a sink).</summary>
@@ -260,12 +323,36 @@ internal static class StructuredPruner
                 if (c is null)
                 {
                     string source = index.Producer.TryGetValue(name, out var pn) ? $"{pn.OpType} '{pn.Name}'" : "a model input";
+                    g.CoupledWith = name;
                     return Fail($"coupled: {op} node '{node.Name}' joins the channels with '{name}' from {source} (residual or gate; left whole)");
                 }
                 if (ElementTypes.ByteCount(c.DataType, 1) <= 0) return Fail($"constant '{name}' has a packed element type");
                 g.Edits.Add(new ConstEdit(node, i, a, first.Pos));
             }
             return first with { Axis = outRank - fromEnd, Rank = outRank };
+        }
+        if (op == "Concat")
+        {
+            int rank0 = first.Rank;
+            long ca = GraphIndex.IntAttr(node, "axis", 0);
+            if (ca < 0) ca += rank0;
+            if (ca != first.Axis) return Fail($"Concat node '{node.Name}' joins along another axis");
+            if (inputs.Any(x => x.Track.Axis != first.Axis || x.Track.Rank != rank0)) return Fail($"Concat node '{node.Name}' joins differently laid out channels");
+            int offset = 0;
+            int[][]? pos = null;
+            for (int i = 0; i < node.Input.Count; i++)
+            {
+                var s = probe.Shape(node.Input[i]);
+                if (s is null) return Fail($"the shape of '{node.Input[i]}' is unknown");
+                if (tracked.TryGetValue(node.Input[i], out var tr))
+                {
+                    int off = offset;
+                    pos = pos is null ? tr.Pos.Select(ps => ps.Select(v => v + off).ToArray()).ToArray()
+                        : pos.Zip(tr.Pos, (a, b) => a.Concat(b.Select(v => v + off)).ToArray()).ToArray();
+                }
+                offset += (int)s[first.Axis];
+            }
+            return first with { Length = offset, Pos = pos! };
         }
         if (inputs.Count != 1 || inputs[0].Index != 0)
             return Fail($"{op} node '{node.Name}' reads the channels through input {inputs[0].Index}, which the rewrite does not follow");
@@ -363,28 +450,6 @@ internal static class StructuredPruner
                         return r;
                     }
                     return Fail($"Reshape node '{node.Name}' splits or regroups the channel axis (for example into attention heads)");
-                }
-            case "Concat":
-                {
-                    long ca = GraphIndex.IntAttr(node, "axis", 0);
-                    if (ca < 0) ca += rank;
-                    if (ca != axis) return Fail($"Concat node '{node.Name}' joins along another axis");
-                    int offset = 0, length = 0;
-                    int[][]? pos = null;
-                    for (int i = 0; i < node.Input.Count; i++)
-                    {
-                        var s = probe.Shape(node.Input[i]);
-                        if (s is null) return Fail($"the shape of '{node.Input[i]}' is unknown");
-                        if (tracked.TryGetValue(node.Input[i], out var tr))
-                        {
-                            int off = offset;
-                            pos = pos is null ? tr.Pos.Select(ps => ps.Select(v => v + off).ToArray()).ToArray()
-                                : pos.Zip(tr.Pos, (a, b) => a.Concat(b.Select(v => v + off)).ToArray()).ToArray();
-                        }
-                        offset += (int)s[axis];
-                    }
-                    length = offset;
-                    return first with { Length = length, Pos = pos! };
                 }
             case "Conv":
                 {
@@ -514,13 +579,11 @@ internal static class StructuredPruner
     /// <summary>Scores the layer's channels and picks the ones to remove.</summary>
     static void Decide(Group g, PruningOptions options, double rate, Dictionary<string, double[]>? activations)
     {
-        var t = g.Target;
-        int channels = t.Outputs;
+        int channels = g.Channels;
         int keep = (int)Math.Round(channels * (1 - rate), MidpointRounding.AwayFromZero);
         if (keep < 1)
             throw new EngineException("PruningWouldEmptyLayer", EngineErrorKind.InvalidArgument,
                 $"Rate {rate.ToString("0.###", CultureInfo.InvariantCulture)} would remove all {channels} channels of layer '{g.Producer.Name}'; lower the rate or exclude the layer with -ExcludeNode.");
-        var values = MemoryMarshal.Cast<byte, float>(TensorData.RawBytes(t.Tensor).Span);
         var score = new double[channels];
         if (options.Criterion == PruningCriterion.Random)
         {
@@ -528,19 +591,26 @@ internal static class StructuredPruner
             for (int c = 0; c < channels; c++) score[c] = rng.NextDouble();
         }
         else
-        {
-            double[]? norms = options.Criterion == PruningCriterion.Activation ? activations![g.Producer.Input[0]] : null;
-            for (int o = 0; o < channels; o++)
+            for (int m = 0; m < g.Members.Count; m++)
             {
-                double s = 0;
-                for (int i = 0; i < t.Inputs; i++)
+                var (producer, t) = g.Members[m];
+                var values = MemoryMarshal.Cast<byte, float>(TensorData.RawBytes(t.Tensor).Span);
+                double[]? norms = options.Criterion == PruningCriterion.Activation ? activations![producer.Input[0]] : null;
+                var own = new double[channels];
+                for (int o = 0; o < channels; o++)
                 {
-                    double w = Math.Abs(values[t.FlatIndex(o, i)]);
-                    s += norms is null ? w : w * norms[t.ActivationChannel(o, i)];
+                    double s = 0;
+                    for (int i = 0; i < t.Inputs; i++)
+                    {
+                        double w = Math.Abs(values[t.FlatIndex(o, i)]);
+                        s += norms is null ? w : w * norms[t.ActivationChannel(o, i)];
+                    }
+                    own[o] = g.BatchNormScales[m] is { } bn ? s * bn[o] : s;
                 }
-                score[o] = g.BatchNormScale is { } bn ? s * bn[o] : s;
+                // Tied layers: each layer's scores relative to its own mean, summed, so no layer dominates by scale.
+                double mean = own.Average();
+                for (int o = 0; o < channels; o++) score[o] += g.Members.Count == 1 || mean == 0 ? own[o] : own[o] / mean;
             }
-        }
         var orderBy = Enumerable.Range(0, channels).OrderBy(c => score[c]).ThenBy(c => c).ToArray();
         g.Removed = [.. orderBy.Take(channels - keep).Order()];
     }

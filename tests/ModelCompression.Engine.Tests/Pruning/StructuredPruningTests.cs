@@ -1,0 +1,146 @@
+using ModelCompression.Native;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Pruning;
+using Xunit.Abstractions;
+using static ModelCompression.Engine.Tests.Pruning.PruningTestHelpers;
+
+namespace ModelCompression.Engine.Tests.Pruning;
+
+public class StructuredPruningTests(ITestOutputHelper output)
+{
+    void Print(OnnxModel m)
+    {
+        foreach (var n in m.Report!.Notes) output.WriteLine(n);
+        foreach (var e in m.Report.Entries) output.WriteLine($"  {e.Target} [{e.OpType}] {e.Action}: {e.Detail}");
+    }
+
+    [Fact]
+    public void MlpHiddenNeuronsAreRemovedAndConsumersFollow()
+    {
+        var model = TestModels.Mlp(inputs: 8, hidden: 16, classes: 3);
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, MinElements = 0 });
+        Print(pruned);
+        Assert.Equal([8L, 8], Tensor(pruned, "fc0.weight").Dims);
+        Assert.Equal([8L], Tensor(pruned, "fc0.bias").Dims);
+        Assert.Equal([8L, 8], Tensor(pruned, "fc1.weight").Dims);
+        Assert.Equal([8L, 3], Tensor(pruned, "fc2.weight").Dims);     // output layer: model output keeps its shape
+        Assert.Contains(pruned.Report!.Entries, e => e.Target == "fc2.matmul" && e.Action == "Skipped" && e.Detail.Contains("model output"));
+        Assert.Equal([1L, 3], OutputShape(pruned));
+        Assert.True(pruned.SerializedSize < model.SerializedSize);
+        Assert.True(pruned.Report.Metrics["FlopsAfter"] < pruned.Report.Metrics["FlopsBefore"]);
+        Assert.Equal(model.Proto.Graph.Initializer.Sum(t => TensorData.ElementCount(t)), pruned.Report.Metrics["ParametersBefore"]);
+        Assert.Equal(pruned.Proto.Graph.Initializer.Sum(t => TensorData.ElementCount(t)), pruned.Report.Metrics["ParametersAfter"]);
+    }
+
+    [Fact]
+    public void RemovingZeroNeuronsLeavesTheFunctionUnchanged()
+    {
+        // Zero 8 of fc0's 16 output columns (and their bias): those neurons are dead (Relu(0) = 0),
+        // so structured pruning must remove exactly them and the outputs must not change.
+        var model = TestModels.Mlp(inputs: 8, hidden: 16, classes: 3);
+        var dead = new[] { 1, 3, 4, 7, 9, 10, 12, 15 };
+        var proto = model.Proto.Clone();
+        var w = Floats(model, "fc0.weight");
+        var b = Floats(model, "fc0.bias");
+        foreach (int n in dead) { for (int k = 0; k < 8; k++) w[k * 16 + n] = 0; b[n] = -1; }
+        int wi = proto.Graph.Initializer.IndexOf(proto.Graph.Initializer.Single(t => t.Name == "fc0.weight"));
+        proto.Graph.Initializer[wi] = TensorData.FromFloat("fc0.weight", [8, 16], w);
+        int bi = proto.Graph.Initializer.IndexOf(proto.Graph.Initializer.Single(t => t.Name == "fc0.bias"));
+        proto.Graph.Initializer[bi] = TensorData.FromFloat("fc0.bias", [16], b);
+        var withDead = new OnnxModel(proto, "dead", []);
+        var pruned = ModelPruner.Prune(withDead, new PruningOptions { Rate = 0.5, Structured = true, MinElements = 0, ExcludeNodes = ["fc1.*"] });
+        Print(pruned);
+        Assert.Equal([8L, 8], Tensor(pruned, "fc0.weight").Dims);
+        var f = CompareSynthetic(withDead, pruned);
+        Assert.True(f.MaxAbsError < 1e-5, $"max abs error {f.MaxAbsError}");
+        // An excluded layer keeps its own channels but follows its neighbour: its input rows were sliced.
+        Assert.Contains(pruned.Report!.Entries, e => e.Target == "fc1.matmul" && e.Detail.Contains("ExcludeNode"));
+        Assert.Equal([8L, 16], Tensor(pruned, "fc1.weight").Dims);
+    }
+
+    [Fact]
+    public void ConvChannelsFollowBatchNormReluAndFlatten()
+    {
+        var model = TestModels.ConvNet();
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, MinElements = 0 });
+        Print(pruned);
+        Assert.Equal([4L, 3, 3, 3], Tensor(pruned, "conv1.weight").Dims);
+        Assert.Equal([4L], Tensor(pruned, "bn.scale").Dims);
+        Assert.Equal([4L, 4, 3, 3], Tensor(pruned, "conv2.weight").Dims);
+        Assert.Equal([4L, 4], Tensor(pruned, "fc.weight").Dims);
+        Assert.Equal([1L, 4], OutputShape(pruned));
+    }
+
+    [Fact]
+    public void ARateThatWouldEmptyALayerIsRefused()
+    {
+        var model = TestModels.Mlp(inputs: 8, hidden: 2, classes: 3);
+        var e = Assert.Throws<EngineException>(() => ModelPruner.Prune(model, new PruningOptions { Rate = 0.8, Structured = true, MinElements = 0 }));
+        Assert.Equal("PruningWouldEmptyLayer", e.ErrorId);
+        Assert.Equal("PruningOptionConflict", Assert.Throws<EngineException>(() =>
+            ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, Scope = PruningScope.Global })).ErrorId);
+    }
+
+    [SharedFact]
+    public void TinyBertFeedForwardHalvedIsSmallerAndRuns()
+    {
+        var model = ModelIO.Load(SharedFiles.Model("tiny_bert.onnx"));
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true });
+        Print(pruned);
+        output.WriteLine($"size {model.SerializedSize:N0} -> {pruned.SerializedSize:N0}");
+        var prunedFfn = pruned.Report!.Entries.Where(e => e.Action == "Pruned").ToList();
+        Assert.Equal(4, prunedFfn.Count);
+        Assert.All(prunedFfn, e => Assert.Contains("linear1", e.Target));
+        Assert.All(prunedFfn, e => Assert.Contains("kept 512 of 1024", e.Detail));
+        Assert.Equal(OutputShape(model, 16), OutputShape(pruned, 16));
+        // The four layers share one FFN weight pair in the file; they still share one (half-size) pair after pruning.
+        long ffnBytes = 2 * 256 * 1024 * 4;
+        Assert.InRange(model.SerializedSize - pruned.SerializedSize, ffnBytes / 2 - 10_000, ffnBytes / 2 + 10_000);
+    }
+
+    [SharedFact]
+    public void PaddleOcrDetectorQuarterOfConvChannels()
+    {
+        var model = ModelIO.Load(SharedFiles.Model("ch_PP-OCRv4_det_infer.onnx"));
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.25, Structured = true, MinElements = 0 });
+        Print(pruned);
+        output.WriteLine($"size {model.SerializedSize:N0} -> {pruned.SerializedSize:N0}");
+        Assert.True(pruned.Report!.Metrics["PrunedLayers"] >= 5);
+        Assert.True(pruned.SerializedSize < model.SerializedSize);
+        Assert.Equal(OutputShape(model), OutputShape(pruned));
+        // Squeeze-excite gates and residual joins tie channels: those layers are pruned jointly, depthwise convs follow.
+        Assert.Contains(pruned.Report.Entries, e => e.Action == "Pruned" && e.Detail.Contains("pruned jointly with"));
+        Assert.Contains(pruned.Report.Entries, e => e.Action == "Skipped" && e.Detail.Contains("depthwise"));
+        var f = CompareSynthetic(model, pruned);
+        output.WriteLine($"cosine to the original on synthetic input (no fine-tuning): {f.Cosine:F3}");
+    }
+
+    public static TheoryData<string> SharedModels() => [.. SharedFiles.Models.Select(f => Path.GetFileName(f))];
+
+    [SharedTheory]
+    [MemberData(nameof(SharedModels))]
+    public void EverySharedModelPrunesToAValidModelOrRefusesClearly(string file)
+    {
+        var model = ModelIO.Load(SharedFiles.Model(file));
+        foreach (var options in new[]
+        {
+            new PruningOptions { Rate = 0.25, Structured = true },
+            new PruningOptions { Rate = 0.5, Scope = PruningScope.Global },
+            new PruningOptions { Pattern = new SparsityPattern(2, 4) },
+        })
+        {
+            try
+            {
+                var pruned = ModelPruner.Prune(model, options);
+                Assert.Equal(OutputShape(model), OutputShape(pruned));
+                output.WriteLine($"{file} {options.Method}: {pruned.Report!.Notes[0]} size {model.SerializedSize:N0} -> {pruned.SerializedSize:N0}");
+            }
+            catch (EngineException e)
+            {
+                output.WriteLine($"{file} {options.Method}: refused {e.ErrorId}: {e.Message}");
+                Assert.StartsWith("Pruning", e.ErrorId);
+                Assert.DoesNotContain("defect", e.Message);
+            }
+        }
+    }
+}
