@@ -1,0 +1,15 @@
+// ModelCompression benchmarks: `dotnet run -c Release --project bench/ModelCompression.Bench -- <name> [options]`.
+// Each benchmark prints ratios measured in one run, so the machine's speed cancels out.
+using ModelCompression.Bench;
+
+var benches = new Dictionary<string, Func<string[], int>>(StringComparer.OrdinalIgnoreCase)
+{
+    ["io"] = RoundTripBench.Run,
+    ["io-child"] = RoundTripBench.Child,
+};
+if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
+{
+    Console.WriteLine("usage: bench <" + string.Join("|", benches.Keys.Where(k => !k.EndsWith("-child", StringComparison.Ordinal))) + "> [options]");
+    return 2;
+}
+return bench(args[1..]);

@@ -1,0 +1,52 @@
+using System.Management.Automation;
+using ModelCompression.Native.Onnx;
+
+namespace ModelCompression;
+
+/// <summary>Writes models to ONNX files atomically, with their compression history in the metadata.</summary>
+[Cmdlet(VerbsData.Export, "Model", DefaultParameterSetName = PathSet, SupportsShouldProcess = true)]
+[OutputType(typeof(FileInfo))]
+public sealed class ExportModelCommand : ModelCmdletBase
+{
+    const string PathSet = "Path";
+    const string DirectorySet = "Directory";
+
+    [Parameter(Mandatory = true, ValueFromPipeline = true)]
+    [ValidateNotNull]
+    public Model? InputObject { get; set; }
+
+    [Parameter(Mandatory = true, Position = 0, ParameterSetName = PathSet)]
+    [ValidateNotNullOrEmpty]
+    public string Path { get; set; } = "";
+
+    [Parameter(Mandatory = true, ParameterSetName = DirectorySet)]
+    [ValidateNotNullOrEmpty]
+    public string Directory { get; set; } = "";
+
+    [Parameter]
+    public SwitchParameter Force { get; set; }
+
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
+    [Parameter]
+    public SwitchParameter ExternalData { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var model = InputObject!;
+        string target = ParameterSetName == DirectorySet
+            ? System.IO.Path.Combine(ResolveOutputPath(Directory), (model.Path is null ? model.Name + ".onnx" : System.IO.Path.GetFileName(model.Path)))
+            : ResolveOutputPath(Path);
+        if (!ShouldProcess(target, $"Export model '{model.Name}'")) return;
+
+        TryInvoke(() =>
+        {
+            var result = ModelIO.Save(model.Engine, target, new SaveOptions { ExternalData = ExternalData, Overwrite = Force }, CancellationToken);
+            if (result.ExternalDataForced)
+                WriteWarning($"Model '{model.Name}' is too large for a single protobuf file; its tensors were written to '{result.DataPath}'.");
+            WriteVerbose($"Wrote '{result.ModelPath}'" + (result.DataPath is null ? "." : $" and '{result.DataPath}'."));
+            if (PassThru) WriteObject(new FileInfo(result.ModelPath));
+        }, target);
+    }
+}

@@ -1,0 +1,88 @@
+using ModelCompression.Native.Onnx;
+
+namespace ModelCompression;
+
+/// <summary>
+/// An ONNX model in memory, as PowerShell sees it: where it came from, its size and parameters, and the
+/// compression stages applied to it. Every stage returns a new Model; this one never changes.
+/// </summary>
+public sealed class Model
+{
+    internal Model(OnnxModel engine)
+    {
+        Engine = engine;
+        Name = engine.Name;
+        Path = engine.SourcePath;
+        SizeBytes = engine.SerializedSize;
+        Parameters = engine.Initializers.Sum(t => TensorData.ElementCount(t));
+        History = engine.History.Select(ModelStageInfo.From).ToArray();
+        Report = engine.Report is null ? null : CompressionReport.From(engine.Report);
+    }
+
+    internal OnnxModel Engine { get; }
+
+    public string Name { get; }
+    /// <summary>The file the model was loaded from (for a compressed model, the file its first ancestor came from).</summary>
+    public string? Path { get; }
+    /// <summary>Size of the model serialized into one file.</summary>
+    public long SizeBytes { get; }
+    public long Parameters { get; }
+    public ModelStageInfo[] History { get; }
+    /// <summary>What the last stage reported, when it reported anything.</summary>
+    public CompressionReport? Report { get; }
+    public string Stages => History.Length == 0 ? "" : string.Join(" > ", History.Select(h => h.Name));
+
+    public override string ToString() => Path ?? Name;
+}
+
+/// <summary>One compression stage in a model's history.</summary>
+public sealed class ModelStageInfo
+{
+    public required string Name { get; init; }
+    public required Dictionary<string, string> Parameters { get; init; }
+    public long SizeBefore { get; init; }
+    public long SizeAfter { get; init; }
+    public double Seconds { get; init; }
+    public DateTimeOffset Timestamp { get; init; }
+    public required string Tool { get; init; }
+
+    internal static ModelStageInfo From(ModelStage s) => new()
+    {
+        Name = s.Name,
+        Parameters = new Dictionary<string, string>(s.Parameters),
+        SizeBefore = s.SizeBefore,
+        SizeAfter = s.SizeAfter,
+        Seconds = s.Seconds,
+        Timestamp = s.Timestamp,
+        Tool = s.Tool,
+    };
+
+    public override string ToString() => $"{Name}({string.Join(", ", Parameters.Select(p => p.Key + "=" + p.Value))})";
+}
+
+/// <summary>A stage's report: nodes or tensors touched or skipped with the reason, notes, and metrics.</summary>
+public sealed class CompressionReport
+{
+    public required string Stage { get; init; }
+    public required ReportRow[] Entries { get; init; }
+    public required string[] Notes { get; init; }
+    public required Dictionary<string, double> Metrics { get; init; }
+
+    internal static CompressionReport From(ModelReport r) => new()
+    {
+        Stage = r.Stage,
+        Entries = r.Entries.Select(e => new ReportRow { Target = e.Target, OpType = e.OpType, Action = e.Action, Detail = e.Detail }).ToArray(),
+        Notes = r.Notes.ToArray(),
+        Metrics = new Dictionary<string, double>(r.Metrics),
+    };
+
+    public override string ToString() => $"{Stage}: {Entries.Length} entries";
+}
+
+public sealed class ReportRow
+{
+    public required string Target { get; init; }
+    public required string OpType { get; init; }
+    public required string Action { get; init; }
+    public required string Detail { get; init; }
+}

@@ -1,0 +1,104 @@
+using System.Management.Automation;
+using ModelCompression.Native;
+
+namespace ModelCompression;
+
+/// <summary>
+/// What every ModelCompression cmdlet shares: Ctrl+C as a cancellation token for the engine, progress
+/// reporting, and turning engine exceptions into error records with stable ids and categories.
+/// </summary>
+public abstract class ModelCmdletBase : PSCmdlet
+{
+    readonly CancellationTokenSource stop = new();
+
+    /// <summary>Cancelled when the user presses Ctrl+C; pass it to every engine call.</summary>
+    protected CancellationToken CancellationToken => stop.Token;
+
+    protected override void StopProcessing() => stop.Cancel();
+
+    protected override void EndProcessing() => stop.Dispose();
+
+    /// <summary>Runs engine work for one input; an expected failure becomes a non-terminating error and false.</summary>
+    protected bool TryInvoke(Action work, object? target)
+    {
+        try
+        {
+            work();
+            return true;
+        }
+        catch (EngineException e)
+        {
+            WriteError(ToErrorRecord(e, target));
+            return false;
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException();
+        }
+    }
+
+    /// <summary>Runs engine work that nothing can go on without; a failure terminates the cmdlet.</summary>
+    protected T InvokeOrTerminate<T>(Func<T> work, object? target)
+    {
+        try
+        {
+            return work();
+        }
+        catch (EngineException e)
+        {
+            ThrowTerminatingError(ToErrorRecord(e, target));
+            throw; // not reached
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            throw new PipelineStoppedException();
+        }
+    }
+
+    protected static ErrorRecord ToErrorRecord(EngineException e, object? target) =>
+        new(e, e.ErrorId, Category(e.Kind), target ?? e.Target);
+
+    protected void ThrowArgumentError(string errorId, string message, object? target) =>
+        ThrowTerminatingError(new ErrorRecord(new ArgumentException(message), errorId, ErrorCategory.InvalidArgument, target));
+
+    static ErrorCategory Category(EngineErrorKind kind) => kind switch
+    {
+        EngineErrorKind.ObjectNotFound => ErrorCategory.ObjectNotFound,
+        EngineErrorKind.InvalidData => ErrorCategory.InvalidData,
+        EngineErrorKind.InvalidArgument => ErrorCategory.InvalidArgument,
+        EngineErrorKind.InvalidOperation => ErrorCategory.InvalidOperation,
+        EngineErrorKind.NotImplemented => ErrorCategory.NotImplemented,
+        EngineErrorKind.SecurityError => ErrorCategory.SecurityError,
+        EngineErrorKind.LimitsExceeded => ErrorCategory.LimitsExceeded,
+        EngineErrorKind.ResourceExists => ErrorCategory.ResourceExists,
+        EngineErrorKind.WriteError => ErrorCategory.WriteError,
+        _ => ErrorCategory.NotSpecified,
+    };
+
+    /// <summary>
+    /// An <see cref="IProgress{T}"/> of fractions (0..1) that writes a progress record. Reports from other
+    /// threads (parallel engine loops) are dropped: only the pipeline thread may write to the host.
+    /// </summary>
+    protected IProgress<double> Progress(string activity, string status, int activityId = 1) => new ProgressWriter(this, activity, status, activityId);
+
+    protected void CompleteProgress(string activity, int activityId = 1) =>
+        WriteProgress(new ProgressRecord(activityId, activity, "Done") { RecordType = ProgressRecordType.Completed });
+
+    /// <summary>Resolves a path the user typed (relative to the current location, provider-qualified or not) to a file-system path.</summary>
+    protected string ResolveOutputPath(string path) => SessionState.Path.GetUnresolvedProviderPathFromPSPath(path);
+
+    sealed class ProgressWriter(ModelCmdletBase cmdlet, string activity, string status, int id) : IProgress<double>
+    {
+        readonly int thread = Environment.CurrentManagedThreadId;
+        int lastPercent = -1;
+
+        public void Report(double fraction)
+        {
+            if (Environment.CurrentManagedThreadId != thread) return;
+            int percent = (int)Math.Clamp(fraction * 100, 0, 100);
+            if (percent == lastPercent) return;
+            lastPercent = percent;
+            cmdlet.WriteProgress(new ProgressRecord(id, activity, status) { PercentComplete = percent });
+        }
+    }
+}
