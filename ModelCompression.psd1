@@ -13,6 +13,7 @@
         'Get-Model'
         'Get-ModelInfo'
         'Export-Model'
+        'Invoke-ModelPruning'
     )
     FunctionsToExport    = @()
     VariablesToExport    = @()
