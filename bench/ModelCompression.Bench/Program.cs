@@ -6,6 +6,8 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
 {
     ["io"] = RoundTripBench.Run,
     ["io-child"] = RoundTripBench.Child,
+    ["pruning-latency"] = PruningBench.Latency,
+    ["pruning-large"] = PruningBench.Large,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {

@@ -110,6 +110,26 @@ public static class Selection
         return marked;
     }
 
+    /// <summary>
+    /// Sets to zero the values whose scores the threshold selects (every score below it, then scores equal to it while
+    /// <paramref name="equalBudget"/> lasts). Returns how many were selected.
+    /// </summary>
+    public static long ZeroSelected(ReadOnlySpan<float> scores, RankThreshold threshold, ref long equalBudget, Span<float> values)
+    {
+        long selected = 0;
+        float t = threshold.Value;
+        for (int i = 0; i < scores.Length; i++)
+        {
+            float v = scores[i];
+            if (v < t || (v == t && equalBudget > 0 && equalBudget-- > 0))
+            {
+                values[i] = 0f;
+                selected++;
+            }
+        }
+        return selected;
+    }
+
     /// <summary>Scores of absolute values: |x| * scale, written into <paramref name="destination"/>.</summary>
     public static void AbsScaled(ReadOnlySpan<float> values, float scale, Span<float> destination)
     {

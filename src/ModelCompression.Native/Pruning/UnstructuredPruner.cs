@@ -83,24 +83,25 @@ internal sealed class UnstructuredPruner : IScoreSource
         return result;
     }
 
+    float[] scratch = [];
+
     (long, long) ApplyThreshold(GraphProto graph, int t, RankThreshold threshold, ref long budget)
     {
         var target = targets[t];
         int n = ChunkLength(t);
-        var scores = new float[n];
+        if (scratch.Length < n) scratch = new float[n];
+        var scores = scratch.AsSpan(0, n);
         Fill(t, scores);
-        var mask = new bool[n];
-        Selection.Mark(scores, threshold, ref budget, mask);
-        var values = MemoryMarshal.Cast<byte, float>(TensorData.RawBytes(target.Tensor).Span).ToArray();
-        long zeros = 0;
-        for (int i = 0; i < n; i++)
-        {
-            if (mask[i]) values[i] = 0f;
-            if (values[i] == 0f) zeros++;
-        }
-        Replace(graph, target, values);
+        byte[] raw = TensorData.RawBytes(target.Tensor).ToArray();
+        var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
+        Selection.ZeroSelected(scores, threshold, ref budget, values);
+        long zeros = ZeroCount(values);
+        Replace(graph, target, raw);
         return (zeros, n);
     }
+
+    /// <summary>Exact zeros (vectorized count; -0 compares equal to 0 as a float).</summary>
+    internal static long ZeroCount(ReadOnlySpan<float> values) => values.Count(0f);
 
     (long, long) ApplyPattern(GraphProto graph, int t, SparsityPattern pattern)
     {
@@ -108,7 +109,8 @@ internal sealed class UnstructuredPruner : IScoreSource
         int n = ChunkLength(t);
         var scores = new float[n];
         Scores(t, scores);
-        var values = MemoryMarshal.Cast<byte, float>(TensorData.RawBytes(target.Tensor).Span).ToArray();
+        byte[] raw = TensorData.RawBytes(target.Tensor).ToArray();
+        var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
         Span<int> group = stackalloc int[pattern.M];
         for (int o = 0; o < target.Outputs; o++)
         {
@@ -130,9 +132,8 @@ internal sealed class UnstructuredPruner : IScoreSource
                 }
             }
         }
-        long zeros = 0;
-        foreach (float v in values) if (v == 0f) zeros++;
-        Replace(graph, target, values);
+        long zeros = ZeroCount(values);
+        Replace(graph, target, raw);
         return (zeros, n);
     }
 
@@ -185,12 +186,11 @@ internal sealed class UnstructuredPruner : IScoreSource
         return normCache[target.Name] = sum.Select(v => (float)Math.Sqrt(v)).ToArray();
     }
 
-    static void Replace(GraphProto graph, WeightTarget target, float[] values)
+    static void Replace(GraphProto graph, WeightTarget target, byte[] raw)
     {
         var replacement = target.Tensor.Clone();
-        replacement.ClearRawData();
         replacement.FloatData.Clear();
-        replacement.RawData = Google.Protobuf.UnsafeByteOperations.UnsafeWrap(MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+        replacement.RawData = Google.Protobuf.UnsafeByteOperations.UnsafeWrap(raw);
         int index = graph.Initializer.IndexOf(target.Tensor);
         graph.Initializer[index] = replacement;
         target.Tensor = replacement;

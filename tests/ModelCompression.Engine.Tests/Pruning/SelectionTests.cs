@@ -33,3 +33,14 @@ public class SelectionTests
         Assert.Equal([true, true, true, true, false, false, false, true], mask);
     }
 }
+
+public class ZeroCountTests
+{
+    [Fact]
+    public void CountsPositiveAndNegativeZeros()
+    {
+        var values = new float[1000];
+        for (int i = 0; i < values.Length; i++) values[i] = i % 3 == 0 ? 0f : i % 3 == 1 ? -0f : 1f;
+        Assert.Equal(values.Count(v => v == 0f), ModelCompression.Native.Pruning.UnstructuredPruner.ZeroCount(values));
+    }
+}
