@@ -32,6 +32,12 @@ public static class ModelPruner
             activations = ActivationStats.ChannelNorms(model, probeTargets.SelectMany(t => t.ActivationInputs()).Distinct().ToList(),
                 options.CalibrationData!, options.CalibrationBatchSize, Scaled(progress, 0, 0.3), cancel);
 
+        // FLOPs need activation shapes: one ONNX Runtime run on synthesized inputs (skipped with a note when it cannot run).
+        ShapeProbe? probe = null;
+        string? probeProblem = null;
+        try { probe = ShapeProbe.Run(model, options.ProbeDimension, cancel); }
+        catch (EngineException e) { probeProblem = e.Message; }
+
         return model.Derive(StageName, options.ToParameters(), proto =>
         {
             var graph = proto.Graph;
@@ -60,6 +66,20 @@ public static class ModelPruner
             report.Metrics["ParametersAfter"] = parameters;
             report.Metrics["NonZeroParametersBefore"] = nonZeroBefore;
             report.Metrics["NonZeroParametersAfter"] = nonZeroAfter;
+            if (probe is not null)
+            {
+                // Dense FLOPs do not change; "sparse" FLOPs count only multiplications by non-zero weights.
+                long dense = CostModel.Flops(graph, probe);
+                double sparse = dense;
+                for (int t = 0; t < targets.Count; t++)
+                    foreach (var node in targets[t].Nodes)
+                        sparse -= CostModel.Flops(node, probe) * (double)counts[t].Zeros / counts[t].Elements;
+                report.Metrics["FlopsBefore"] = dense;
+                report.Metrics["FlopsAfter"] = dense;
+                report.Metrics["SparseFlopsAfter"] = Math.Round(sparse);
+                report.Notes.Add($"FLOPs (MatMul/Gemm/Conv/ConvTranspose at probe inputs {probe.InputDescription}): {dense:N0} dense, unchanged; {sparse:N0} counting only non-zero weights.");
+            }
+            else report.Notes.Add($"FLOPs not computed: the model could not be run on synthesized inputs ({probeProblem}).");
             report.Notes.Add($"{options.Method} pruning, criterion {options.Criterion}" +
                 (options.Pattern is null ? $", scope {options.Scope}, rate {options.Rate!.Value.ToString("0.###", CultureInfo.InvariantCulture)}" : "") +
                 $": {targets.Count} weight tensor(s), {zeros:N0} of {elements:N0} elements zero ({Pct(elements == 0 ? 0 : (double)zeros / elements)}).");

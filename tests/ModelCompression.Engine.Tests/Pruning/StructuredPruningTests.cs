@@ -71,6 +71,30 @@ public class StructuredPruningTests(ITestOutputHelper output)
         Assert.Equal([1L, 4], OutputShape(pruned));
     }
 
+    [SharedFact]
+    public void ActivationAwareStructuredPruningUsesCalibrationData()
+    {
+        var model = ModelIO.Load(SharedFiles.Model("wine_mlp.onnx"));
+        var data = Native.Data.DataSet.Load(SharedFiles.Data("wine_train.npz"));
+        var wanda = ModelPruner.Prune(model, new PruningOptions { Rate = 0.75, Structured = true, Criterion = PruningCriterion.Activation, CalibrationData = data });
+        var magnitude = ModelPruner.Prune(model, new PruningOptions { Rate = 0.75, Structured = true });
+        var fw = Compare(model, wanda, "wine_test.npz");
+        var fm = Compare(model, magnitude, "wine_test.npz");
+        output.WriteLine($"wine 75% structured: activation acc {fw.DifferenceAccuracy:P1} cosine {fw.Cosine:F4}; magnitude acc {fm.DifferenceAccuracy:P1} cosine {fm.Cosine:F4}");
+        Assert.Equal([64L, 13], Tensor(wanda, "fc1.weight").Dims);
+        Assert.NotEqual(Floats(wanda, "fc2.bias"), Floats(magnitude, "fc2.bias"));   // other neurons chosen in the second layer
+        Assert.True(fw.DifferenceAccuracy >= 0.9, $"accuracy {fw.DifferenceAccuracy}");
+    }
+
+    [Fact]
+    public void CancellationStopsPruning()
+    {
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => ModelPruner.Prune(TestModels.ConvNet(), new PruningOptions { Rate = 0.5, Structured = true, MinElements = 0 }, cancel: cts.Token));
+        Assert.ThrowsAny<OperationCanceledException>(() => ModelPruner.Prune(TestModels.Mlp(), new PruningOptions { Rate = 0.5, MinElements = 0 }, cancel: cts.Token));
+    }
+
     [Fact]
     public void ARateThatWouldEmptyALayerIsRefused()
     {
