@@ -12,6 +12,9 @@ public static class ModelPruner
 {
     public const string StageName = "Pruning";
 
+    /// <summary>Largest model (serialized bytes) for which unstructured pruning runs ONNX Runtime once to count FLOPs.</summary>
+    public const long FlopsProbeLimit = 256_000_000;
+
     public static OnnxModel Prune(OnnxModel model, PruningOptions options, IProgress<double>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -33,10 +36,15 @@ public static class ModelPruner
                 options.CalibrationData!, options.CalibrationBatchSize, Scaled(progress, 0, 0.3), cancel);
 
         // FLOPs need activation shapes: one ONNX Runtime run on synthesized inputs (skipped with a note when it cannot run).
+        // That run costs about as much as loading the model into ONNX Runtime, more than the pruning itself for large
+        // models, and unstructured pruning leaves dense FLOPs unchanged: above FlopsProbeLimit bytes it is skipped.
         ShapeProbe? probe = null;
         string? probeProblem = null;
-        try { probe = ShapeProbe.Run(model, options.ProbeDimension, cancel); }
-        catch (EngineException e) { probeProblem = e.Message; }
+        if (model.SerializedSize > FlopsProbeLimit)
+            probeProblem = $"the model is larger than {FlopsProbeLimit / 1_000_000} MB; dense FLOPs are unchanged by unstructured pruning";
+        else
+            try { probe = ShapeProbe.Run(model, options.ProbeDimension, cancel); }
+            catch (EngineException e) { probeProblem = "the model could not be run on synthesized inputs: " + e.Message; }
 
         return model.Derive(StageName, options.ToParameters(), proto =>
         {
@@ -79,7 +87,7 @@ public static class ModelPruner
                 report.Metrics["SparseFlopsAfter"] = Math.Round(sparse);
                 report.Notes.Add($"FLOPs (MatMul/Gemm/Conv/ConvTranspose at probe inputs {probe.InputDescription}): {dense:N0} dense, unchanged; {sparse:N0} counting only non-zero weights.");
             }
-            else report.Notes.Add($"FLOPs not computed: the model could not be run on synthesized inputs ({probeProblem}).");
+            else report.Notes.Add($"FLOPs not computed: {probeProblem}.");
             report.Notes.Add($"{options.Method} pruning, criterion {options.Criterion}" +
                 (options.Pattern is null ? $", scope {options.Scope}, rate {options.Rate!.Value.ToString("0.###", CultureInfo.InvariantCulture)}" : "") +
                 $": {targets.Count} weight tensor(s), {zeros:N0} of {elements:N0} elements zero ({Pct(elements == 0 ? 0 : (double)zeros / elements)}).");

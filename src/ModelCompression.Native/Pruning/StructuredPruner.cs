@@ -105,7 +105,7 @@ internal static class StructuredPruner
                     $"Model '{model.Name}' has no layer whose channels can be removed at rate {rate.ToString("0.###", CultureInfo.InvariantCulture)}: " +
                     (groups.All(g => g.Failure is null) ? "every layer keeps all its channels at this rate." : string.Join("; ", reasons) + ".")) { Target = model.SourcePath };
             }
-            Apply(graph, index, pruned);
+            var splitNotes = Apply(graph, index, pruned);
 
             // The rewritten model must load and run, with the same output shapes, or nothing is returned.
             var rewritten = new OnnxModel(proto, model.SourcePath, []);
@@ -154,6 +154,7 @@ internal static class StructuredPruner
             report.Notes.Add($"FLOPs count MatMul, Gemm, Conv and ConvTranspose (2 per multiply-add) at the probe inputs {probe.InputDescription}.");
             int jointly = pruned.Count(g => g.Members.Count > 1);
             if (jointly > 0) report.Notes.Add($"{jointly} group(s) of layers whose channels are tied (residual Add, gating Mul) were pruned jointly with one decision per group.");
+            report.Notes.AddRange(splitNotes);
             int coupled = groups.Count(g => g.Failure is not null);
             if (coupled > 0) report.Notes.Add($"{coupled} layer(s) left whole: their channels are coupled to other tensors or reach ops the rewrite does not follow (see the Skipped entries).");
             return report;
@@ -617,8 +618,10 @@ internal static class StructuredPruner
 
     // ---------------------------------------------------------------- rewriting
 
-    static void Apply(GraphProto graph, GraphIndex index, List<Group> groups)
+    /// <summary>Rewrites the graph; returns notes about constants that had to be split.</summary>
+    static List<string> Apply(GraphProto graph, GraphIndex index, List<Group> groups)
     {
+        var notes = new List<string>();
         // Removed positions per (node, input) and axis, in the original coordinates; edits from several layers compose.
         var removals = new Dictionary<(NodeProto Node, int Input), SortedDictionary<int, SortedSet<int>>>(new NodeInputComparer());
         var groupDelta = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
@@ -652,6 +655,8 @@ internal static class StructuredPruner
             var signatures = source.GroupBy(kv => Signature(kv.Value)).ToList();
             bool inPlace = signatures.Count == 1 && source.Count() == uses.GetValueOrDefault(source.Key) && index.Initializers.ContainsKey(source.Key);
             int k = 0;
+            if (signatures.Count > 1)
+                notes.Add($"Constant '{(original.Name.Length > 0 ? original.Name : source.Key)}' is shared by {source.Count()} node inputs that lose different channels; it was split into {signatures.Count} sliced copies.");
             foreach (var sig in signatures)
             {
                 var sliced = Slice(original, sig.First().Value);
@@ -687,6 +692,7 @@ internal static class StructuredPruner
         for (int i = graph.ValueInfo.Count - 1; i >= 0; i--)
             if (changedTensors.Contains(graph.ValueInfo[i].Name)) graph.ValueInfo.RemoveAt(i);
         RemoveDead(graph);
+        return notes;
     }
 
     static bool IsIdentityOfConstant(GraphIndex index, NodeProto node) =>
