@@ -136,6 +136,23 @@ public class UnstructuredPruningTests(ITestOutputHelper output)
         Assert.True(fw.DifferenceAccuracy >= fw.ReferenceAccuracy - 0.05);
     }
 
+    [SharedFact]
+    public void ActivationBeatsMagnitudeOnTheTransformerAtHalfSparsity()
+    {
+        // tiny_bert (random weights): calibrate on one set of random token ids, compare on another.
+        var model = ModelIO.Load(SharedFiles.Model("tiny_bert.onnx"));
+        var rng = new Random(5);
+        DataSet Tokens(string name) => new(name, [new NamedArray("input_ids", [64, 32], Enumerable.Range(0, 64 * 32).Select(_ => (long)rng.Next(5000)).ToArray())]);
+        var calibration = Tokens("calibration");
+        var evaluation = new Native.Runtime.ComparisonInputs { Data = Tokens("evaluation") };
+        var wanda = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Criterion = PruningCriterion.Activation, CalibrationData = calibration });
+        var magnitude = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5 });
+        var fw = Native.Runtime.ModelComparer.Compare(model, wanda, evaluation).Single();
+        var fm = Native.Runtime.ModelComparer.Compare(model, magnitude, evaluation).Single();
+        output.WriteLine($"tiny_bert 50% per layer: activation cosine {fw.Cosine:F4} top-1 {fw.Top1Agreement:P1}; magnitude cosine {fm.Cosine:F4} top-1 {fm.Top1Agreement:P1}");
+        Assert.True(fw.Cosine > fm.Cosine, $"activation {fw.Cosine} vs magnitude {fm.Cosine}");
+    }
+
     [Fact]
     public void BadOptionsAreRefusedWithStableIds()
     {
