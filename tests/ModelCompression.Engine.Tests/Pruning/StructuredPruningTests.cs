@@ -150,7 +150,6 @@ public class StructuredPruningTests(ITestOutputHelper output)
         {
             new PruningOptions { Rate = 0.25, Structured = true },
             new PruningOptions { Rate = 0.5, Scope = PruningScope.Global },
-            new PruningOptions { Pattern = new SparsityPattern(2, 4) },
         })
         {
             try
