@@ -74,6 +74,7 @@ public static class ModelPruner
             report.Metrics["ParametersAfter"] = parameters;
             report.Metrics["NonZeroParametersBefore"] = nonZeroBefore;
             report.Metrics["NonZeroParametersAfter"] = nonZeroAfter;
+            string flopsNote;
             if (probe is not null)
             {
                 // Dense FLOPs do not change; "sparse" FLOPs count only multiplications by non-zero weights.
@@ -85,14 +86,15 @@ public static class ModelPruner
                 report.Metrics["FlopsBefore"] = dense;
                 report.Metrics["FlopsAfter"] = dense;
                 report.Metrics["SparseFlopsAfter"] = Math.Round(sparse);
-                report.Notes.Add($"FLOPs (MatMul/Gemm/Conv/ConvTranspose at probe inputs {probe.InputDescription}): {dense:N0} dense, unchanged; {sparse:N0} counting only non-zero weights.");
+                flopsNote = $"FLOPs (MatMul/Gemm/Conv/ConvTranspose at probe inputs {probe.InputDescription}): {dense:N0} dense, unchanged; {sparse:N0} counting only non-zero weights.";
             }
-            else report.Notes.Add($"FLOPs not computed: {probeProblem}.");
+            else flopsNote = $"FLOPs not computed: {probeProblem}.";
             report.Notes.Add($"{options.Method} pruning, criterion {options.Criterion}" +
                 (options.Pattern is null ? $", scope {options.Scope}, rate {options.Rate!.Value.ToString("0.###", CultureInfo.InvariantCulture)}" : "") +
                 $": {targets.Count} weight tensor(s), {zeros:N0} of {elements:N0} elements zero ({Pct(elements == 0 ? 0 : (double)zeros / elements)}).");
             if (options.Scope == PruningScope.Global && options.Pattern is null && options.Criterion != PruningCriterion.Random)
                 report.Notes.Add("Global scope: one threshold over the raw scores (|w|, or |w| x activation norm) of all selected layers, so layers are pruned unevenly.");
+            report.Notes.Add(flopsNote);
             report.Notes.Add("Zeroed weights keep their place: the file and dense FLOPs are unchanged (ONNX Runtime runs them densely); use -Structured to make the model physically smaller.");
             return report;
         });

@@ -106,6 +106,13 @@ internal static class StructuredPruner
                     (groups.All(g => g.Failure is null) ? "every layer keeps all its channels at this rate." : string.Join("; ", reasons) + ".")) { Target = model.SourcePath };
             }
             var splitNotes = Apply(graph, index, pruned);
+            if (proto.IrVersion < 4)
+            {
+                // Before IR 4 every initializer must also be a graph input.
+                var inputs = graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+                foreach (var t in graph.Initializer)
+                    if (!inputs.Contains(t.Name)) graph.Input.Add(GraphBuilder.Value(t.Name, (DT)t.DataType, t.Dims.Cast<object>().ToArray()));
+            }
 
             // The rewritten model must load and run, with the same output shapes, or nothing is returned.
             var rewritten = new OnnxModel(proto, model.SourcePath, []);
@@ -797,9 +804,12 @@ internal static class StructuredPruner
             }
             if (!changed)
             {
-                var inputs = graph.Input.Select(x => x.Name).ToHashSet(StringComparer.Ordinal);
+                // Unused initializers go, with the graph-input entry that older models list them under.
+                var dead = new HashSet<string>(StringComparer.Ordinal);
                 for (int i = graph.Initializer.Count - 1; i >= 0; i--)
-                    if (!used.Contains(graph.Initializer[i].Name) && !inputs.Contains(graph.Initializer[i].Name)) graph.Initializer.RemoveAt(i);
+                    if (!used.Contains(graph.Initializer[i].Name)) { dead.Add(graph.Initializer[i].Name); graph.Initializer.RemoveAt(i); }
+                for (int i = graph.Input.Count - 1; i >= 0; i--)
+                    if (dead.Contains(graph.Input[i].Name)) graph.Input.RemoveAt(i);
             }
         }
     }
