@@ -29,6 +29,12 @@ internal sealed class GraphIndex
             }
         }
         foreach (var o in graph.Output) GraphOutputs.Add(o.Name);
+        foreach (var node in graph.Node)
+            foreach (var a in node.Attribute)
+            {
+                if (a.G is not null) CollectReferences(a.G);
+                foreach (var g in a.Graphs) CollectReferences(g);
+            }
         var initNames = Initializers.Keys.ToHashSet(StringComparer.Ordinal);
         foreach (var i in graph.Input) if (!initNames.Contains(i.Name)) GraphInputs.Add(i.Name);
     }
@@ -39,6 +45,23 @@ internal sealed class GraphIndex
     public Dictionary<string, List<(NodeProto Node, int Input)>> Consumers { get; } = new(StringComparer.Ordinal);
     public HashSet<string> GraphOutputs { get; } = new(StringComparer.Ordinal);
     public HashSet<string> GraphInputs { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Names read by nodes inside subgraphs (If/Loop/Scan bodies); they may come from this graph.</summary>
+    public HashSet<string> SubgraphReferences { get; } = new(StringComparer.Ordinal);
+
+    void CollectReferences(GraphProto g)
+    {
+        foreach (var n in g.Node)
+        {
+            foreach (var i in n.Input) SubgraphReferences.Add(i);
+            foreach (var a in n.Attribute)
+            {
+                if (a.G is not null) CollectReferences(a.G);
+                foreach (var sub in a.Graphs) CollectReferences(sub);
+            }
+        }
+        foreach (var o in g.Output) SubgraphReferences.Add(o.Name);
+    }
 
     public IReadOnlyList<(NodeProto Node, int Input)> ConsumersOf(string tensor) =>
         Consumers.TryGetValue(tensor, out var list) ? list : [];

@@ -264,6 +264,7 @@ internal static class StructuredPruner
                 break;
         }
         if (index.GraphOutputs.Contains(output)) { g.Failure = "its output is a model output (model outputs keep their shapes)"; return false; }
+        if (index.SubgraphReferences.Contains(output)) { g.Failure = "its output is read inside a subgraph (If/Loop/Scan), which the rewrite does not follow"; return false; }
         tracked[output] = new Track(axis, rank, t.Outputs, Identity(t.Outputs));
         // BatchNormalization right after the layer scales each channel: it belongs in the channel's importance.
         var direct = index.ConsumersOf(output);
@@ -288,6 +289,7 @@ internal static class StructuredPruner
                     if (o.Length > 0 && index.ConsumersOf(o).Count > 0 || index.GraphOutputs.Contains(o)) { g.Failure = $"{node.OpType} node '{node.Name}' uses its second output"; return; }
                 string outName = node.Output[0];
                 if (index.GraphOutputs.Contains(outName)) { g.Failure = $"its channels reach model output '{outName}' (model outputs keep their shapes)"; return; }
+                if (index.SubgraphReferences.Contains(outName)) { g.Failure = $"its channels reach '{outName}', which a subgraph (If/Loop/Scan) reads"; return; }
                 tracked[outName] = r;
                 g.Path.Add(node.OpType);
             }

@@ -2,6 +2,7 @@ using ModelCompression.Native;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Pruning;
 using Xunit.Abstractions;
+using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 using static ModelCompression.Engine.Tests.Pruning.PruningTestHelpers;
 
 namespace ModelCompression.Engine.Tests.Pruning;
@@ -56,6 +57,33 @@ public class StructuredPruningTests(ITestOutputHelper output)
         // An excluded layer keeps its own channels but follows its neighbour: its input rows were sliced.
         Assert.Contains(pruned.Report!.Entries, e => e.Target == "fc1.matmul" && e.Detail.Contains("ExcludeNode"));
         Assert.Equal([8L, 16], Tensor(pruned, "fc1.weight").Dims);
+    }
+
+    [Fact]
+    public void ConcatOffsetsAndReshapeBlocksKeepTheFunctionWhenDeadChannelsGo()
+    {
+        // x[1,2,4,4] -> convA(4, two dead channels) -> Relu -\
+        //            -> convB(3) ----------------------------> Concat(axis 1) -> Reshape [1,112] -> Transpose? no: Gemm -> y[1,5]
+        var rng = new Random(3);
+        var b = new GraphBuilder("concat").Input("x", DT.Float, 1, 2, 4, 4).Output("y", DT.Float, 1, 5);
+        var wa = TestModels.RandomWeights(rng, 4 * 2 * 9, 0.5f);
+        var ba = TestModels.RandomWeights(rng, 4, 0.1f);
+        foreach (int dead in new[] { 1, 3 }) { Array.Clear(wa, dead * 18, 18); ba[dead] = -1f; }
+        var a = b.Node("Conv", ["x", b.Initializer("wa", [4, 2, 3, 3], wa), b.Initializer("ba", [4], ba)], name: "convA", attributes: [GraphBuilder.Attr("pads", new long[] { 1, 1, 1, 1 })]);
+        a = b.Node("Relu", [a], name: "reluA");
+        var c = b.Node("Conv", ["x", b.Initializer("wb", [3, 2, 3, 3], TestModels.RandomWeights(rng, 54, 0.5f))], name: "convB", attributes: [GraphBuilder.Attr("pads", new long[] { 1, 1, 1, 1 })]);
+        var cat = b.Node("Concat", [c, a], name: "concat", attributes: [GraphBuilder.Attr("axis", 1L)]);
+        var flat = b.Node("Reshape", [cat, b.InitializerInt64("shape", [2], [1, 112])], name: "reshape");
+        b.Node("Gemm", [flat, b.Initializer("wf", [112, 5], TestModels.RandomWeights(rng, 560, 0.2f))], ["y"], name: "fc");
+        var model = b.BuildModel("concat");
+
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, MinElements = 0, OpTypes = ["Conv"], ExcludeNodes = ["convB"] });
+        Print(pruned);
+        Assert.Equal([2L, 2, 3, 3], Tensor(pruned, "wa").Dims);
+        Assert.Equal([80L, 5], pruned.Proto.Graph.Initializer.Single(t => t.Name.StartsWith("wf", StringComparison.Ordinal)).Dims);
+        var f = CompareSynthetic(model, pruned);
+        Assert.True(f.MaxAbsError < 1e-5, $"max abs error {f.MaxAbsError}");
+        Assert.Contains(pruned.Report!.Entries, e => e.Target == "convA" && e.Detail.Contains("Concat") && e.Detail.Contains("Reshape"));
     }
 
     [Fact]
