@@ -1,5 +1,3 @@
-using System.Numerics.Tensors;
-
 namespace ModelCompression.Native.Kernels;
 
 /// <summary>
@@ -128,13 +126,6 @@ public static class Selection
             }
         }
         return selected;
-    }
-
-    /// <summary>Scores of absolute values: |x| * scale, written into <paramref name="destination"/>.</summary>
-    public static void AbsScaled(ReadOnlySpan<float> values, float scale, Span<float> destination)
-    {
-        TensorPrimitives.Abs(values, destination);
-        if (scale != 1f) TensorPrimitives.Multiply(destination[..values.Length], scale, destination);
     }
 
     static uint Bits(float v)

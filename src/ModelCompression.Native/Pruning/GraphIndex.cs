@@ -225,7 +225,7 @@ internal static class CostModel
                 {
                     var x = probe.Shape(node.Input[0]);
                     var w = probe.Shape(node.Input[1]);
-                    return x is null || w is not { Length: >= 3 } ? 0 : 2 * Product(x) * Product(w.AsSpan(1)) / 1;
+                    return x is null || w is not { Length: >= 3 } ? 0 : 2 * Product(x) * Product(w.AsSpan(1));
                 }
             default: return 0;
         }

@@ -98,12 +98,11 @@ internal static class StructuredPruner
             progress?.Report(0.8);
 
             var pruned = groups.Where(g => g.Failure is null && g.Removed.Length > 0).ToList();
-            if (pruned.Count == 0)
+            if (!groups.Any(g => g.Failure is null))
             {
-                var reasons = groups.Where(g => g.Failure is not null).Take(6).Select(g => $"{g.Producer.Name}: {g.Failure}");
+                var reasons = groups.Take(6).Select(g => $"{g.Producer.Name}: {g.Failure}");
                 throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
-                    $"Model '{model.Name}' has no layer whose channels can be removed at rate {rate.ToString("0.###", CultureInfo.InvariantCulture)}: " +
-                    (groups.All(g => g.Failure is null) ? "every layer keeps all its channels at this rate." : string.Join("; ", reasons) + ".")) { Target = model.SourcePath };
+                    $"Model '{model.Name}' has no layer whose channels can be removed: {string.Join("; ", reasons)}" + (groups.Count > 6 ? $"; and {groups.Count - 6} more." : ".")) { Target = model.SourcePath };
             }
             var splitNotes = Apply(graph, index, pruned);
             if (proto.IrVersion < 4)

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using ModelCompression.Native.Kernels;
@@ -204,6 +203,4 @@ internal sealed class UnstructuredPruner : IScoreSource
         public int ChunkLength(int c) => owner.ChunkLength(chunk);
         public void Fill(int c, Span<float> destination) => owner.Fill(chunk, destination);
     }
-
-    public static string Percent(double v) => v.ToString("P2", CultureInfo.InvariantCulture);
 }

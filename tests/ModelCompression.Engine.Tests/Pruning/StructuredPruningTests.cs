@@ -124,6 +124,17 @@ public class StructuredPruningTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void RateZeroKeepsEveryChannel()
+    {
+        var model = TestModels.Mlp();
+        var same = ModelPruner.Prune(model, new PruningOptions { Rate = 0, Structured = true, MinElements = 0 });
+        Assert.Equal(model.Proto.Graph.Initializer.Select(t => string.Join(",", t.Dims)), same.Proto.Graph.Initializer.Select(t => string.Join(",", t.Dims)));
+        Assert.Contains(same.Report!.Entries, e => e.Action == "Kept");
+        Assert.Equal("PruningNoPrunableChannels", Assert.Throws<EngineException>(() =>
+            ModelPruner.Prune(TestModels.Mlp(layers: 0), new PruningOptions { Rate = 0.5, Structured = true, MinElements = 0 })).ErrorId);
+    }
+
+    [Fact]
     public void ARateThatWouldEmptyALayerIsRefused()
     {
         var model = TestModels.Mlp(inputs: 8, hidden: 2, classes: 3);
