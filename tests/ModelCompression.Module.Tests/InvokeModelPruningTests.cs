@@ -48,7 +48,7 @@ public class InvokeModelPruningTests
             ("-Pattern 4:4", "PruningPatternInvalid"),
             ("-Pattern 2-4", "PruningPatternInvalid"),
             ("-Rate 0.5 -Seed 3", "PruningOptionConflict"),
-            ("-Rate 0.5 -Structured -Scope Global", "PruningOptionConflict"),
+            ("-Rate 0.5 -Structured -Seed 2", "PruningOptionConflict"),
             ("-Rate 0.5 -CalibrationData ./data/wine_train.npz", "PruningOptionConflict"),
             ("-Rate 0.5 -Criterion Activation", "PruningCalibrationDataRequired"),
             ("-Rate 0.5 -Criterion Activation -CalibrationData ./data/missing.npz", "DataFileNotFound"),

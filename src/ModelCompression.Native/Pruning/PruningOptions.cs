@@ -94,8 +94,6 @@ public sealed record PruningOptions
                 throw new EngineException("PruningRateOutOfRange", EngineErrorKind.InvalidArgument,
                     $"Rate {rate.ToString(CultureInfo.InvariantCulture)} is outside [0, 1): it is the fraction of weights or channels removed.");
         }
-        if (Structured && Scope == PruningScope.Global)
-            Conflict("-Scope Global is not supported with -Structured: structured pruning removes the same fraction of channels from every layer it can rewrite.");
         if (Seed is not null && Criterion != PruningCriterion.Random)
             Conflict("-Seed only applies to -Criterion Random.");
         if (CalibrationData is not null && Criterion != PruningCriterion.Activation)
@@ -132,7 +130,7 @@ public sealed record PruningOptions
         var p = new Dictionary<string, string>(StringComparer.Ordinal) { ["Method"] = Method, ["Criterion"] = Criterion.ToString() };
         if (Rate is { } r) p["Rate"] = r.ToString("R", CultureInfo.InvariantCulture);
         if (Pattern is { } pat) p["Pattern"] = pat.ToString();
-        if (!Structured && Pattern is null) p["Scope"] = Scope.ToString();
+        if (Pattern is null) p["Scope"] = Scope.ToString();
         if (OpTypes.Count > 0) p["OpType"] = string.Join(",", OpTypes);
         if (ExcludeNodes.Count > 0) p["ExcludeNode"] = string.Join(",", ExcludeNodes);
         p["MinElements"] = MinElements.ToString(CultureInfo.InvariantCulture);

@@ -93,8 +93,11 @@ internal static class StructuredPruner
                     progress?.Report(0.4 + 0.3 * ++done / Math.Max(1, total));
                 }
             groups = MergeCoupled(groups, index, probe, nodeOrder, cancel);
-            foreach (var group in groups)
-                if (group.Failure is null) Decide(group, options, rate, activations);
+            if (options.Scope == PruningScope.Global)
+                DecideGlobal(groups.Where(g => g.Failure is null).ToList(), options, rate, activations);
+            else
+                foreach (var group in groups)
+                    if (group.Failure is null) Decide(group, options, rate, activations);
             progress?.Report(0.8);
 
             var pruned = groups.Where(g => g.Failure is null && g.Removed.Length > 0).ToList();
@@ -161,6 +164,8 @@ internal static class StructuredPruner
             int jointly = pruned.Count(g => g.Members.Count > 1);
             if (jointly > 0) report.Notes.Add($"{jointly} group(s) of layers whose channels are tied (residual Add, gating Mul) were pruned jointly with one decision per group.");
             report.Notes.AddRange(splitNotes);
+            if (options.Scope == PruningScope.Global)
+                report.Notes.Add("Global scope: each layer's channel scores are divided by their mean and one ranking over all layers removes the lowest; layers lose different shares.");
             int coupled = groups.Count(g => g.Failure is not null);
             if (coupled > 0) report.Notes.Add($"{coupled} layer(s) left whole: their channels are coupled to other tensors or reach ops the rewrite does not follow (see the Skipped entries).");
             return report;
@@ -590,9 +595,41 @@ internal static class StructuredPruner
     {
         int channels = g.Channels;
         int keep = (int)Math.Round(channels * (1 - rate), MidpointRounding.AwayFromZero);
-        if (keep < 1)
-            throw new EngineException("PruningWouldEmptyLayer", EngineErrorKind.InvalidArgument,
-                $"Rate {rate.ToString("0.###", CultureInfo.InvariantCulture)} would remove all {channels} channels of layer '{g.Producer.Name}'; lower the rate or exclude the layer with -ExcludeNode.");
+        if (keep < 1) throw WouldEmpty(g, rate);
+        var score = Scores(g, options, activations);
+        var orderBy = Enumerable.Range(0, channels).OrderBy(c => score[c]).ThenBy(c => c).ToArray();
+        g.Removed = [.. orderBy.Take(channels - keep).Order()];
+    }
+
+    static EngineException WouldEmpty(Group g, double rate) => new("PruningWouldEmptyLayer", EngineErrorKind.InvalidArgument,
+        $"Rate {rate.ToString("0.###", CultureInfo.InvariantCulture)} would remove all {g.Channels} channels of layer '{g.Producer.Name}'; lower the rate or exclude the layer with -ExcludeNode.");
+
+    /// <summary>
+    /// Global scope: every layer's channel scores divided by their mean (so layers of different scale compare), one
+    /// ranking over all channels of all layers, the lowest fraction <paramref name="rate"/> removed.
+    /// </summary>
+    static void DecideGlobal(List<Group> groups, PruningOptions options, double rate, Dictionary<string, double[]>? activations)
+    {
+        var all = new List<(Group Group, int Channel, double Score)>();
+        foreach (var g in groups)
+        {
+            var score = Scores(g, options, activations);
+            double mean = score.Average();
+            for (int c = 0; c < score.Length; c++)
+                all.Add((g, c, options.Criterion == PruningCriterion.Random || mean <= 0 ? score[c] : score[c] / mean));
+        }
+        int count = (int)Math.Round(rate * all.Count, MidpointRounding.AwayFromZero);
+        var removed = all.OrderBy(x => x.Score).Take(count).ToLookup(x => x.Group, x => x.Channel);
+        foreach (var g in groups)
+        {
+            g.Removed = [.. removed[g].Order()];
+            if (g.Removed.Length >= g.Channels) throw WouldEmpty(g, rate);
+        }
+    }
+
+    static double[] Scores(Group g, PruningOptions options, Dictionary<string, double[]>? activations)
+    {
+        int channels = g.Channels;
         var score = new double[channels];
         if (options.Criterion == PruningCriterion.Random)
         {
@@ -620,8 +657,7 @@ internal static class StructuredPruner
                 double mean = own.Average();
                 for (int o = 0; o < channels; o++) score[o] += g.Members.Count == 1 || mean == 0 ? own[o] : own[o] / mean;
             }
-        var orderBy = Enumerable.Range(0, channels).OrderBy(c => score[c]).ThenBy(c => c).ToArray();
-        g.Removed = [.. orderBy.Take(channels - keep).Order()];
+        return score;
     }
 
     // ---------------------------------------------------------------- rewriting

@@ -140,8 +140,21 @@ public class StructuredPruningTests(ITestOutputHelper output)
         var model = TestModels.Mlp(inputs: 8, hidden: 2, classes: 3);
         var e = Assert.Throws<EngineException>(() => ModelPruner.Prune(model, new PruningOptions { Rate = 0.8, Structured = true, MinElements = 0 }));
         Assert.Equal("PruningWouldEmptyLayer", e.ErrorId);
-        Assert.Equal("PruningOptionConflict", Assert.Throws<EngineException>(() =>
-            ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, Scope = PruningScope.Global })).ErrorId);
+    }
+
+    [SharedFact]
+    public void GlobalStructuredScopeRanksChannelsAcrossLayers()
+    {
+        var model = ModelIO.Load(SharedFiles.Model("breast_cancer_mlp.onnx"));
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, Scope = PruningScope.Global });
+        Print(pruned);
+        Assert.Equal(256, pruned.Report!.Metrics["ChannelsAfter"]);   // 50% of 2 x 256 hidden neurons in total
+        long h1 = Tensor(pruned, "fc1.weight").Dims[0], h2 = Tensor(pruned, "fc2.weight").Dims[0];
+        Assert.Equal(256, h1 + h2);
+        Assert.NotEqual(h1, h2);                                       // one ranking: the layers lose different shares
+        var f = Compare(model, pruned, "breast_cancer_test.npz");
+        output.WriteLine($"breast_cancer structured global 50%: hidden {h1}+{h2}, accuracy {f.ReferenceAccuracy:P2} -> {f.DifferenceAccuracy:P2}");
+        Assert.True(f.DifferenceAccuracy >= f.ReferenceAccuracy - 0.05);
     }
 
     [SharedFact]
