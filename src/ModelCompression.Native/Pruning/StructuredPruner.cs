@@ -93,11 +93,11 @@ internal static class StructuredPruner
                     progress?.Report(0.4 + 0.3 * ++done / Math.Max(1, total));
                 }
             groups = MergeCoupled(groups, index, probe, nodeOrder, cancel);
+            var clusters = Clusters(groups.Where(g => g.Failure is null));
             if (options.Scope == PruningScope.Global)
-                DecideGlobal(groups.Where(g => g.Failure is null).ToList(), options, rate, activations);
+                DecideGlobal(clusters, options, rate, activations);
             else
-                foreach (var group in groups)
-                    if (group.Failure is null) Decide(group, options, rate, activations);
+                foreach (var cluster in clusters) Decide(cluster, options, rate, activations);
             progress?.Report(0.8);
 
             var pruned = groups.Where(g => g.Failure is null && g.Removed.Length > 0).ToList();
@@ -164,6 +164,9 @@ internal static class StructuredPruner
             int jointly = pruned.Count(g => g.Members.Count > 1);
             if (jointly > 0) report.Notes.Add($"{jointly} group(s) of layers whose channels are tied (residual Add, gating Mul) were pruned jointly with one decision per group.");
             report.Notes.AddRange(splitNotes);
+            int tied = clusters.Where(c => c.Count > 1 && c[0].Removed.Length > 0).Sum(c => c.Count);
+            if (tied > 0)
+                report.Notes.Add($"{tied} layer(s) read weights shared with other layers (tied layers); each set got one decision, so the weights stay shared.");
             if (options.Scope == PruningScope.Global)
                 report.Notes.Add("Global scope: each layer's channel scores are divided by their mean and one ranking over all layers removes the lowest; layers lose different shares.");
             int coupled = groups.Count(g => g.Failure is not null);
@@ -591,14 +594,37 @@ internal static class StructuredPruner
     }
 
     /// <summary>Scores the layer's channels and picks the ones to remove.</summary>
-    static void Decide(Group g, PruningOptions options, double rate, Dictionary<string, double[]>? activations)
+    /// <summary>
+    /// Layers that read the same weight tensor (tied layers, as PyTorch exports repeated blocks) form one cluster and
+    /// get one decision, so their weights stay shared after pruning.
+    /// </summary>
+    static List<List<Group>> Clusters(IEnumerable<Group> viable) =>
+        viable.GroupBy(g => string.Join("|", g.Members.Select(m => m.Target.Name).Order(StringComparer.Ordinal)), StringComparer.Ordinal)
+            .Select(x => x.ToList()).ToList();
+
+    static double[] ClusterScores(List<Group> cluster, PruningOptions options, Dictionary<string, double[]>? activations)
     {
+        if (cluster.Count == 1) return Scores(cluster[0], options, activations);
+        var total = new double[cluster[0].Channels];
+        foreach (var g in cluster)
+        {
+            var s = Scores(g, options, activations);
+            double mean = s.Average();
+            for (int c = 0; c < total.Length; c++) total[c] += mean > 0 ? s[c] / mean : s[c];
+        }
+        return total;
+    }
+
+    static void Decide(List<Group> cluster, PruningOptions options, double rate, Dictionary<string, double[]>? activations)
+    {
+        var g = cluster[0];
         int channels = g.Channels;
         int keep = (int)Math.Round(channels * (1 - rate), MidpointRounding.AwayFromZero);
         if (keep < 1) throw WouldEmpty(g, rate);
-        var score = Scores(g, options, activations);
+        var score = ClusterScores(cluster, options, activations);
         var orderBy = Enumerable.Range(0, channels).OrderBy(c => score[c]).ThenBy(c => c).ToArray();
-        g.Removed = [.. orderBy.Take(channels - keep).Order()];
+        int[] removed = [.. orderBy.Take(channels - keep).Order()];
+        foreach (var member in cluster) member.Removed = removed;
     }
 
     static EngineException WouldEmpty(Group g, double rate) => new("PruningWouldEmptyLayer", EngineErrorKind.InvalidArgument,
@@ -608,22 +634,23 @@ internal static class StructuredPruner
     /// Global scope: every layer's channel scores divided by their mean (so layers of different scale compare), one
     /// ranking over all channels of all layers, the lowest fraction <paramref name="rate"/> removed.
     /// </summary>
-    static void DecideGlobal(List<Group> groups, PruningOptions options, double rate, Dictionary<string, double[]>? activations)
+    static void DecideGlobal(List<List<Group>> clusters, PruningOptions options, double rate, Dictionary<string, double[]>? activations)
     {
-        var all = new List<(Group Group, int Channel, double Score)>();
-        foreach (var g in groups)
+        var all = new List<(List<Group> Cluster, int Channel, double Score)>();
+        foreach (var cluster in clusters)
         {
-            var score = Scores(g, options, activations);
+            var score = ClusterScores(cluster, options, activations);
             double mean = score.Average();
             for (int c = 0; c < score.Length; c++)
-                all.Add((g, c, options.Criterion == PruningCriterion.Random || mean <= 0 ? score[c] : score[c] / mean));
+                all.Add((cluster, c, options.Criterion == PruningCriterion.Random || mean <= 0 ? score[c] : score[c] / mean));
         }
         int count = (int)Math.Round(rate * all.Count, MidpointRounding.AwayFromZero);
-        var removed = all.OrderBy(x => x.Score).Take(count).ToLookup(x => x.Group, x => x.Channel);
-        foreach (var g in groups)
+        var removed = all.OrderBy(x => x.Score).Take(count).ToLookup(x => x.Cluster, x => x.Channel);
+        foreach (var cluster in clusters)
         {
-            g.Removed = [.. removed[g].Order()];
-            if (g.Removed.Length >= g.Channels) throw WouldEmpty(g, rate);
+            int[] r = [.. removed[cluster].Order()];
+            if (r.Length >= cluster[0].Channels) throw WouldEmpty(cluster[0], rate);
+            foreach (var g in cluster) g.Removed = r;
         }
     }
 

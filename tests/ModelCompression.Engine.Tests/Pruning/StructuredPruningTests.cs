@@ -175,6 +175,21 @@ public class StructuredPruningTests(ITestOutputHelper output)
     }
 
     [SharedFact]
+    public void TiedLayersGetOneDecisionAndStayShared()
+    {
+        // tiny_bert's four encoder layers read the same FFN weights; activation scores differ per layer, yet the
+        // layers must keep sharing one (smaller) weight pair rather than splitting into four copies.
+        var model = ModelIO.Load(SharedFiles.Model("tiny_bert.onnx"));
+        var rng = new Random(5);
+        var calibration = new Native.Data.DataSet("calibration", [new Native.Data.NamedArray("input_ids", [8, 16], Enumerable.Range(0, 128).Select(_ => (long)rng.Next(5000)).ToArray())]);
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, Criterion = PruningCriterion.Activation, CalibrationData = calibration });
+        Print(pruned);
+        Assert.Contains(pruned.Report!.Notes, n => n.Contains("tied layers"));
+        Assert.DoesNotContain(pruned.Report.Notes, n => n.Contains("split into"));
+        Assert.True(pruned.SerializedSize < model.SerializedSize - 1_000_000, $"size {pruned.SerializedSize}");
+    }
+
+    [SharedFact]
     public void PaddleOcrDetectorQuarterOfConvChannels()
     {
         var model = ModelIO.Load(SharedFiles.Model("ch_PP-OCRv4_det_infer.onnx"));
