@@ -78,6 +78,15 @@ public class UnstructuredPruningTests(ITestOutputHelper output)
         Assert.True(f.DifferenceAccuracy >= f.ReferenceAccuracy - 0.01, $"accuracy {f.ReferenceAccuracy} -> {f.DifferenceAccuracy}");
         // Layers are not pruned uniformly under one global threshold, but every selected layer is pruned.
         Assert.All(pruned.Report.Entries.Where(e => e.Action == "Pruned"), e => Assert.DoesNotContain("sparsity 0.00", e.Detail));
+
+        // With -MinElements 0 every Gemm weight, the output layer included, is in the ranking: 50% of all of them.
+        var all = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Scope = PruningScope.Global, MinElements = 0 });
+        var weights = all.Proto.Graph.Initializer.Where(t => t.Dims.Count == 2).ToList();
+        double overall = (double)weights.Sum(t => TensorData.CountZeros(t)) / weights.Sum(t => TensorData.ElementCount(t));
+        var fa = Compare(model, all, name + "_test.npz");
+        output.WriteLine($"{name} (all layers): sparsity {overall:P2}, accuracy {fa.ReferenceAccuracy:P2} -> {fa.DifferenceAccuracy:P2}");
+        Assert.InRange(overall, 0.495, 0.505);
+        Assert.True(fa.DifferenceAccuracy >= fa.ReferenceAccuracy - 0.01, $"accuracy {fa.ReferenceAccuracy} -> {fa.DifferenceAccuracy}");
     }
 
     [SharedTheory]
