@@ -13,6 +13,8 @@
         'Get-Model'
         'Get-ModelInfo'
         'Export-Model'
+        'Measure-ModelLatency'
+        'Compare-Model'
         'Invoke-ModelPruning'
     )
     FunctionsToExport    = @()

@@ -6,6 +6,7 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
 {
     ["io"] = RoundTripBench.Run,
     ["io-child"] = RoundTripBench.Child,
+    ["latency"] = LatencyBench.Run,
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
 };

@@ -62,6 +62,17 @@ public class ModelIOTests
         Assert.Equal(0, f.MaxAbsError);
     }
 
+    [Fact]
+    public void ModelsTooLargeForOneFileAreWrittenWithExternalData()
+    {
+        using var tmp = new TempDir();
+        var model = TestModels.Mlp(inputs: 64, hidden: 64);
+        var result = ModelIO.Save(model, tmp.File("big.onnx"), new SaveOptions { SingleFileLimit = 10_000 });
+        Assert.True(result.ExternalDataForced);
+        Assert.True(File.Exists(tmp.File("big.onnx.data")));
+        Assert.Equal(model.Proto.Graph.Initializer, ModelIO.Load(tmp.File("big.onnx")).Proto.Graph.Initializer);
+    }
+
     [Theory]
     [InlineData("../secret.bin")]
     [InlineData("/etc/passwd")]

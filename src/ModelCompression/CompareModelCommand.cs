@@ -1,0 +1,75 @@
+using System.Collections;
+using System.Management.Automation;
+using ModelCompression.Native.Runtime;
+
+namespace ModelCompression;
+
+/// <summary>
+/// Runs a reference model and another model in ONNX Runtime on the same inputs and reports how far apart their
+/// outputs are, with size and parameter ratios; missed gates become error records while the report is still written.
+/// </summary>
+[Cmdlet(VerbsData.Compare, "Model")]
+[OutputType(typeof(ModelComparisonReport))]
+public sealed class CompareModelCommand : ModelCmdletBase
+{
+    [Parameter(Mandatory = true, Position = 0)]
+    [ValidateNotNull]
+    [ModelArgument]
+    public Model? Reference { get; set; }
+
+    [Parameter(Mandatory = true, Position = 1, ValueFromPipeline = true)]
+    [ValidateNotNull]
+    [ModelArgument]
+    public Model? Difference { get; set; }
+
+    [Parameter]
+    [ValidateNotNullOrEmpty]
+    public string? InputData { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int BatchSize { get; set; } = 32;
+
+    [Parameter]
+    public Hashtable? InputShape { get; set; }
+
+    [Parameter]
+    [ValidateCount(2, 2)]
+    public long[]? IntegerRange { get; set; }
+
+    [Parameter]
+    [ValidateRange(-1.0, 1.0)]
+    public double? MinCosine { get; set; }
+
+    [Parameter]
+    [ValidateRange(0.0, 1.0)]
+    public double? MaxAccuracyDrop { get; set; }
+
+    [Parameter]
+    [ValidateRange(0.0, 1.0)]
+    public double? MinTop1Agreement { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var reference = Reference!;
+        var difference = Difference!;
+        const string activity = "Comparing models";
+        ModelComparison? comparison = null;
+        bool ok = TryInvoke(() =>
+        {
+            var synthesis = InputShapeSpec.Apply(
+                new SynthesisOptions { BatchSize = BatchSize, IntegerRange = InputArguments.Range(IntegerRange) },
+                [reference.Engine, difference.Engine], InputArguments.Shapes(InputShape));
+            var inputs = new ComparisonInputs { Data = InputArguments.Data(this, InputData), BatchSize = BatchSize, Synthesis = synthesis };
+            var gates = new ComparisonGates { MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement };
+            comparison = ModelComparison.Run(reference.Engine, difference.Engine, inputs, gates, null,
+                Progress(activity, $"{difference.Name} against {reference.Name}"), CancellationToken);
+        }, difference);
+        CompleteProgress(activity);
+        if (!ok || comparison is null) return;
+        var report = ModelComparisonReport.From(comparison);
+        WriteObject(report);
+        foreach (var gate in report.FailedGates)
+            WriteError(new ErrorRecord(new ModelGateException(gate), gate.ErrorId, ErrorCategory.InvalidResult, report));
+    }
+}

@@ -1,0 +1,74 @@
+using System.Collections;
+using System.Management.Automation;
+using System.Management.Automation.Language;
+using ModelCompression.Native;
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Runtime;
+
+namespace ModelCompression;
+
+/// <summary>Turns the input-related parameters Measure-ModelLatency and Compare-Model share into engine options.</summary>
+static class InputArguments
+{
+    /// <summary>-InputShape @{ x = 1,3,64,64; sequence = 128 } as names and dimension lists; values must be positive integers.</summary>
+    public static Dictionary<string, long[]> Shapes(Hashtable? table)
+    {
+        var result = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        if (table is null) return result;
+        foreach (DictionaryEntry e in table)
+        {
+            string key = e.Key?.ToString() ?? "";
+            object? value = e.Value is PSObject p ? p.BaseObject : e.Value;
+            var items = value is IEnumerable en and not string ? en.Cast<object?>().ToList() : [value];
+            try
+            {
+                result[key] = items.Select(i => LanguagePrimitives.ConvertTo<long>(i is PSObject ip ? ip.BaseObject : i)).ToArray();
+            }
+            catch (PSInvalidCastException)
+            {
+                throw new EngineException("InputShapeInvalid", EngineErrorKind.InvalidArgument,
+                    $"-InputShape '{key}': '{string.Join(",", items)}' is not a list of whole numbers.");
+            }
+        }
+        return result;
+    }
+
+    /// <summary>-IntegerRange min,max: integer inputs are drawn from [min, max).</summary>
+    public static (long Min, long Max)? Range(long[]? range) => range is { Length: 2 } r ? (r[0], r[1]) : null;
+
+    public static DataSet? Data(PSCmdlet cmdlet, string? path) =>
+        string.IsNullOrEmpty(path) ? null : DataSet.Load(cmdlet.SessionState.Path.GetUnresolvedProviderPathFromPSPath(path));
+}
+
+/// <summary>Completes -Provider with the execution providers this machine's ONNX Runtime offers.</summary>
+public sealed class ExecutionProviderCompleter : IArgumentCompleter
+{
+    public IEnumerable<CompletionResult> CompleteArgument(string commandName, string parameterName, string wordToComplete,
+        CommandAst commandAst, IDictionary fakeBoundParameters)
+    {
+        IReadOnlyList<string> providers;
+        try { providers = ExecutionProviders.Available(); }
+        catch (Exception) { providers = ["CPU"]; }
+        return providers
+            .Where(p => p.StartsWith(wordToComplete.Trim('\'', '"'), StringComparison.OrdinalIgnoreCase))
+            .Select(p => new CompletionResult(p, p, CompletionResultType.ParameterValue, p + " execution provider"));
+    }
+}
+
+/// <summary>Lets a TimeSpan parameter take seconds (-Duration 10, -Duration 2.5) besides a TimeSpan or "00:00:10".</summary>
+[AttributeUsage(AttributeTargets.Property)]
+public sealed class SecondsToTimeSpanAttribute : ArgumentTransformationAttribute
+{
+    public override object Transform(EngineIntrinsics engineIntrinsics, object inputData)
+    {
+        object value = inputData is PSObject p ? p.BaseObject : inputData;
+        return value switch
+        {
+            TimeSpan t => t,
+            int or long or double or float or decimal => TimeSpan.FromSeconds(Convert.ToDouble(value, System.Globalization.CultureInfo.InvariantCulture)),
+            string s when double.TryParse(s, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double sec) => TimeSpan.FromSeconds(sec),
+            string s when TimeSpan.TryParse(s, System.Globalization.CultureInfo.InvariantCulture, out var t) => t,
+            _ => throw new ArgumentTransformationMetadataException($"'{value}' is not a duration; give seconds (10, 2.5) or a TimeSpan ('00:01:00')."),
+        };
+    }
+}
