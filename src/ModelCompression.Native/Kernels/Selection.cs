@@ -1,3 +1,6 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+
 namespace ModelCompression.Native.Kernels;
 
 /// <summary>
@@ -114,17 +117,29 @@ public static class Selection
     /// </summary>
     public static long ZeroSelected(ReadOnlySpan<float> scores, RankThreshold threshold, ref long equalBudget, Span<float> values)
     {
-        long selected = 0;
         float t = threshold.Value;
-        for (int i = 0; i < scores.Length; i++)
+        long selected = 0;
+        int i = 0;
+        // Scores below the threshold: a branch-free vector select (about half of them are taken, at random places).
+        if (Vector.IsHardwareAccelerated && scores.Length >= Vector<float>.Count)
         {
-            float v = scores[i];
-            if (v < t || (v == t && equalBudget > 0 && equalBudget-- > 0))
+            var limit = new Vector<float>(t);
+            var sv = MemoryMarshal.Cast<float, Vector<float>>(scores);
+            var vv = MemoryMarshal.Cast<float, Vector<float>>(values);
+            for (int k = 0; k < sv.Length; k++)
             {
-                values[i] = 0f;
-                selected++;
+                var below = Vector.LessThan(sv[k], limit);
+                vv[k] = Vector.ConditionalSelect(below, Vector<float>.Zero, vv[k]);
+                selected -= Vector.Sum(below);   // true lanes are -1
             }
+            i = sv.Length * Vector<float>.Count;
         }
+        for (; i < scores.Length; i++)
+            if (scores[i] < t) { values[i] = 0f; selected++; }
+        // Scores equal to the threshold, in order, while the budget lasts (rare: a scan that almost never branches).
+        if (equalBudget > 0)
+            for (int k = 0; k < scores.Length && equalBudget > 0; k++)
+                if (scores[k] == t) { values[k] = 0f; selected++; equalBudget--; }
         return selected;
     }
 

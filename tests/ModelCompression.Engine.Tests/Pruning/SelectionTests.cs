@@ -19,6 +19,25 @@ public class SelectionTests
         Assert.Equal(sorted.Count(v => v < t.Value), t.Below);
     }
 
+    [Theory]
+    [InlineData(37, 10)]
+    [InlineData(1001, 500)]
+    [InlineData(4096, 4000)]
+    public void ZeroSelectedMatchesTheScalarRuleWithTies(int length, int count)
+    {
+        var rng = new Random(length);
+        var scores = Enumerable.Range(0, length).Select(_ => (float)rng.Next(50)).ToArray();   // many ties
+        var values = Enumerable.Range(0, length).Select(i => i + 1f).ToArray();
+        var t = Selection.SmallestCount(scores, count);
+        long budget = t.TakeEqual, budgetRef = t.TakeEqual;
+        var mask = new bool[length];
+        Selection.Mark(scores, t, ref budgetRef, mask);
+        long zeroed = Selection.ZeroSelected(scores, t, ref budget, values);
+        Assert.Equal(count, zeroed);
+        Assert.Equal(mask, values.Select(v => v == 0).ToArray());
+        Assert.Equal(0, budget);
+    }
+
     [Fact]
     public void TiesAreTakenInOrderUntilTheCountIsExact()
     {
