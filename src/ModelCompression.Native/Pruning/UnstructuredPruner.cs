@@ -190,7 +190,9 @@ internal sealed class UnstructuredPruner : IScoreSource
         var replacement = target.Tensor.Clone();
         replacement.FloatData.Clear();
         replacement.RawData = Google.Protobuf.UnsafeByteOperations.UnsafeWrap(raw);
-        int index = graph.Initializer.IndexOf(target.Tensor);
+        // By reference: TensorProto.Equals compares contents, which would read every tensor's bytes.
+        int index = 0;
+        while (!ReferenceEquals(graph.Initializer[index], target.Tensor)) index++;
         graph.Initializer[index] = replacement;
         target.Tensor = replacement;
     }
