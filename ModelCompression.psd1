@@ -17,6 +17,7 @@
         'Optimize-Model'
         'Measure-ModelLatency'
         'Compare-Model'
+        'Invoke-ModelPruning'
         'Invoke-Distillation'
     )
     FunctionsToExport    = @()

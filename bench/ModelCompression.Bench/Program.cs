@@ -9,6 +9,8 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["quant-latency"] = QuantizationBench.Latency,
     ["quant-time"] = QuantizationBench.Time,
     ["latency"] = LatencyBench.Run,
+    ["pruning-latency"] = PruningBench.Latency,
+    ["pruning-large"] = PruningBench.Large,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {

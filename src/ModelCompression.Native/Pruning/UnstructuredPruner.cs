@@ -1,0 +1,208 @@
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+using ModelCompression.Native.Kernels;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Pruning;
+
+/// <summary>
+/// Unstructured (per layer or global) and N:M pruning: zeroes the least important weights of MatMul/Gemm/Conv
+/// weight tensors in place of the copy. The model keeps its shape; ONNX Runtime still runs it densely.
+/// </summary>
+internal sealed class UnstructuredPruner : IScoreSource
+{
+    readonly List<WeightTarget> targets;
+    readonly PruningOptions options;
+    readonly Dictionary<string, double[]>? activations;
+    readonly int seed;
+
+    public UnstructuredPruner(List<WeightTarget> targets, PruningOptions options, Dictionary<string, double[]>? activations)
+    {
+        this.targets = targets;
+        this.options = options;
+        this.activations = activations;
+        seed = options.Seed ?? 0;
+    }
+
+    public int Chunks => targets.Count;
+    public int ChunkLength(int chunk) => (int)targets[chunk].Elements;
+    public void Fill(int chunk, Span<float> destination)
+    {
+        Scores(chunk, destination);
+    }
+
+    /// <summary>Prunes every target; returns (zeros, elements) per target.</summary>
+    public (long Zeros, long Elements)[] Run(GraphProto graph, IProgress<double>? progress, CancellationToken cancel)
+    {
+        var result = new (long, long)[targets.Count];
+        if (options.Pattern is { } pattern)
+        {
+            for (int t = 0; t < targets.Count; t++)
+            {
+                cancel.ThrowIfCancellationRequested();
+                result[t] = ApplyPattern(graph, t, pattern);
+                progress?.Report((t + 1.0) / targets.Count);
+            }
+            return result;
+        }
+
+        double rate = options.Rate!.Value;
+        if (options.Scope == PruningScope.Global)
+        {
+            // One threshold over raw scores: |w| (or |w|·‖x‖, the size of the weight's contribution) is in the same
+            // units in every layer, so layers with a large fan-in (small weights) give up more and small input layers are
+            // protected. Dividing each layer's scores by their RMS was measured worse (wine_mlp 50%: 96.3% vs 100% accuracy).
+            long total = targets.Sum(t => t.Elements);
+            long count = (long)Math.Round(rate * total, MidpointRounding.AwayFromZero);
+            progress?.Report(0.2);
+            if (count == 0) { for (int t = 0; t < targets.Count; t++) result[t] = (CountZeros(targets[t].Tensor), targets[t].Elements); return result; }
+            var threshold = Selection.SmallestCount(this, count, cancel);
+            progress?.Report(0.6);
+            long budget = threshold.TakeEqual;
+            for (int t = 0; t < targets.Count; t++)
+            {
+                cancel.ThrowIfCancellationRequested();
+                result[t] = ApplyThreshold(graph, t, threshold, ref budget);
+                progress?.Report(0.6 + 0.4 * (t + 1) / targets.Count);
+            }
+            return result;
+        }
+
+        for (int t = 0; t < targets.Count; t++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            long count = (long)Math.Round(rate * targets[t].Elements, MidpointRounding.AwayFromZero);
+            if (count == 0) { result[t] = (CountZeros(targets[t].Tensor), targets[t].Elements); continue; }
+            var threshold = Selection.SmallestCount(new SingleChunk(this, t), count, cancel);
+            long budget = threshold.TakeEqual;
+            result[t] = ApplyThreshold(graph, t, threshold, ref budget);
+            progress?.Report((t + 1.0) / targets.Count);
+        }
+        return result;
+    }
+
+    float[] scratch = [];
+
+    (long, long) ApplyThreshold(GraphProto graph, int t, RankThreshold threshold, ref long budget)
+    {
+        var target = targets[t];
+        int n = ChunkLength(t);
+        if (scratch.Length < n) scratch = new float[n];
+        var scores = scratch.AsSpan(0, n);
+        Fill(t, scores);
+        byte[] raw = TensorData.RawBytes(target.Tensor).ToArray();
+        var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
+        Selection.ZeroSelected(scores, threshold, ref budget, values);
+        long zeros = ZeroCount(values);
+        Replace(graph, target, raw);
+        return (zeros, n);
+    }
+
+    /// <summary>Exact zeros (vectorized count; -0 compares equal to 0 as a float).</summary>
+    internal static long ZeroCount(ReadOnlySpan<float> values) => values.Count(0f);
+
+    (long, long) ApplyPattern(GraphProto graph, int t, SparsityPattern pattern)
+    {
+        var target = targets[t];
+        int n = ChunkLength(t);
+        var scores = new float[n];
+        Scores(t, scores);
+        byte[] raw = TensorData.RawBytes(target.Tensor).ToArray();
+        var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
+        Span<int> group = stackalloc int[pattern.M];
+        for (int o = 0; o < target.Outputs; o++)
+        {
+            for (int start = 0; start < target.Inputs; start += pattern.M)
+            {
+                int size = Math.Min(pattern.M, target.Inputs - start);
+                for (int j = 0; j < size; j++) group[j] = target.FlatIndex(o, target.GroupOrder(start + j));
+                // Keep the N largest scores of the group (earlier position wins a tie): zero the rest.
+                for (int j = 0; j < size; j++)
+                {
+                    float s = scores[group[j]];
+                    int larger = 0;
+                    for (int q = 0; q < size; q++)
+                    {
+                        float r = scores[group[q]];
+                        if (r > s || (r == s && q < j)) larger++;
+                    }
+                    if (larger >= pattern.N) values[group[j]] = 0f;
+                }
+            }
+        }
+        long zeros = ZeroCount(values);
+        Replace(graph, target, raw);
+        return (zeros, n);
+    }
+
+    /// <summary>Raw (un-normalized) scores of one target, in flat order.</summary>
+    void Scores(int t, Span<float> destination)
+    {
+        var target = targets[t];
+        var values = MemoryMarshal.Cast<byte, float>(TensorData.RawBytes(target.Tensor).Span);
+        switch (options.Criterion)
+        {
+            case PruningCriterion.Random:
+                {
+                    var rng = new Random(HashCode.Combine(seed, t, target.Name.Length));
+                    for (int i = 0; i < destination.Length; i++) destination[i] = rng.NextSingle();
+                    break;
+                }
+            case PruningCriterion.Activation:
+                {
+                    var norms = ActivationNorms(target);
+                    TensorPrimitives.Abs(values, destination);
+                    for (int o = 0; o < target.Outputs; o++)
+                        for (int i = 0; i < target.Inputs; i++)
+                        {
+                            int f = target.FlatIndex(o, i);
+                            destination[f] *= norms[target.ActivationChannel(o, i)];
+                        }
+                    break;
+                }
+            default:
+                TensorPrimitives.Abs(values, destination);
+                break;
+        }
+    }
+
+    readonly Dictionary<string, float[]> normCache = new(StringComparer.Ordinal);
+
+    float[] ActivationNorms(WeightTarget target)
+    {
+        if (normCache.TryGetValue(target.Name, out var cached)) return cached;
+        var sum = new double[target.ActivationChannels];
+        foreach (var (tensor, _) in target.ActivationInputs())
+        {
+            var norms = activations![tensor];
+            if (norms.Length != sum.Length)
+                throw new EngineException("PruningActivationShape", EngineErrorKind.InvalidData,
+                    $"Activation '{tensor}' has {norms.Length} channels but weight '{target.Name}' expects {sum.Length}.");
+            for (int c = 0; c < sum.Length; c++) sum[c] += norms[c] * norms[c];
+        }
+        // Shared weights: the norm over every place the weight is used.
+        return normCache[target.Name] = sum.Select(v => (float)Math.Sqrt(v)).ToArray();
+    }
+
+    static void Replace(GraphProto graph, WeightTarget target, byte[] raw)
+    {
+        var replacement = target.Tensor.Clone();
+        replacement.FloatData.Clear();
+        replacement.RawData = Google.Protobuf.UnsafeByteOperations.UnsafeWrap(raw);
+        // By reference: TensorProto.Equals compares contents, which would read every tensor's bytes.
+        int index = 0;
+        while (!ReferenceEquals(graph.Initializer[index], target.Tensor)) index++;
+        graph.Initializer[index] = replacement;
+        target.Tensor = replacement;
+    }
+
+    static long CountZeros(TensorProto t) => TensorData.CountZeros(t);
+
+    sealed class SingleChunk(UnstructuredPruner owner, int chunk) : IScoreSource
+    {
+        public int Chunks => 1;
+        public int ChunkLength(int c) => owner.ChunkLength(chunk);
+        public void Fill(int c, Span<float> destination) => owner.Fill(chunk, destination);
+    }
+}
