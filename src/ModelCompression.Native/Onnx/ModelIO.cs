@@ -1,3 +1,4 @@
+using System.IO.MemoryMappedFiles;
 using Google.Protobuf;
 using ModelCompression.Native.Onnx.Proto;
 
@@ -41,11 +42,7 @@ public static class ModelIO
         ModelProto proto;
         try
         {
-            // Parsing straight from the file keeps memory at about the model's size: reading the whole file first
-            // would double the peak, and on machines where fresh pages are costly it is slower too (bench: io).
-            using var stream = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
-            using var coded = new CodedInputStream(stream);
-            proto = ModelProto.Parser.ParseFrom(coded);
+            proto = ParseMapped(full);
         }
         catch (InvalidProtocolBufferException e)
         {
@@ -73,6 +70,31 @@ public static class ModelIO
         var entry = proto.MetadataProps.FirstOrDefault(p => p.Key == ModelStage.MetadataKey);
         if (entry is not null) history = ModelStage.Deserialize(entry.Value);
         return new OnnxModel(proto, full, history);
+    }
+
+    /// <summary>
+    /// Parses the file through a read-only memory map: the parser copies each tensor once, straight from the page
+    /// cache into the model, so memory stays at about the model's size and no intermediate buffer is filled.
+    /// The map is released before returning; the model owns ordinary managed memory.
+    /// </summary>
+    static unsafe ModelProto ParseMapped(string path)
+    {
+        long length = new FileInfo(path).Length;
+        if (length > int.MaxValue)
+            throw Error("ModelFileTooLarge", EngineErrorKind.LimitsExceeded, path,
+                $"'{path}' is {length:N0} bytes; a single ONNX protobuf cannot exceed 2 GB (large models keep their tensors in external data).");
+        using var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        using var view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
+        byte* start = null;
+        view.SafeMemoryMappedViewHandle.AcquirePointer(ref start);
+        try
+        {
+            return ModelProto.Parser.ParseFrom(new ReadOnlySpan<byte>(start + view.PointerOffset, (int)length));
+        }
+        finally
+        {
+            view.SafeMemoryMappedViewHandle.ReleasePointer();
+        }
     }
 
     /// <summary>Parses a model from bytes (tests, in-memory builds). External data is not allowed here.</summary>
