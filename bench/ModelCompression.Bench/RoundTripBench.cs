@@ -57,8 +57,9 @@ static class RoundTripBench
         var sw = Stopwatch.StartNew();
         var model = ModelIO.Load(args[0]);
         double load = sw.Elapsed.TotalSeconds;
+        long anon = StatusValue("RssAnon:");
         ModelIO.Save(model, args[1]);
-        Console.Error.WriteLine($"  child: load {load:F2} s, save {sw.Elapsed.TotalSeconds - load:F2} s");
+        Console.Error.WriteLine($"  child: load {load:F2} s, save {sw.Elapsed.TotalSeconds - load:F2} s, anonymous memory after load {anon / 1e6:N0} MB");
         using (var fs = new FileStream(args[1], FileMode.Open)) fs.Flush(flushToDisk: true);
         Console.WriteLine($"{sw.Elapsed.TotalSeconds:R} {(Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds:R} {PeakRss()}");
         return 0;
@@ -80,11 +81,18 @@ static class RoundTripBench
     /// <summary>Peak resident set size of this process (VmHWM), or the working-set peak where /proc is absent.</summary>
     public static long PeakRss()
     {
-        if (File.Exists("/proc/self/status"))
-            foreach (var line in File.ReadLines("/proc/self/status"))
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        return Process.GetCurrentProcess().PeakWorkingSet64;
+        long peak = StatusValue("VmHWM:");
+        return peak > 0 ? peak : Process.GetCurrentProcess().PeakWorkingSet64;
+    }
+
+    /// <summary>A size from /proc/self/status in bytes (0 where there is no /proc).</summary>
+    static long StatusValue(string key)
+    {
+        if (!File.Exists("/proc/self/status")) return 0;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(key, StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return 0;
     }
 
     /// <summary>A chain of 2048-wide layers with enough of them to reach the requested size.</summary>
