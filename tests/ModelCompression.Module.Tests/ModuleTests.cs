@@ -18,6 +18,9 @@ public class ModuleTests
         var exported = ps.Run("(Get-Module ModelCompression).ExportedCmdlets.Keys").Select(o => o.ToString()).Order().ToArray();
         Assert.Equal(info.ExportedCmdlets.Keys.Order().ToArray(), exported);
         Assert.Contains("Get-Model", exported);
+        // The manifest's version and the assemblies' (Directory.Build.props) are one version; the history records it.
+        var assembly = ps.Run("(Get-Module ModelCompression).ImplementingAssembly.GetName().Version").Single().BaseObject;
+        Assert.Equal(info.Version, new Version(((Version)assembly).ToString(3)));
         foreach (var name in exported)
         {
             var output = ps.Run($"(Get-Command {name}).OutputType").ToList();

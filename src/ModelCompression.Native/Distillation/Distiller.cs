@@ -181,7 +181,7 @@ public static class Distiller
                     + $", lr {F(m.LearningRate)}, {m.Seconds:F2} s"));
             }
             return report;
-        });
+        }, total);
         return new DistillationResult
         {
             Student = result,

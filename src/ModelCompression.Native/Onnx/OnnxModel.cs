@@ -32,11 +32,12 @@ public sealed class OnnxModel
 
     /// <summary>
     /// Runs <paramref name="transform"/> on a copy of this model and records the stage. The copy shares
-    /// tensor bytes with this model; the transform may edit the copy's structure freely.
+    /// tensor bytes with this model; the transform may edit the copy's structure freely. A stage that works before
+    /// it edits (calibration, training) passes the clock it started, so the history records its whole time.
     /// </summary>
-    public OnnxModel Derive(string stageName, IReadOnlyDictionary<string, string> parameters, Func<ModelProto, ModelReport?> transform)
+    public OnnxModel Derive(string stageName, IReadOnlyDictionary<string, string> parameters, Func<ModelProto, ModelReport?> transform, Stopwatch? startedAt = null)
     {
-        var sw = Stopwatch.StartNew();
+        var sw = startedAt ?? Stopwatch.StartNew();
         long before = SerializedSize;
         var copy = Proto.Clone();
         var report = transform(copy);
