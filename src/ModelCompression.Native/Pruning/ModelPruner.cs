@@ -28,7 +28,7 @@ public static class ModelPruner
 
         // Activation statistics come from the original model, before any edit.
         Dictionary<string, double[]>? activations = null;
-        var probeIndex = new GraphIndex(model.Proto.Graph);
+        var probeIndex = new GraphIndex(model.Proto.Graph, inputInitializersAreConstant: true);
         var probeTargets = WeightTargets.Find(probeIndex, options, []);
         if (probeTargets.Count == 0) throw NothingToPrune(model, options, probeIndex);
         if (options.Criterion == PruningCriterion.Activation)
@@ -49,7 +49,7 @@ public static class ModelPruner
         return model.Derive(StageName, options.ToParameters(), proto =>
         {
             var graph = proto.Graph;
-            var index = new GraphIndex(graph);
+            var index = new GraphIndex(graph, inputInitializersAreConstant: true);
             var report = new ModelReport { Stage = StageName };
             var skipped = new List<ReportEntry>();
             var targets = WeightTargets.Find(index, options, skipped);

@@ -59,7 +59,7 @@ internal static class StructuredPruner
     {
         var probe = ShapeProbe.Run(model, options.ProbeDimension, cancel);
         progress?.Report(0.1);
-        var originalIndex = new GraphIndex(model.Proto.Graph);
+        var originalIndex = new GraphIndex(model.Proto.Graph, inputInitializersAreConstant: true);
         var originalTargets = WeightTargets.Find(originalIndex, options, []);
         if (originalTargets.Count == 0) throw ModelPruner.NothingToPrune(model, options, originalIndex);
         Dictionary<string, double[]>? activations = null;
@@ -71,7 +71,7 @@ internal static class StructuredPruner
         return model.Derive(ModelPruner.StageName, options.ToParameters(), proto =>
         {
             var graph = proto.Graph;
-            var index = new GraphIndex(graph);
+            var index = new GraphIndex(graph, inputInitializersAreConstant: true);
             var report = new ModelReport { Stage = ModelPruner.StageName };
             var skipped = new List<ReportEntry>();
             var targets = WeightTargets.Find(index, options, skipped);

@@ -1,3 +1,4 @@
+using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 

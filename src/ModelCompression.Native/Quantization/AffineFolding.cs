@@ -20,16 +20,13 @@ internal static class AffineFolding
         {
             changed = false;
             var index = new GraphIndex(model);
-            var consumers = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
-            foreach (var n in graph.Node) foreach (var i in n.Input) if (i.Length > 0) { if (!consumers.TryGetValue(i, out var l)) consumers[i] = l = []; l.Add(n); }
-            var outputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
             foreach (var conv in graph.Node)
             {
                 if (conv.OpType != "Conv" || conv.Input.Count < 2 || conv.Output.Count != 1) continue;
                 if (!index.IsFloatConstant(conv.Input[1], out var w) || w.Dims.Count < 3) continue;
                 string y = conv.Output[0];
-                if (outputs.Contains(y) || !consumers.TryGetValue(y, out var cs) || cs.Count != 1) continue;
-                var next = cs[0];
+                if (index.GraphOutputs.Contains(y) || index.ConsumersOf(y) is not [var use]) continue;
+                var next = use.Node;
                 if (next.OpType is not ("Mul" or "Add") || next.Input.Count != 2) continue;
                 string other = next.Input[0] == y ? next.Input[1] : next.Input[0];
                 if (other == y || !index.IsFloatConstant(other, out var c)) continue;

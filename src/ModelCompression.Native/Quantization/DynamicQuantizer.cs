@@ -1,6 +1,8 @@
 using ModelCompression.Native.Kernels;
+using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
-using static ModelCompression.Native.Quantization.GraphIndex;
+using static ModelCompression.Native.Onnx.GraphIndex;
+using static ModelCompression.Native.Quantization.QuantNodes;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Native.Quantization;
@@ -29,7 +31,7 @@ internal static class DynamicQuantizer
         bool standard = index.Opset >= 11;
         if (!standard)
         {
-            index.EnsureMicrosoftDomain();
+            EnsureMicrosoftDomain(model);
             report.Note($"The model's opset is {index.Opset} (< 11, no DynamicQuantizeLinear): MatMul/Gemm use ONNX Runtime's com.microsoft DynamicQuantizeMatMul, which only ONNX Runtime runs.");
         }
         // Activations quantized once, however many MatMuls read them (Q, K and V projections share their input).
@@ -133,7 +135,7 @@ internal static class DynamicQuantizer
             gather.Input[0] = qw.Values;
             gather.Output[0] = gathered;
             string domain = index.Opset >= 10 ? "" : MicrosoftDomain;
-            if (domain != "") index.EnsureMicrosoftDomain();
+            if (domain != "") EnsureMicrosoftDomain(model);
             var dq = Node("DequantizeLinear", index.Fresh((node.Name == "" ? "Gather" : node.Name) + "_DequantizeLinear"), [gathered, qw.Scale, qw.ZeroPoint], [node.Output[0]], domain);
             report.Done(node, $"{type} table, per tensor; dequantized after the gather");
             return [gather, dq];

@@ -1,6 +1,7 @@
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
-using static ModelCompression.Native.Quantization.GraphIndex;
+using static ModelCompression.Native.Onnx.GraphIndex;
+using static ModelCompression.Native.Quantization.QuantNodes;
 
 namespace ModelCompression.Native.Quantization;
 

@@ -2,7 +2,8 @@ using System.Runtime.InteropServices;
 using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
-using static ModelCompression.Native.Quantization.GraphIndex;
+using static ModelCompression.Native.Onnx.GraphIndex;
+using static ModelCompression.Native.Quantization.QuantNodes;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Native.Quantization;

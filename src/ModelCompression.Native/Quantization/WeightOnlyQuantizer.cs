@@ -1,7 +1,8 @@
 using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
-using static ModelCompression.Native.Quantization.GraphIndex;
+using static ModelCompression.Native.Onnx.GraphIndex;
+using static ModelCompression.Native.Quantization.QuantNodes;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Native.Quantization;
@@ -30,7 +31,7 @@ internal static class WeightOnlyQuantizer
         bool symmetric = o.Symmetric ?? true;
         var format = o.Format ?? WeightOnlyFormat.MatMulNBits;
         if (format == WeightOnlyFormat.Standard) PrepareStandard(model, index);
-        else index.EnsureMicrosoftDomain();
+        else EnsureMicrosoftDomain(model);
 
         long before = 0, after = 0;
         var cache = new Dictionary<string, (string B, string Scales, string? Zp, int K, int N)>(StringComparer.Ordinal);

@@ -91,7 +91,7 @@ internal sealed class WeightQuantizer(GraphIndex index, QuantType type, bool sym
         string qName = index.Fresh(sourceName + "_quantized");
         index.AddInitializer(TensorData.FromRaw(qName, dt, source.Dims.ToArray(), q));
         string sName = index.Fresh(sourceName + "_quantized_scale");
-        index.AddInitializer(GraphIndex.Scalar(sName, p.Scale));
+        index.AddInitializer(QuantNodes.Scalar(sName, p.Scale));
         string zName = index.Fresh(sourceName + "_quantized_zero_point");
         index.AddInitializer(TensorData.FromRaw(zName, dt, [], [(byte)(sbyte)p.ZeroPoint]));
         BytesBefore += TensorData.StorageBytes(source);

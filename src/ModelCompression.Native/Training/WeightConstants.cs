@@ -1,3 +1,4 @@
+using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -14,8 +15,7 @@ public static class WeightConstants
     public static int Promote(ModelProto proto)
     {
         var graph = proto.Graph;
-        var producer = new Dictionary<string, NodeProto>(StringComparer.Ordinal);
-        foreach (var n in graph.Node) foreach (var o in n.Output) producer[o] = n;
+        var producer = new GraphIndex(graph, inputInitializersAreConstant: false).Producer;
         var weightSlots = new HashSet<string>(StringComparer.Ordinal);
         foreach (var n in graph.Node)
         {
@@ -32,10 +32,10 @@ public static class WeightConstants
             foreach (int i in slots) if (i < n.Input.Count && n.Input[i].Length > 0) weightSlots.Add(n.Input[i]);
         }
         int promoted = 0;
-        foreach (var c in graph.Node.Where(n => n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && weightSlots.Contains(n.Output[0])).ToList())
+        foreach (var c in graph.Node.Where(n => GraphIndex.ConstantValue(n) is not null && weightSlots.Contains(n.Output[0])).ToList())
         {
-            var value = c.Attribute.FirstOrDefault(a => a.Name == "value")?.T;
-            if (value is null || (DT)value.DataType != DT.Float || value.Dims.Count == 0) continue;
+            var value = GraphIndex.ConstantValue(c)!;
+            if ((DT)value.DataType != DT.Float || value.Dims.Count == 0) continue;
             var t = value.Clone();
             t.Name = c.Output[0];
             graph.Initializer.Add(t);
