@@ -98,6 +98,51 @@ public class StaticAndFloat16Tests
         Assert.True(f.MeanAbsError < 0.05, $"mean abs error {f.MeanAbsError}");
     }
 
+    [SharedFact]
+    public void DetectorStaticWithTargetCosineKeepsSensitiveNodesFloatAndReachesTarget()
+    {
+        var m = ModelIO.Load(SharedFiles.Model("ch_PP-OCRv4_det_infer.onnx"));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(8, 96, 96, 1), TargetCosine = 0.98 });
+        double seconds = clock.Elapsed.TotalSeconds;
+        var f = ModelComparer.Compare(m, q, new ComparisonInputs { Data = Images(3, 96, 96, 99), BatchSize = 1 }).Single();
+        var report = q.Report!;
+        int kept = report.Entries.Count(e => e.Action == "Kept" && e.Detail.Contains("TargetCosine", StringComparison.Ordinal));
+        int convQuantized = report.Entries.Count(e => e.OpType == "Conv" && e.Action == "Quantized");
+        int convKept = report.Entries.Count(e => e.OpType == "Conv" && e.Action == "Kept");
+        Console.WriteLine($"det -TargetCosine 0.98: held-out cosine {f.Cosine:F4}, kept {kept} node(s) ({convKept} Conv, {convQuantized} Conv quantized), " +
+            $"reached {report.Metrics["CosineReached"]:F4} from {report.Metrics["CosineAllQuantized"]:F4} in {report.Metrics["TuningEvaluations"]} evaluations, {seconds:F1} s, size {q.SerializedSize} of {m.SerializedSize}");
+        Assert.True(f.Cosine >= 0.98, $"cosine {f.Cosine}");
+        Assert.Equal(kept, (int)report.Metrics["NodesKeptFloat"]);
+        Assert.True(kept >= 1, "the detector needs fallback at 0.98");
+        Assert.True(report.Metrics["CosineReached"] >= 0.98);
+        Assert.True(convQuantized >= 0.75 * (convQuantized + convKept), $"{convQuantized} of {convQuantized + convKept} Conv quantized");
+        Assert.True(q.SerializedSize < 0.5 * m.SerializedSize, $"size {q.SerializedSize} of {m.SerializedSize}");
+        Assert.True(seconds < 60, $"{seconds:F1} s");
+    }
+
+    [Fact]
+    public void TargetCosineIsStaticOnlyAndFailsClearlyWhenUnreachable()
+    {
+        var mlp = TestModels.Mlp();
+        Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() =>
+            ModelQuantizer.Quantize(mlp, new QuantizationOptions { Mode = QuantizationMode.Dynamic, TargetCosine = 0.99 })).ErrorId);
+        var net = TestModels.ConvNet();
+        var calib = new DataSet("calib", [SyntheticImages.Documents("x", 8, 16, 16, 1, true)]);
+        Assert.Equal("QuantizationTargetCosineInvalid", Assert.Throws<EngineException>(() =>
+            ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 1.5 })).ErrorId);
+        Assert.Equal("QuantizationValidationRowsMissing", Assert.Throws<EngineException>(() =>
+            ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = new DataSet("one", [calib.Arrays[0].Slice(0, 1)]), TargetCosine = 0.9 })).ErrorId);
+        // Cosine exactly 1 needs every node in float32: refused with a clear id rather than returning an unquantized model.
+        var e = Assert.Throws<EngineException>(() =>
+            ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 1.0 }));
+        Assert.Equal("QuantizationTargetCosineNotMet", e.ErrorId);
+        // A reachable target: met, reported, and the fallback nodes are named.
+        var q = ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 0.95 });
+        Assert.True(q.Report!.Metrics["CosineReached"] >= 0.95);
+        Assert.True(ModelComparer.Compare(net, q, new ComparisonInputs { Data = new DataSet("test", [SyntheticImages.Documents("x", 8, 16, 16, 77, true)]) }).Single().Cosine >= 0.95);
+    }
+
     [Fact]
     public void Float16FullKeepsFloat32InterfaceAndBlocksFragileOps()
     {
