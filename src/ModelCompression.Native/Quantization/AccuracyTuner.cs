@@ -11,14 +11,15 @@ namespace ModelCompression.Native.Quantization;
 /// Accuracy-driven fallback for static quantization (-TargetCosine): measures the output cosine of the quantized
 /// model against the float model in ONNX Runtime on held-out rows and, while it is below the target, keeps quantized
 /// nodes in float32. Quantization error compounds from the input onward (on the PP-OCR detector the first layers
-/// alone cost most of it), so the nodes are taken in topological order and a bisection finds the smallest prefix
-/// whose float32 fallback reaches the target: about log2(nodes) + 2 evaluations, never more than
-/// <see cref="MaxEvaluations"/>. (Ranking nodes by the error each adds, measured on exposed intermediate outputs,
+/// alone cost most of it), so the nodes are taken in topological order: a bisection finds the shortest prefix whose
+/// float32 fallback reaches the target, a second one the latest start of that window that still does (error that
+/// starts mid-graph, as in the recognizer's transformer neck, keeps only mid-graph nodes): about 2·log2(nodes) + 2
+/// evaluations, never more than <see cref="MaxEvaluations"/>. (Ranking nodes by the error each adds, measured on exposed intermediate outputs,
 /// was tried and kept four times as many nodes on the detector for the same target.)
 /// </summary>
 internal sealed class AccuracyTuner(OnnxModel reference, DataSet validation, int batchSize, IProgress<QuantizationProgress>? progress, CancellationToken cancel)
 {
-    public const int MaxEvaluations = 16;
+    public const int MaxEvaluations = 24;
 
     /// <summary>Splits calibration data: the last quarter of the rows (at least one) is held out for validation.</summary>
     public static (DataSet Calibration, DataSet Validation) Split(DataSet data)
@@ -53,41 +54,50 @@ internal sealed class AccuracyTuner(OnnxModel reference, DataSet validation, int
             }
 
         int evaluations = 0;
-        var measured = new Dictionary<int, double>();
+        var measured = new Dictionary<(int Start, int End), double>();
         var order = selected.ToList(); // graph order is topological
-        Dictionary<int, string> Prefix(int count, int lo) => order.Take(count).Select((k, i) => (k, i)).ToDictionary(x => x.k, x => string.Create(CultureInfo.InvariantCulture,
-            $"kept in float32 by -TargetCosine {target}: node {x.i + 1} of the first {count} quantizable nodes in topological order, the shortest prefix found to reach the target (output cosine {measured[count]:F4}; {lo} in float32: {measured[lo]:F4})"));
-        double Measure(int count)
+        double Measure(int start, int end)
         {
             cancel.ThrowIfCancellationRequested();
-            var c = Evaluate(build(order.Take(count).ToDictionary(k => k, _ => "")));
+            var c = Evaluate(build(order.Skip(start).Take(end - start).ToDictionary(k => k, _ => "")));
             evaluations++;
-            measured[count] = c;
-            progress?.Report(new QuantizationProgress($"Tuning for cosine {target.ToString(CultureInfo.InvariantCulture)} ({count} node(s) in float32: cosine {c:F4})", Math.Min(1, (double)evaluations / MaxEvaluations)));
+            measured[(start, end)] = c;
+            progress?.Report(new QuantizationProgress($"Tuning for cosine {target.ToString(CultureInfo.InvariantCulture)} (nodes {start}..{end} in float32: cosine {c:F4})", Math.Min(1, (double)evaluations / MaxEvaluations)));
             return c;
         }
+        string NotMet(string why) =>
+            $"-TargetCosine {target.ToString(CultureInfo.InvariantCulture)} {why} (output cosine on {validation.Rows} held-out row(s): {measured[(0, 0)]:F4} with every node quantized). " +
+            "Lower the target, give more representative -CalibrationData, or try -CalibrationMethod Percentile or Entropy.";
         var kept = new Dictionary<int, string>();
-        double first = Measure(0), best = first;
+        double first = Measure(0, 0), best = first;
         if (first < target)
         {
-            int lo = 0, hi = order.Count;
-            if (Measure(hi) < target)
+            int n = order.Count;
+            if (Measure(0, n) < target)
                 throw new EngineException("QuantizationTargetCosineNotMet", EngineErrorKind.InvalidOperation,
-                    $"-TargetCosine {target.ToString(CultureInfo.InvariantCulture)} cannot be reached: the output cosine on {validation.Rows} held-out row(s) is {first:F4} with every node quantized " +
-                    $"and still {measured[hi]:F4} with all {order.Count} of them kept in float32. " +
-                    "Lower the target, give more representative -CalibrationData, or try -CalibrationMethod Percentile or Entropy.");
-            while (hi - lo > 1 && evaluations < MaxEvaluations)
+                    NotMet($"cannot be reached: even with all {n} quantizable node(s) in float32 the output cosine is {measured[(0, n)]:F4}"));
+            // 1. The shortest prefix (in topological order) whose float32 fallback reaches the target.
+            int lo = 0, end = n;
+            while (end - lo > 1 && evaluations < MaxEvaluations / 2)
             {
-                int mid = lo + (hi - lo) / 2;
-                if (Measure(mid) >= target) hi = mid; else lo = mid;
+                int mid = lo + (end - lo) / 2;
+                if (Measure(0, mid) >= target) end = mid; else lo = mid;
             }
-            if (hi == order.Count)
+            // 2. The latest start of that window that still reaches it: error that starts mid-graph keeps only mid-graph nodes.
+            int start = 0, fails = end;
+            measured.TryAdd((end, end), first);
+            while (fails - start > 1 && evaluations < MaxEvaluations)
+            {
+                int mid = start + (fails - start) / 2;
+                if (Measure(mid, end) >= target) start = mid; else fails = mid;
+            }
+            if (end - start == n)
                 throw new EngineException("QuantizationTargetCosineNotMet", EngineErrorKind.InvalidOperation,
-                    $"-TargetCosine {target.ToString(CultureInfo.InvariantCulture)} is reached only with every one of the {order.Count} quantizable node(s) in float32 " +
-                    $"(output cosine on {validation.Rows} held-out row(s): {first:F4} with all quantized, {measured[lo]:F4} with {lo} in float32). " +
-                    "Lower the target, give more representative -CalibrationData, or try -CalibrationMethod Percentile or Entropy.");
-            kept = Prefix(hi, lo);
-            best = measured[hi];
+                    NotMet($"is reached only with every one of the {n} quantizable node(s) in float32"));
+            best = measured[(start, end)];
+            for (int i = start; i < end; i++)
+                kept[order[i]] = string.Create(CultureInfo.InvariantCulture,
+                    $"kept in float32 by -TargetCosine {target}: quantizable node {i + 1} of {n} in topological order, inside the narrowest window found to reach the target (nodes {start + 1}..{end}: output cosine {best:F4})");
         }
 
         report.Note(string.Create(CultureInfo.InvariantCulture,
