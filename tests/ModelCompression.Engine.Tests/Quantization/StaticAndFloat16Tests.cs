@@ -93,7 +93,8 @@ public class StaticAndFloat16Tests
         var m = ModelIO.Load(SharedFiles.Model("ch_PP-OCRv4_det_infer.onnx"));
         var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(6, 96, 96, 1) });
         var f = ModelComparer.Compare(m, q, new ComparisonInputs { Data = Images(3, 96, 96, 99), BatchSize = 1 }).Single();
-        // Measured 0.86-0.90 on synthetic documents: below the issue's 0.98 target (see the report); guard against regressions.
+        // Measured 0.86-0.90 on synthetic documents without fallback: below the issue's 0.98 target, which -TargetCosine
+        // reaches (next test); guard against regressions of the plain path.
         Assert.True(f.Cosine >= 0.80, $"cosine {f.Cosine}");
         Assert.True(f.MeanAbsError < 0.05, $"mean abs error {f.MeanAbsError}");
     }
@@ -105,12 +106,15 @@ public class StaticAndFloat16Tests
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(8, 96, 96, 1), TargetCosine = 0.98 });
         double seconds = clock.Elapsed.TotalSeconds;
-        var f = ModelComparer.Compare(m, q, new ComparisonInputs { Data = Images(3, 96, 96, 99), BatchSize = 1 }).Single();
+        var test = new ComparisonInputs { Data = Images(3, 96, 96, 99), BatchSize = 1 };
+        var f = ModelComparer.Compare(m, q, test).Single();
+        var plain = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(8, 96, 96, 1) });
+        double before = ModelComparer.Compare(m, plain, test).Single().Cosine;
         var report = q.Report!;
         int kept = report.Entries.Count(e => e.Action == "Kept" && e.Detail.Contains("TargetCosine", StringComparison.Ordinal));
         int convQuantized = report.Entries.Count(e => e.OpType == "Conv" && e.Action == "Quantized");
         int convKept = report.Entries.Count(e => e.OpType == "Conv" && e.Action == "Kept");
-        Console.WriteLine($"det -TargetCosine 0.98: held-out cosine {f.Cosine:F4}, kept {kept} node(s) ({convKept} Conv, {convQuantized} Conv quantized), " +
+        Console.WriteLine($"det -TargetCosine 0.98: held-out cosine {before:F4} -> {f.Cosine:F4}, kept {kept} node(s) ({convKept} Conv, {convQuantized} Conv quantized), " +
             $"reached {report.Metrics["CosineReached"]:F4} from {report.Metrics["CosineAllQuantized"]:F4} in {report.Metrics["TuningEvaluations"]} evaluations, {seconds:F1} s, size {q.SerializedSize} of {m.SerializedSize}");
         Assert.True(f.Cosine >= 0.98, $"cosine {f.Cosine}");
         Assert.Equal(kept, (int)report.Metrics["NodesKeptFloat"]);
@@ -119,6 +123,7 @@ public class StaticAndFloat16Tests
         Assert.True(convQuantized >= 0.75 * (convQuantized + convKept), $"{convQuantized} of {convQuantized + convKept} Conv quantized");
         Assert.True(q.SerializedSize < 0.5 * m.SerializedSize, $"size {q.SerializedSize} of {m.SerializedSize}");
         Assert.True(seconds < 60, $"{seconds:F1} s");
+        Assert.True(before < 0.98, $"without fallback {before}: the test no longer exercises it");
     }
 
     [SharedFact]
@@ -140,7 +145,7 @@ public class StaticAndFloat16Tests
             $"{report.Metrics["TuningEvaluations"]} evaluations, {seconds:F1} s, size {q.SerializedSize} of {m.SerializedSize}");
         Assert.True(f.Cosine >= 0.98, $"cosine {f.Cosine}");
         // The recognizer's error is spread over its CNN backbone and transformer neck: the window kept in float32 is wide
-        // (measured 25 of 38 Conv, 113 nodes) but the model stays well under half the float size.
+        // (measured 16 of 38 Conv, 68 nodes; held-out cosine 0.929 -> 0.987) but the model stays well under half the float size.
         Assert.True(convQuantized >= 10, $"{convQuantized} of {convQuantized + convKept} Conv quantized");
         Assert.True(q.SerializedSize < 0.45 * m.SerializedSize, $"size {q.SerializedSize} of {m.SerializedSize}");
     }
