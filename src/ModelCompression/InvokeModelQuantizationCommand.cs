@@ -96,6 +96,10 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
     [Parameter]
     public SwitchParameter SkipOptimization { get; set; }
 
+    [Parameter]
+    [ValidateRange(0.0, 1.0)]
+    public double TargetCosine { get; set; }
+
     protected override void ProcessRecord()
     {
         var model = InputObject!;
@@ -126,6 +130,7 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
                 Percentile = Has(nameof(Percentile)) ? Percentile : null,
                 CalibrationBatchSize = Has(nameof(CalibrationBatchSize)) ? CalibrationBatchSize : null,
                 SkipOptimization = Has(nameof(SkipOptimization)) ? SkipOptimization.IsPresent : null,
+                TargetCosine = Has(nameof(TargetCosine)) ? TargetCosine : null,
             };
             var progress = new PhaseProgress(this);
             var result = ModelQuantizer.Quantize(model.Engine, options, progress, CancellationToken);
@@ -137,6 +142,9 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
                 WriteVerbose($"Skipped {g.Count()} {g.Key.OpType} node(s): {g.Key.Detail} (e.g. '{g.First().Target}').");
             foreach (var (key, value) in report.Metrics.Where(kv => kv.Key.StartsWith("Quantized.", StringComparison.Ordinal)))
                 WriteVerbose($"{key["Quantized.".Length..]}: {value} quantized.");
+            var keptFloat = report.Entries.Where(e => e.Action == "Kept" && e.Detail.Contains("-TargetCosine", StringComparison.Ordinal)).ToList();
+            if (keptFloat.Count > 0)
+                WriteVerbose($"-TargetCosine kept {keptFloat.Count} node(s) in float32: {string.Join(", ", keptFloat.Take(10).Select(e => e.Target))}{(keptFloat.Count > 10 ? ", ..." : "")}.");
             WriteVerbose($"'{model.Name}': {report.Metrics["SizeBefore"]:N0} → {report.Metrics["SizeAfter"]:N0} bytes.");
             WriteObject(new Model(result));
         }, model);

@@ -63,6 +63,23 @@ public class QuantizationCmdletTests
     }
 
     [Fact]
+    public void StaticTargetCosineIsMeasuredReportedAndRefusedElsewhere()
+    {
+        using var ps = new PowerShellHost();
+        ps.Run("$q = Get-Model ./models/wine_mlp.onnx | Invoke-ModelQuantization -Mode Static -CalibrationData ./data/wine_train.npz -TargetCosine 0.999");
+        Assert.Empty(ps.Streams.Error);
+        var metrics = (Dictionary<string, double>)ps.Run("$q.Report.Metrics").Single().BaseObject;
+        Assert.True(metrics["CosineReached"] >= 0.999, $"cosine {metrics["CosineReached"]}");
+        Assert.Equal(0.999, metrics["TargetCosine"]);
+        Assert.Equal("0.999", ps.Run("$q.History[-1].Parameters['TargetCosine']").Single().ToString());
+        ps.Run("Get-Model ./models/wine_mlp.onnx | Invoke-ModelQuantization -Mode Dynamic -TargetCosine 0.99");
+        Assert.Equal(["QuantizationParameterNotApplicable"], ps.ErrorIds);
+        ps.Run("Get-Model ./models/wine_mlp.onnx | Invoke-ModelQuantization -Mode Static -CalibrationData ./data/wine_train.npz -TargetCosine 1");
+        Assert.Equal(["QuantizationTargetCosineNotMet"], ps.ErrorIds);
+        Assert.Equal(ErrorCategory.InvalidOperation, ps.Streams.Error[0].CategoryInfo.Category);
+    }
+
+    [Fact]
     public void DynamicOnAConvOnlyModelExplainsWhyNothingWasQuantized()
     {
         if (!PowerShellHost.SharedAvailable) return;

@@ -100,7 +100,7 @@ public static class ModelQuantizer
         Add("KeepIOTypes", o.KeepIOTypes); Add("StorageOnly", o.StorageOnly);
         if (o.Float16BlockList is not null) p["Float16BlockList"] = string.Join(",", o.Float16BlockList);
         Add("CalibrationMethod", o.CalibrationMethod); Add("Percentile", o.Percentile); Add("ActivationType", o.ActivationType);
-        Add("SkipOptimization", o.SkipOptimization); Add("CalibrationBatchSize", o.CalibrationBatchSize);
+        Add("SkipOptimization", o.SkipOptimization); Add("CalibrationBatchSize", o.CalibrationBatchSize); Add("TargetCosine", o.TargetCosine);
         if (o.CalibrationData is not null) p["CalibrationRows"] = o.CalibrationData.Rows.ToString(CultureInfo.InvariantCulture);
         if (o.Force) p["Force"] = "True";
         return p;

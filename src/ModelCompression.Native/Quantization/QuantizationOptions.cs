@@ -54,6 +54,11 @@ public sealed record QuantizationOptions
     public QuantType? ActivationType { get; init; }
     public bool? SkipOptimization { get; init; }
     public int? CalibrationBatchSize { get; init; }
+    /// <summary>
+    /// Accuracy-driven fallback: the output cosine against the float model, measured on calibration rows held out
+    /// from calibration, that the result must reach; the most sensitive nodes are kept in float32 until it does.
+    /// </summary>
+    public double? TargetCosine { get; init; }
 
     /// <summary>Refuses values that do not apply to the mode or are out of range, naming the parameter.</summary>
     public void Validate()
@@ -82,6 +87,7 @@ public sealed record QuantizationOptions
         Only(ActivationType is not null, "ActivationType", S);
         Only(SkipOptimization is not null, "SkipOptimization", S);
         Only(CalibrationBatchSize is not null, "CalibrationBatchSize", S);
+        Only(TargetCosine is not null, "TargetCosine", S);
         if (notFor.Count > 0)
             throw Invalid("QuantizationParameterNotApplicable",
                 $"{string.Join(", ", notFor.Select(p => "-" + p))} {(notFor.Count == 1 ? "does" : "do")} not apply to -Mode {Mode}; remove {(notFor.Count == 1 ? "it" : "them")}.");
@@ -104,6 +110,10 @@ public sealed record QuantizationOptions
             throw Invalid("QuantizationParameterNotApplicable", "-Percentile applies to -CalibrationMethod Percentile only.");
         if (CalibrationBatchSize is { } cb && cb < 1)
             throw Invalid("QuantizationCalibrationBatchInvalid", $"-CalibrationBatchSize must be at least 1 (got {cb}).");
+        if (TargetCosine is { } tc && !(tc > 0 && tc <= 1))
+            throw Invalid("QuantizationTargetCosineInvalid", $"-TargetCosine must be in (0, 1] (got {tc}).");
+        if (TargetCosine is not null && CalibrationData is { Rows: < 2 } cd)
+            throw Invalid("QuantizationValidationRowsMissing", $"-TargetCosine holds out part of -CalibrationData to measure accuracy on; it needs at least 2 rows (got {cd.Rows}).");
         if (Mode == QuantizationMode.Static && CalibrationData is null)
             throw Invalid("QuantizationCalibrationDataMissing", "-Mode Static needs -CalibrationData (a .npz/.npy/.csv file or a folder of them) to measure activation ranges.");
         if (ExcludeNodes.Count > 0 && StorageOnly == true)

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using ModelCompression.Native.Data;
 using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
@@ -50,35 +51,62 @@ internal static class StaticQuantizer
         foreach (var n in graph.Node) foreach (var i in n.Input) if (i.Length > 0) { if (!consumers.TryGetValue(i, out var l)) consumers[i] = l = []; l.Add(n); }
         var graphOutputs = graph.Output.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
 
-        // 1. Choose nodes and the activation tensors they need quantized.
-        var selected = new List<NodeProto>();
-        var activations = new HashSet<string>(StringComparer.Ordinal);
-        var outputOf = new Dictionary<NodeProto, string>(ReferenceEqualityComparer.Instance);
-        foreach (var n in graph.Node)
+        // 1. Choose nodes (by position in the node list, so a clone of the graph can be rewritten the same way).
+        var selected = new List<int>();
+        var outputOf = new Dictionary<int, string>();
+        var activationsOf = new Dictionary<int, List<string>>();
+        var allActivations = new HashSet<string>(StringComparer.Ordinal);
+        for (int k = 0; k < graph.Node.Count; k++)
         {
+            var n = graph.Node[k];
             if (n.Domain is not ("" or "ai.onnx") || !ops.Contains(n.OpType)) continue;
             if (MatchesAny(n.Name, o.ExcludeNodes)) { report.Skip(n, "excluded by -ExcludeNode"); continue; }
             if (n.Output.Count < 1 || !IsFloat(n.Output[0])) { report.Skip(n, "output is not float32"); continue; }
             if (n.OpType is "Conv" or "MatMul" or "Gemm" && n.Input.Count > 1 && index.Constant(n.Input[1]) is { } w && w.DataType != (int)DT.Float)
             { report.Skip(n, "weight is not float32"); continue; }
-            selected.Add(n);
+            selected.Add(k);
+            var acts = new List<string>();
             for (int i = 0; i < n.Input.Count; i++)
-                if (IsFloat(n.Input[i]) && index.Constant(n.Input[i]) is null && !IsAuxiliaryInput(n, i)) activations.Add(n.Input[i]);
+                if (IsFloat(n.Input[i]) && index.Constant(n.Input[i]) is null && !IsAuxiliaryInput(n, i)) acts.Add(n.Input[i]);
             // Fold a following Relu/Clip: quantize after it.
             string output = n.Output[0];
             if (!graphOutputs.Contains(output) && consumers.TryGetValue(output, out var cs) && cs.Count == 1 && Foldable.Contains(cs[0].OpType) && cs[0].Input[0] == output)
                 output = cs[0].Output[0];
-            outputOf[n] = output;
-            activations.Add(output);
+            outputOf[k] = output;
+            acts.Add(output);
+            activationsOf[k] = acts;
+            allActivations.UnionWith(acts);
         }
         if (selected.Count == 0) return (0, 0);
 
-        // 2. Calibrate.
-        var ranges = Calibrator.Run(source, activations, o.CalibrationData!, o.CalibrationMethod ?? CalibrationMethod.MinMax,
+        // 2. Calibrate (on all rows, or on the rows not held out for -TargetCosine).
+        var calibration = o.CalibrationData!;
+        DataSet? validation = null;
+        if (o.TargetCosine is not null) (calibration, validation) = AccuracyTuner.Split(calibration);
+        var ranges = Calibrator.Run(source, allActivations, calibration, o.CalibrationMethod ?? CalibrationMethod.MinMax,
             o.Percentile ?? 99.999, o.CalibrationBatchSize ?? 1, progress, cancel);
-        var actParams = activations.ToDictionary(t => t, t => QuantMath.Compute(ranges[t].Min, ranges[t].Max, actType, actSymmetric, false, t), StringComparer.Ordinal);
+        var actParams = allActivations.ToDictionary(t => t, t => QuantMath.Compute(ranges[t].Min, ranges[t].Max, actType, actSymmetric, false, t), StringComparer.Ordinal);
 
-        // 3. Q/DQ pairs for activations, placed after their producer; every consumer reads the DQ output.
+        // 3. With -TargetCosine: find the nodes to keep in float32 on held-out rows, then build the result once.
+        var keptFloat = new Dictionary<int, string>();
+        if (o.TargetCosine is { } target)
+        {
+            var tuner = new AccuracyTuner(source, validation!, o.CalibrationBatchSize ?? 1, progress, cancel);
+            var pristine = model.Clone();
+            keptFloat = tuner.Tune(target, selected,
+                kept => { var candidate = pristine.Clone(); Build(candidate, kept, null); return candidate; }, report);
+        }
+        return Build(model, keptFloat, report);
+
+        (long Before, long After) Build(ModelProto model, IReadOnlyDictionary<int, string> kept, QuantizationReport? report)
+        {
+        var graph = model.Graph;
+        var index = new GraphIndex(model);
+        var selectedNodes = selected.Select(k => graph.Node[k]).ToList();
+        var keptNodes = kept.Keys.Select(k => graph.Node[k]).ToHashSet(ReferenceEqualityComparer.Instance);
+        var activations = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var k in selected) if (!kept.ContainsKey(k)) activations.UnionWith(activationsOf[k]);
+        // 4. Q/DQ pairs for activations, placed after their producer; every consumer reads the DQ output.
         var actDt = actType == QuantType.Int8 ? DT.Int8 : DT.Uint8;
         var dqName = new Dictionary<string, string>(StringComparer.Ordinal);
         var pairs = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
@@ -99,13 +127,15 @@ internal static class StaticQuantizer
             if (producers.Contains(t)) pairs[t] = list; else leading.AddRange(list);
         }
 
-        // 4. Weights and biases of the selected nodes.
+        // 5. Weights and biases of the selected nodes.
         var weights = new Dictionary<string, (string Dq, float[] Scales)>(StringComparer.Ordinal);
         var inserted = new Dictionary<NodeProto, List<NodeProto>>(ReferenceEqualityComparer.Instance);
         long before = 0, after = 0;
-        foreach (var n in selected)
+        for (int s = 0; s < selected.Count; s++)
         {
+            var n = selectedNodes[s];
             cancel.ThrowIfCancellationRequested();
+            if (kept.TryGetValue(selected[s], out var why)) { report?.Keep(n, why); continue; }
             var extra = new List<NodeProto>();
             int weightAxis = n.OpType switch
             {
@@ -138,16 +168,16 @@ internal static class StaticQuantizer
                 && actParams.TryGetValue(n.Input[0], out var xp))
             {
                 if (QuantizeBias(n.Input[2], bias, xp.Scale, wScales, extra) is { } bdq) n.Input[2] = bdq;
-                else report.Note($"Bias of '{n.Name}' stays float32: its int32 quantization would overflow.");
+                else report?.Note($"Bias of '{n.Name}' stays float32: its int32 quantization would overflow.");
             }
             inserted[n] = extra;
-            report.Done(n, $"QDQ: activations {actType} {(actSymmetric ? "symmetric" : "asymmetric")}{(weightAxis >= 0 ? $", weights {weightType} {(perChannel ? "per channel" : "per tensor")}" : "")}{(outputOf[n] != n.Output[0] ? $", {consumers[n.Output[0]][0].OpType} folded" : "")}");
+            report?.Done(n, $"QDQ: activations {actType} {(actSymmetric ? "symmetric" : "asymmetric")}{(weightAxis >= 0 ? $", weights {weightType} {(perChannel ? "per channel" : "per tensor")}" : "")}{(outputOf[selected[s]] != n.Output[0] ? $", {consumers[n.Output[0]][0].OpType} folded" : "")}");
         }
 
-        // 5. Rewire consumers to the DQ outputs and assemble the node list.
+        // 6. Rewire consumers to the DQ outputs and assemble the node list.
         foreach (var n in graph.Node)
             for (int i = 0; i < n.Input.Count; i++)
-                if (dqName.TryGetValue(n.Input[i], out var dq)) n.Input[i] = dq;
+                if (!keptNodes.Contains(n) && dqName.TryGetValue(n.Input[i], out var dq)) n.Input[i] = dq;
         var nodes = new List<NodeProto>(graph.Node.Count * 2);
         nodes.AddRange(leading);
         foreach (var n in graph.Node)
@@ -229,6 +259,7 @@ internal static class StaticQuantizer
             extra.Add(Node("DequantizeLinear", index.Fresh(name + "_DequantizeLinear"), [qn, sn], [dq], domain, GraphBuilder.Attr("axis", 0L)));
             after += q.Length * 8L;
             return dq;
+        }
         }
     }
 
