@@ -1,11 +1,9 @@
 using System.Diagnostics;
-using Microsoft.ML.OnnxRuntime;
 using ModelCompression.Engine.Tests.Quantization;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Quantization;
 using ModelCompression.Native.Runtime;
-using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Bench;
 
@@ -19,9 +17,7 @@ static class QuantizationBench
 {
     public static int Latency(string[] args)
     {
-        string models = args.Length > 0 ? args[0] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "..", "shared", "models");
-        models = Path.GetFullPath(models);
-        var settings = new SessionSettings { IntraOpThreads = 1, InterOpThreads = 1 };
+        string models = args.Length > 0 ? Path.GetFullPath(args[0]) : Path.Combine(BenchSupport.SharedRoot(args, 1), "models");
 
         var bert = ModelIO.Load(Path.Combine(models, "tiny_bert.onnx"));
         var bertQ = ModelQuantizer.Quantize(bert, new QuantizationOptions { Mode = QuantizationMode.Dynamic });
@@ -29,45 +25,23 @@ static class QuantizationBench
         {
             ["input_ids"] = new("input_ids", [1, 128], Enumerable.Range(0, 128).Select(i => (long)((i * 7919) % 5000)).ToArray()),
         };
-        Compare("tiny_bert dynamic int8, batch 1, sequence 128", bert, bertQ, tokens, settings, rounds: 20, perRound: 10);
+        Compare("tiny_bert dynamic int8, batch 1, sequence 128", bert, bertQ, tokens, iterations: 200);
 
         var det = ModelIO.Load(Path.Combine(models, "ch_PP-OCRv4_det_infer.onnx"));
         var calib = new DataSet("calib", [SyntheticImages.Documents("x", 8, 320, 320, 1, imagenet: true)]);
         var detQ = ModelQuantizer.Quantize(det, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib });
         var image = new Dictionary<string, NamedArray> { ["x"] = SyntheticImages.Documents("x", 1, 320, 320, 99, imagenet: true) };
-        Compare("PP-OCRv4 det static QDQ (MinMax), batch 1, 320x320", det, detQ, image, settings, rounds: 10, perRound: 3);
+        Compare("PP-OCRv4 det static QDQ (MinMax), batch 1, 320x320", det, detQ, image, iterations: 30);
         return 0;
     }
 
-    static void Compare(string title, OnnxModel reference, OnnxModel quantized, IReadOnlyDictionary<string, NamedArray> inputs, SessionSettings settings, int rounds, int perRound)
+    static void Compare(string title, OnnxModel reference, OnnxModel quantized, IReadOnlyDictionary<string, NamedArray> inputs, int iterations)
     {
-        using var a = new ModelSession(reference, settings);
-        using var b = new ModelSession(quantized, settings);
-        var names = inputs.Keys.ToList();
-        var values = names.Select(n => ModelSession.ToOrtValue(inputs[n])).ToList();
-        using var run = new RunOptions();
-        try
-        {
-            for (int i = 0; i < 3; i++) { a.RunDiscard(names, values, run); b.RunDiscard(names, values, run); }
-            var ta = new List<double>(); var tb = new List<double>();
-            for (int r = 0; r < rounds; r++)
-            {
-                // Interleaved: A then B in each round, alternating which goes first, so load on the machine hits both alike.
-                foreach (bool first in r % 2 == 0 ? new[] { true, false } : new[] { false, true })
-                    for (int i = 0; i < perRound; i++)
-                    {
-                        var sw = Stopwatch.StartNew();
-                        (first ? a : b).RunDiscard(names, values, run);
-                        (first ? ta : tb).Add(sw.Elapsed.TotalMilliseconds);
-                    }
-            }
-            double ma = Median(ta), mb = Median(tb);
-            Console.WriteLine(title);
-            Console.WriteLine($"  float:     median {ma:F2} ms  (p10 {Percentile(ta, 0.1):F2}, p90 {Percentile(ta, 0.9):F2}; n={ta.Count})");
-            Console.WriteLine($"  quantized: median {mb:F2} ms  (p10 {Percentile(tb, 0.1):F2}, p90 {Percentile(tb, 0.9):F2}; n={tb.Count})");
-            Console.WriteLine($"  ratio quantized/float: {mb / ma:F2}x;  size {quantized.SerializedSize / (double)reference.SerializedSize:F3}x");
-        }
-        finally { foreach (var v in values) v.Dispose(); }
+        var (f, q) = BenchSupport.AB(reference, quantized, inputs, iterations);
+        Console.WriteLine(title);
+        Console.WriteLine($"  float:     median {f.P50Ms:F2} ms  (p90 {f.P90Ms:F2}; n={f.Iterations})");
+        Console.WriteLine($"  quantized: median {q.P50Ms:F2} ms  (p90 {q.P90Ms:F2}; n={q.Iterations})");
+        Console.WriteLine($"  ratio quantized/float: {q.RatioToBaseline:F2}x [{q.RatioLower:F2}, {q.RatioUpper:F2}];  size {quantized.SerializedSize / (double)reference.SerializedSize:F3}x");
     }
 
     public static int Time(string[] args)
@@ -78,29 +52,16 @@ static class QuantizationBench
         try
         {
             string source = Path.Combine(dir, "large.onnx");
-            var b = new GraphBuilder("large").Input("x", DT.Float, "batch", width).Output("y", DT.Float, "batch", width);
-            var rng = new Random(1);
-            var w = new float[width * width];
-            string x = "x";
-            for (int l = 0; l < layers; l++)
-            {
-                for (int i = 0; i < w.Length; i++) w[i] = (float)(rng.NextDouble() - 0.5) * 0.05f;
-                x = b.Node("MatMul", [x, b.Initializer($"w{l}", [width, width], w)], l == layers - 1 ? ["y"] : null);
-            }
-            ModelIO.Save(b.BuildModel(), source, new SaveOptions { Overwrite = true });
-            long size = new FileInfo(source).Length;
+            long size = BenchSupport.WriteMatMulChain(source, width, layers);
             Console.WriteLine($"model: {layers} MatMul layers of {width}x{width} = {layers * (long)width * width / 1e6:N1}M parameters, {size / 1e6:N0} MB");
 
             var copy = new List<double>();
             var times = new Dictionary<string, List<(double Total, double Quantize)>> { ["Dynamic int8"] = [], ["WeightOnly 4-bit/32"] = [] };
             for (int round = 0; round < 3; round++)
             {
-                string target = Path.Combine(dir, "copy.onnx");
-                var sw = Stopwatch.StartNew();
-                File.Copy(source, target, overwrite: true);
-                using (var fs = new FileStream(target, FileMode.Open)) fs.Flush(flushToDisk: true);
-                copy.Add(sw.Elapsed.TotalSeconds);
-                File.Delete(target);
+                string target = Path.Combine(dir, "quantized.onnx");
+                copy.Add(BenchSupport.TimeFileCopy(source).Wall);
+                var sw = new Stopwatch();
                 foreach (var (name, options) in new[]
                 {
                     ("Dynamic int8", new QuantizationOptions { Mode = QuantizationMode.Dynamic }),
@@ -113,7 +74,7 @@ static class QuantizationBench
                     var q = ModelQuantizer.Quantize(model, options);
                     double quantize = sw.Elapsed.TotalSeconds - load;
                     ModelIO.Save(q, target, new SaveOptions { Overwrite = true });
-                    using (var fs = new FileStream(target, FileMode.Open)) fs.Flush(flushToDisk: true);
+                    BenchSupport.Flush(target);
                     times[name].Add((sw.Elapsed.TotalSeconds, quantize));
                     File.Delete(target);
                     GC.Collect();
@@ -129,13 +90,5 @@ static class QuantizationBench
             return 0;
         }
         finally { Directory.Delete(dir, true); }
-    }
-
-    static double Median(List<double> v) => Percentile(v, 0.5);
-
-    static double Percentile(List<double> v, double p)
-    {
-        var s = v.Order().ToList();
-        return s[(int)Math.Clamp(Math.Round(p * (s.Count - 1)), 0, s.Count - 1)];
     }
 }

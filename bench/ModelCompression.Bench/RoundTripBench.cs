@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using ModelCompression.Native.Onnx;
-using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Bench;
 
@@ -17,20 +16,15 @@ static class RoundTripBench
         try
         {
             string source = Path.Combine(dir, "large.onnx");
-            Generate(source, megabytes);
+            const int width = 2048;
+            BenchSupport.WriteMatMulChain(source, width, (int)Math.Max(1, megabytes * 1_000_000 / (width * (long)width * 4)));
             long size = new FileInfo(source).Length;
             Console.WriteLine($"model: {size / 1e6:N1} MB of weights in one file");
 
             var copy = new List<(double Wall, double Cpu)>(); var roundTrip = new List<(double Wall, double Cpu)>(); var peaks = new List<long>();
             for (int i = 0; i < 5; i++)
             {
-                string target = Path.Combine(dir, $"copy{i}.onnx");
-                var cpu = Process.GetCurrentProcess().TotalProcessorTime;
-                var sw = Stopwatch.StartNew();
-                File.Copy(source, target, overwrite: true);
-                using (var fs = new FileStream(target, FileMode.Open)) fs.Flush(flushToDisk: true);
-                copy.Add((sw.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds));
-                File.Delete(target);
+                copy.Add(BenchSupport.TimeFileCopy(source));
 
                 var (wall, cpuSeconds, peak) = RunChild(source, Path.Combine(dir, $"rt{i}.onnx"));
                 roundTrip.Add((wall, cpuSeconds));
@@ -60,7 +54,7 @@ static class RoundTripBench
         long anon = StatusValue("RssAnon:");
         ModelIO.Save(model, args[1]);
         Console.Error.WriteLine($"  child: load {load:F2} s, save {sw.Elapsed.TotalSeconds - load:F2} s, anonymous memory after load {anon / 1e6:N0} MB");
-        using (var fs = new FileStream(args[1], FileMode.Open)) fs.Flush(flushToDisk: true);
+        BenchSupport.Flush(args[1]);
         Console.WriteLine($"{sw.Elapsed.TotalSeconds:R} {(Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds:R} {PeakRss()}");
         return 0;
     }
@@ -93,22 +87,5 @@ static class RoundTripBench
             if (line.StartsWith(key, StringComparison.Ordinal))
                 return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
         return 0;
-    }
-
-    /// <summary>A chain of 2048-wide layers with enough of them to reach the requested size.</summary>
-    static void Generate(string path, long megabytes)
-    {
-        const int width = 2048;
-        int layers = (int)Math.Max(1, megabytes * 1_000_000 / (width * (long)width * 4));
-        var b = new GraphBuilder("large").Input("x", DT.Float, "batch", width).Output("y", DT.Float, "batch", width);
-        var rng = new Random(1);
-        string x = "x";
-        var w = new float[width * width];
-        for (int l = 0; l < layers; l++)
-        {
-            for (int i = 0; i < w.Length; i++) w[i] = (float)(rng.NextDouble() - 0.5) * 0.05f;
-            x = b.Node("MatMul", [x, b.Initializer($"w{l}", [width, width], w)], l == layers - 1 ? ["y"] : null);
-        }
-        ModelIO.Save(b.BuildModel(), path, new SaveOptions { Overwrite = true });
     }
 }

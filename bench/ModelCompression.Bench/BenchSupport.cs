@@ -1,0 +1,71 @@
+using System.Diagnostics;
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Runtime;
+using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace ModelCompression.Bench;
+
+/// <summary>What the benchmarks share: large generated models, the file-copy yardstick, and A/B latency through the
+/// product's own <see cref="LatencyMeter"/> (the `latency` bench checks it against a plain ONNX Runtime loop).</summary>
+static class BenchSupport
+{
+    /// <summary>A chain of <paramref name="layers"/> width x width float32 MatMuls with random weights; returns the file size.</summary>
+    public static long WriteMatMulChain(string path, int width, int layers, Func<int, float>? scale = null)
+    {
+        var b = new GraphBuilder("large").Input("x", DT.Float, "batch", width).Output("y", DT.Float, "batch", width);
+        var rng = new Random(1);
+        var w = new float[width * width];
+        string x = "x";
+        for (int l = 0; l < layers; l++)
+        {
+            float s = scale?.Invoke(l) ?? 0.05f;
+            for (int i = 0; i < w.Length; i++) w[i] = (float)(rng.NextDouble() - 0.5) * s;
+            x = b.Node("MatMul", [x, b.Initializer($"w{l}", [width, width], w)], l == layers - 1 ? ["y"] : null);
+        }
+        ModelIO.Save(b.BuildModel(), path, new SaveOptions { Overwrite = true });
+        return new FileInfo(path).Length;
+    }
+
+    /// <summary>Copies a file beside itself and flushes it to disk: the yardstick every I/O-bound stage is held to.</summary>
+    public static (double Wall, double Cpu) TimeFileCopy(string source)
+    {
+        string target = source + ".copy";
+        var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+        var sw = Stopwatch.StartNew();
+        File.Copy(source, target, overwrite: true);
+        Flush(target);
+        var result = (sw.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds);
+        File.Delete(target);
+        return result;
+    }
+
+    public static void Flush(string path)
+    {
+        using var fs = new FileStream(path, FileMode.Open);
+        fs.Flush(flushToDisk: true);
+    }
+
+    /// <summary>
+    /// Baseline and candidate on the same fixed inputs, interleaved by <see cref="LatencyMeter"/> with one intra-op
+    /// thread: (baseline result, candidate result with its ratio to the baseline and confidence interval).
+    /// </summary>
+    public static (LatencyResult Baseline, LatencyResult Candidate) AB(OnnxModel baseline, OnnxModel candidate,
+        IReadOnlyDictionary<string, NamedArray> inputs, int iterations, int warmup = 5)
+    {
+        var data = new DataSet("bench inputs", inputs.Values.ToList());
+        var results = LatencyMeter.Measure([candidate], baseline, new LatencyOptions
+        {
+            Warmup = warmup,
+            Iterations = iterations,
+            Data = data,
+            MaxDataBatches = 1,
+            Synthesis = new SynthesisOptions { BatchSize = data.Rows },
+            Session = new SessionSettings { IntraOpThreads = 1, InterOpThreads = 1 },
+        });
+        return (results.Single(r => r.IsBaseline), results.Single(r => !r.IsBaseline));
+    }
+
+    public static string SharedRoot(string[] args, int index) =>
+        Path.GetFullPath(args.Length > index ? args[index] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "..", "shared"));
+}
