@@ -80,7 +80,7 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
 
     protected override void EndProcessing()
     {
-        if (models.Count == 0) { base.EndProcessing(); return; }
+        if (models.Count == 0) return;
         if (ParameterSetName == DurationSet && Duration <= TimeSpan.Zero)
             ThrowArgumentError("LatencyDurationOutOfRange", $"-Duration must be positive, not {Duration}.", Duration);
         var results = InvokeOrTerminate(() =>

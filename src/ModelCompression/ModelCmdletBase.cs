@@ -9,14 +9,13 @@ namespace ModelCompression;
 /// </summary>
 public abstract class ModelCmdletBase : PSCmdlet
 {
+    // Never disposed on purpose: Ctrl+C may arrive after EndProcessing, and a source with no timer holds nothing to free.
     readonly CancellationTokenSource stop = new();
 
     /// <summary>Cancelled when the user presses Ctrl+C; pass it to every engine call.</summary>
     protected CancellationToken CancellationToken => stop.Token;
 
     protected override void StopProcessing() => stop.Cancel();
-
-    protected override void EndProcessing() => stop.Dispose();
 
     /// <summary>Runs engine work for one input; an expected failure becomes a non-terminating error and false.</summary>
     protected bool TryInvoke(Action work, object? target)
