@@ -9,9 +9,15 @@ using ModelCompression.Native.Training;
 // prints test accuracy and wall time. With an output folder, it also writes each task (data, cached teacher logits,
 // the students' initial weights) as .npz for bench/Distillation/torch_distill.py, which trains the same students
 // the same way in PyTorch.  Usage: dotnet run -c Release --project bench/Distillation [-- outDir]
+// With "lm" first: the language-model bench of LmBench.cs (tiny_lm, ModelCompression and PyTorch side by side).
 string root = AppContext.BaseDirectory;
 while (!File.Exists(Path.Combine(root, "ModelCompression.psd1"))) root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("repo root not found");
 string shared = Path.GetFullPath(Path.Combine(root, "..", "shared"));
+if (args.Length > 0 && args[0] == "lm")
+{
+    LmBench.Run(shared, root, args[1..]);
+    return;
+}
 string? outDir = args.Length > 0 ? Directory.CreateDirectory(args[0]).FullName : null;
 int[] seeds = [1, 2, 3, 4, 5, 11];
 Console.WriteLine($"processors {Environment.ProcessorCount}; GEMM kernel {ModelCompression.Native.Kernels.Gemm.KernelName}");

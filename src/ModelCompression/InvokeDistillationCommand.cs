@@ -14,7 +14,7 @@ namespace ModelCompression;
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "Distillation", DefaultParameterSetName = StudentSet)]
 [OutputType(typeof(Model))]
-public sealed class InvokeDistillationCommand : ModelCmdletBase
+public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
 {
     const string StudentSet = "Student";
     const string NewStudentSet = "NewStudent";
@@ -45,7 +45,22 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateRange(1, 1_000_000)]
-    public int Epochs { get; set; } = 30;
+    public int Epochs { get; set; } = DistillationOptions.DefaultEpochs;
+
+    /// <summary>Stops after this many optimizer steps (whichever of -Epochs and -MaxSteps comes first).</summary>
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int? MaxSteps { get; set; }
+
+    /// <summary>Tokens per training window: -TrainingData is then a token stream (one 1-D .npy array of token ids).</summary>
+    [Parameter]
+    [ValidateRange(1, 1 << 20)]
+    public int? SequenceLength { get; set; }
+
+    /// <summary>Metrics and validation every this many steps instead of after every epoch.</summary>
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int ValidationInterval { get; set; }
 
     [Parameter]
     [ValidateRange(1, 1_000_000)]
@@ -105,17 +120,19 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase
     public string PartialVariable { get; set; } = "DistillationPartial";
 
     DataSet? training, validation;
+    TokenStream? tokens;
 
     protected override void BeginProcessing()
     {
-        training = InvokeOrTerminate(() => DataSet.Load(ResolveOutputPath(TrainingData)), TrainingData);
+        if (SequenceLength is not null) tokens = InvokeOrTerminate(() => OpenTokens(ResolveOutputPath(TrainingData)), TrainingData);
+        else training = InvokeOrTerminate(() => DataSet.Load(ResolveOutputPath(TrainingData)), TrainingData);
         if (ValidationData is not null) validation = InvokeOrTerminate(() => DataSet.Load(ResolveOutputPath(ValidationData)), ValidationData);
         bool kl = string.Equals(Loss, "KL", StringComparison.OrdinalIgnoreCase);
         if (!kl && MyInvocation.BoundParameters.ContainsKey(nameof(Temperature)))
             WriteWarning("-Temperature applies to the KL loss only; with -Loss MSE the raw outputs are compared.");
         if (string.Equals(Optimizer, "Adam", StringComparison.OrdinalIgnoreCase) && MyInvocation.BoundParameters.ContainsKey(nameof(Momentum)))
             WriteWarning("-Momentum applies to -Optimizer SGD only; Adam uses its own moment estimates.");
-        if (training.Labels is null && MyInvocation.BoundParameters.ContainsKey(nameof(Alpha)))
+        if (training is { Labels: null } && MyInvocation.BoundParameters.ContainsKey(nameof(Alpha)))
             WriteWarning($"The training data '{TrainingData}' has no labels, so the loss is the teacher loss alone and -Alpha does not apply.");
         if (!Partial && MyInvocation.BoundParameters.ContainsKey(nameof(PartialVariable)))
             WriteWarning("-PartialVariable is used only with -Partial.");
@@ -126,7 +143,10 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase
         var teacher = Teacher!;
         var options = new DistillationOptions
         {
-            Epochs = Epochs,
+            Epochs = MyInvocation.BoundParameters.ContainsKey(nameof(Epochs)) ? Epochs : null,
+            MaxSteps = MaxSteps,
+            SequenceLength = SequenceLength,
+            ValidationInterval = ValidationInterval,
             BatchSize = BatchSize,
             Optimizer = new OptimizerSettings
             {
@@ -153,22 +173,32 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase
             var student = InputObject?.Engine ?? StudentModels.Mlp(teacher.Engine, HiddenLayers, Seed);
             WriteVerbose($"Distilling '{teacher.Name}' ({teacher.Parameters:N0} parameters) into '{student.Name}' ({student.Initializers.Sum(TensorData.ElementCount):N0} parameters).");
             WriteProgress(new ProgressRecord(1, activity, "Running the teacher over the data") { PercentComplete = 0 });
-            var result = Distiller.Distill(teacher.Engine, student, training!, validation, options, p =>
+            void Report(DistillationProgress p)
             {
-                var m = p.Metrics;
-                string status = string.Create(CultureInfo.InvariantCulture, $"epoch {p.Epoch}/{p.Epochs}: loss {m.TrainingLoss:G4}")
-                    + (m.ValidationLoss is { } vl ? string.Create(CultureInfo.InvariantCulture, $", validation loss {vl:G4}") : "")
-                    + (m.ValidationAccuracy is { } va ? string.Create(CultureInfo.InvariantCulture, $", validation accuracy {va:P2}") : "")
-                    + (m.TeacherAgreement is { } ta ? string.Create(CultureInfo.InvariantCulture, $", teacher agreement {ta:P2}") : "");
                 // Once Ctrl+C is pressed the host takes no more records; the engine sees the token at its next batch.
                 if (CancellationToken.IsCancellationRequested) return;
+                int percent = p.TotalSteps is { } all && all > 0 ? (int)Math.Min(100, 100.0 * p.Step / all) : 0;
                 try
                 {
-                    WriteProgress(new ProgressRecord(1, activity, status) { PercentComplete = (int)(100.0 * p.Epoch / p.Epochs) });
+                    if (p.Metrics is not { } m)
+                    {
+                        WriteProgress(new ProgressRecord(1, activity, string.Create(CultureInfo.InvariantCulture, $"step {p.Step}/{p.TotalSteps}: loss {p.RunningLoss:G4}")) { PercentComplete = percent });
+                        return;
+                    }
+                    string status = (ValidationInterval > 0 ? $"step {m.Step}/{p.TotalSteps}" : p.Epochs is { } epochs ? $"epoch {p.Epoch}/{epochs}" : $"epoch {p.Epoch}")
+                        + string.Create(CultureInfo.InvariantCulture, $": loss {m.TrainingLoss:G4}")
+                        + (m.ValidationLoss is { } vl ? string.Create(CultureInfo.InvariantCulture, $", validation loss {vl:G4}") : "")
+                        + (m.ValidationPerplexity is { } vp ? string.Create(CultureInfo.InvariantCulture, $", validation perplexity {vp:F3}") : "")
+                        + (m.ValidationAccuracy is { } va ? string.Create(CultureInfo.InvariantCulture, $", validation accuracy {va:P2}") : "")
+                        + (m.TeacherAgreement is { } ta ? string.Create(CultureInfo.InvariantCulture, $", teacher agreement {ta:P2}") : "");
+                    WriteProgress(new ProgressRecord(1, activity, status) { PercentComplete = percent });
                     WriteVerbose(status);
                 }
                 catch (PipelineStoppedException) { }
-            }, CancellationToken);
+            }
+            var result = tokens is not null
+                ? Distiller.Distill(teacher.Engine, student, tokens, validation, options, Report, CancellationToken)
+                : Distiller.Distill(teacher.Engine, student, training!, validation, options, Report, CancellationToken);
             var model = new Model(result.Student);
             if (result.Cancelled)
             {
@@ -177,8 +207,19 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase
                 throw new PipelineStoppedException();
             }
             CompleteProgress(activity);
-            if (result.StoppedEarly) WriteVerbose($"Stopped early at epoch {result.Epochs.Count}; kept the weights of epoch {result.BestEpoch}.");
+            if (result.StoppedEarly) WriteVerbose($"Stopped early after {result.Epochs.Count} records; kept the weights of record {result.BestEpoch}.");
             WriteObject(model);
         }, target);
     }
+
+    static TokenStream OpenTokens(string path)
+    {
+        // A data file that is not a token stream gets the error that names the parameter that does not apply.
+        if (!string.Equals(Path.GetExtension(path), ".npy", StringComparison.OrdinalIgnoreCase) && File.Exists(path))
+            throw new EngineException("SequenceLengthNeedsTokenData", EngineErrorKind.InvalidArgument,
+                $"-SequenceLength reads the training data as a token stream, one 1-D .npy array of token ids; '{path}' is not a .npy file.") { Target = path };
+        return TokenStream.Open(path);
+    }
+
+    public void Dispose() => tokens?.Dispose();
 }

@@ -30,7 +30,9 @@ public sealed class DataSet
     public IReadOnlyList<NamedArray> Arrays { get; }
     public long Rows => Arrays[0].Rows;
     public IReadOnlyList<NamedArray> Features => Arrays.Where(a => !IsLabel(a.Name)).ToList();
-    public long[]? Labels => Arrays.FirstOrDefault(a => IsLabel(a.Name))?.AsInt64();
+    public long[]? Labels => LabelArray?.AsInt64();
+    /// <summary>The labels with their shape: [rows] (one class per row) or [rows, positions] (one per position, sequence models).</summary>
+    public NamedArray? LabelArray => Arrays.FirstOrDefault(a => IsLabel(a.Name));
 
     static bool IsLabel(string name) => LabelNames.Contains(name, StringComparer.OrdinalIgnoreCase);
 
@@ -155,9 +157,18 @@ public sealed class DataSet
 /// <summary>NumPy's .npy format (versions 1-3), little-endian, C order.</summary>
 public static class Npy
 {
-    public static NamedArray Read(Stream stream, string name, string source)
+    /// <summary>What an .npy header says: element type (NumPy's descr without the byte order), shape, and where the values start.</summary>
+    internal sealed record Header(string Kind, long[] Shape, long DataOffset)
     {
-        using var _ = stream;
+        public long Count => Shape.Aggregate(1L, (a, d) => checked(a * d));
+        /// <summary>Bytes per element, or 0 for a type that is not read.</summary>
+        public int ElementSize => Kind switch { "f4" or "i4" or "u4" => 4, "f8" or "i8" or "u8" => 8, "f2" or "i2" or "u2" => 2, "u1" or "i1" or "b1" => 1, _ => 0 };
+        public bool IsInteger => Kind is "i1" or "u1" or "i2" or "u2" or "i4" or "u4" or "i8" or "u8";
+    }
+
+    /// <summary>Reads and checks the header (versions 1-3): magic, byte order, C order, a known element type.</summary>
+    internal static Header ReadHeader(Stream stream, string name, string source)
+    {
         var br = new BinaryReader(stream);
         var magic = br.ReadBytes(6);
         if (magic.Length < 6 || magic[0] != 0x93 || Encoding.ASCII.GetString(magic, 1, 5) != "NUMPY")
@@ -171,19 +182,26 @@ public static class Npy
         string shapeText = HeaderValue(header, "shape").Trim('(', ')', ' ');
         long[] shape = shapeText.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        long count = shape.Aggregate(1L, (a, d) => checked(a * d));
         if (descr.Length < 3 || descr[0] == '>')
             throw new EngineException("NpyTypeUnsupported", EngineErrorKind.NotImplemented, $"Array '{name}' in '{source}' has type '{descr}'; only little-endian numbers are read.");
-        string kind = descr[1..];
-        int size = kind switch { "f4" or "i4" or "u4" => 4, "f8" or "i8" or "u8" => 8, "f2" or "i2" or "u2" => 2, "u1" or "i1" or "b1" => 1, _ => 0 };
-        if (size == 0)
+        var result = new Header(descr[1..], shape, (major == 1 ? 10 : 12) + headerLen);
+        if (result.ElementSize == 0)
             throw new EngineException("NpyTypeUnsupported", EngineErrorKind.NotImplemented, $"Array '{name}' in '{source}' has type '{descr}', which is not supported.");
+        return result;
+    }
+
+    public static NamedArray Read(Stream stream, string name, string source)
+    {
+        using var _ = stream;
+        var h = ReadHeader(stream, name, source);
+        long count = h.Count;
+        int size = h.ElementSize;
         if (count * size > Array.MaxLength)
             throw new EngineException("NpyTooLarge", EngineErrorKind.LimitsExceeded, $"Array '{name}' in '{source}' is too large ({count:N0} values).");
-        var bytes = br.ReadBytes((int)(count * size));
+        var bytes = new BinaryReader(stream).ReadBytes((int)(count * size));
         if (bytes.Length != count * size)
             throw new EngineException("NpyTruncated", EngineErrorKind.InvalidData, $"Array '{name}' in '{source}' is truncated: {bytes.Length} of {count * size} bytes.");
-        Array data = kind switch
+        Array data = h.Kind switch
         {
             "f4" => Cast<float>(bytes),
             "f8" => Cast<double>(bytes),
@@ -198,7 +216,7 @@ public static class Npy
             "i1" => Cast<sbyte>(bytes),
             _ => Array.ConvertAll(bytes, v => v != 0),
         };
-        return new NamedArray(name, shape, data);
+        return new NamedArray(name, h.Shape, data);
     }
 
     /// <summary>Writes a float32 or int64 array as .npy version 1 (used by tests and benches).</summary>

@@ -4,135 +4,277 @@ using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Runtime;
 using ModelCompression.Native.Training;
+using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Native.Distillation;
 
 /// <summary>
-/// Knowledge distillation: trains an ONNX student to imitate an ONNX teacher. The teacher runs in ONNX Runtime once
-/// over the data (its outputs are cached: the data does not change between epochs); the student trains in the
-/// engine's own <see cref="TrainingGraph"/>. Loss per row: Alpha·T²·KL(softmax(t/T) ‖ softmax(s/T)) +
-/// (1 − Alpha)·CE(s, label), or Alpha·MSE(s, t) + (1 − Alpha)·CE with <see cref="DistillationLoss.MSE"/>; without
-/// labels, the soft loss alone.
+/// Knowledge distillation: trains an ONNX student to imitate an ONNX teacher. The teacher runs in ONNX Runtime: over
+/// a data file its outputs are computed once and cached (the data do not change between epochs); over a token stream
+/// it runs on every step's windows. The student trains in the engine's own <see cref="TrainingGraph"/>. The loss
+/// per softmax group (a row of a [batch, classes] output, or each position of a [batch, seq, vocab] output) is
+/// <see cref="SoftTargetLoss"/>'s; labels, when the data have them (or the next tokens of a token stream), add the
+/// hard-label term weighed by 1 − Alpha.
 /// </summary>
 public static class Distiller
 {
     static string F(double v) => v.ToString("G6", CultureInfo.InvariantCulture);
 
+    /// <summary>Distils on the rows of a data file (arrays for the inputs, optional labels per row or per position).</summary>
     public static DistillationResult Distill(OnnxModel teacher, OnnxModel student, DataSet training, DataSet? validation,
         DistillationOptions options, Action<DistillationProgress>? progress = null, CancellationToken cancellation = default)
     {
         options.Validate();
+        if (options.SequenceLength is not null)
+            throw new EngineException("SequenceLengthNeedsTokenData", EngineErrorKind.InvalidArgument,
+                $"A sequence length applies to token data (one 1-D .npy array of token ids) only; '{training.Source}' holds {string.Join(", ", training.Arrays)}.") { Target = training.Source };
+        var studentInputs = InputSynthesizer.Inputs(student);
+        if (training.Features is [{ Shape.Length: 1 } only] && only.Data is long[] or int[] or short[] or ushort[] or byte[] or sbyte[]
+            && studentInputs is [{ Shape.Count: 2 } input] && (DT)input.ElementTypeCode == DT.Int64)
+            throw new EngineException("TokenDataNeedsSequenceLength", EngineErrorKind.InvalidArgument,
+                $"'{training.Source}' holds one 1-D array of {only.Length:N0} integers, a token stream: give a sequence length to train on windows of it (-SequenceLength).") { Target = training.Source };
+        return Run(teacher, student, validation, options, progress, cancellation, rng =>
+        {
+            var rows = Prepared.From(training, studentInputs, "training");
+            var probe = rows.Batch(Enumerable.Range(0, Math.Min(8, rows.Rows)).ToArray());
+            return (probe, Math.Min(8, rows.Rows), t => new RowBatches(rows, t, options.BatchSize, options.Shuffle, rng, options.TeacherBatchSize, cancellation), rows);
+        });
+    }
+
+    /// <summary>
+    /// Distils on random windows of <see cref="DistillationOptions.SequenceLength"/> tokens from a token stream; the labels
+    /// are the next tokens. The student (and teacher) take one int64 input [batch, seq].
+    /// </summary>
+    public static DistillationResult Distill(OnnxModel teacher, OnnxModel student, TokenStream training, DataSet? validation,
+        DistillationOptions options, Action<DistillationProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        options.Validate();
+        if (options.SequenceLength is not { } length)
+            throw new EngineException("TokenDataNeedsSequenceLength", EngineErrorKind.InvalidArgument,
+                $"Token data '{training.Source}' is read as windows: give the number of tokens per window (-SequenceLength).") { Target = training.Source };
+        if (!options.Shuffle)
+            throw new EngineException("ShuffleNotApplicable", EngineErrorKind.InvalidArgument, "Token windows are always drawn at random; turning shuffling off applies to the rows of a data file only.");
+        var inputs = InputSynthesizer.Inputs(student);
+        if (inputs is not [{ Shape.Count: 2 } input] || (DT)input.ElementTypeCode != DT.Int64)
+            throw new EngineException("TokenDataInputMismatch", EngineErrorKind.InvalidData,
+                $"Token windows feed a student with one int64 input [batch, seq]; '{student.Name}' has {string.Join(", ", inputs)}.");
+        if (training.Length < length + 1L)
+            throw new EngineException("TokenDataTooShort", EngineErrorKind.InvalidData,
+                $"Token data '{training.Source}' holds {training.Length:N0} tokens; a window of {length} tokens and its next-token labels need {length + 1}.") { Target = training.Source };
+        return Run(teacher, student, validation, options, progress, cancellation, rng =>
+        {
+            var windows = new WindowBatchesFactory(training, length, options.BatchSize, input.Name, rng);
+            return (windows.Probe(), 1, windows.Create, null);
+        });
+    }
+
+    sealed class WindowBatchesFactory(TokenStream tokens, int length, int batch, string input, Random rng)
+    {
+        public Dictionary<string, Tensor> Probe()
+        {
+            var x = new long[length];
+            tokens.CopyWindow(0, x);
+            return new Dictionary<string, Tensor>(StringComparer.Ordinal) { [input] = Tensor.Int64([1, length], x) };
+        }
+
+        public IBatchSource Create(TeacherModel teacher)
+        {
+            if (tokens.MinId < 0 || tokens.MaxId >= teacher.RowShape[^1])
+                throw new EngineException("TokenIdOutOfRange", EngineErrorKind.InvalidData,
+                    $"Token data '{tokens.Source}' holds ids {tokens.MinId}..{tokens.MaxId}, but the models' vocabulary (last output dimension) is {teacher.RowShape[^1]} (ids 0..{teacher.RowShape[^1] - 1}).") { Target = tokens.Source };
+            return new WindowBatches(new TokenWindows(tokens, length, batch, rng), input, teacher);
+        }
+    }
+
+    /// <summary>The training data: a probe batch (its row count), the batch source once the teacher is known, and the rows (for label checks) when it is a data file.</summary>
+    delegate (Dictionary<string, Tensor> Probe, int ProbeRows, Func<TeacherModel, IBatchSource> Source, Prepared? Rows) TrainingData(Random rng);
+
+    static DistillationResult Run(OnnxModel teacherModel, OnnxModel student, DataSet? validation, DistillationOptions options,
+        Action<DistillationProgress>? progress, CancellationToken cancellation, TrainingData trainingData)
+    {
         var total = Stopwatch.StartNew();
+        bool windows = options.SequenceLength is not null;
 
         // ---- everything that can be wrong is checked before any training ----
         var studentInputs = InputSynthesizer.Inputs(student);
-        var teacherInputs = InputSynthesizer.Inputs(teacher);
-        var pairing = PairInputs(teacher, teacherInputs, student, studentInputs);
-        var (teacherOutput, studentOutput) = PairOutputs(teacher, student);
+        var teacherInputs = InputSynthesizer.Inputs(teacherModel);
+        var pairing = PairInputs(teacherModel, teacherInputs, student, studentInputs);
+        var (teacherOutput, studentOutput) = PairOutputs(teacherModel, student);
         var graph = TrainingGraph.Load(student, new TrainingGraphOptions { Freeze = options.Freeze, Seed = options.Seed });
         int trainable = graph.Parameters.Where(p => p.Trainable).Sum(p => p.Value.Length);
         if (trainable == 0)
             throw new EngineException("DistillationNothingToTrain", EngineErrorKind.InvalidArgument,
                 $"Student '{student.Name}' has no trainable float initializer that reaches its output '{studentOutput}'" + (options.Freeze.Count > 0 ? " (everything is frozen)." : "."));
+        int outIndex = graph.OutputNames.ToList().IndexOf(studentOutput);
+        var rng = new Random(options.Seed);
 
-        var trainSet = Prepare(training, studentInputs, "training");
-        var validSet = validation is null ? null : Prepare(validation, studentInputs, "validation");
-
-        var teacherWatch = Stopwatch.StartNew();
-        var teacherTrain = RunTeacher(teacher, teacherOutput, pairing, trainSet, options, cancellation);
-        var teacherValid = validSet is null ? null : RunTeacher(teacher, teacherOutput, pairing, validSet, options, cancellation);
-        double teacherSeconds = teacherWatch.Elapsed.TotalSeconds;
+        using var teacher = new TeacherModel(teacherModel, pairing, teacherOutput, options.TeacherSession);
+        var (probe, probeRows, makeSource, trainRows) = trainingData(rng);
+        var validRows = validation is null ? null : Prepared.From(validation, studentInputs, "validation");
 
         // The student's output must have the teacher's shape per row.
-        var probe = graph.Forward(Batch(trainSet, [0]), training: false)[graph.OutputNames.ToList().IndexOf(studentOutput)];
-        int[] rowShape = probe.Shape.Length > 1 ? probe.Shape[1..] : [];
-        if (!rowShape.SequenceEqual(teacherTrain.RowShape))
+        int[] rowShape;
+        try
+        {
+            var probeOut = graph.Forward(probe, training: false)[outIndex];
+            rowShape = probeOut.Shape.Length > 1 ? probeOut.Shape[1..] : [];
+        }
+        catch (EngineException e) when (windows && e.ErrorId is "TrainingShapeMismatch" or "TrainingIndexOutOfRange")
+        {
+            throw new EngineException("SequenceLengthUnsupported", EngineErrorKind.InvalidArgument,
+                $"Student '{student.Name}' cannot run windows of {options.SequenceLength} tokens (is it longer than the model's context?): {e.Message}", e);
+        }
+        var teacherProbe = teacher.Probe(probe, probeRows);
+        if (!rowShape.SequenceEqual(teacher.RowShape))
             throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
-                $"Teacher output '{teacherOutput}' has shape [batch,{string.Join(",", teacherTrain.RowShape)}] per input row but student output '{studentOutput}' has [batch,{string.Join(",", rowShape)}].");
+                $"Teacher output '{teacherOutput}' has shape [batch,{string.Join(",", teacher.RowShape)}] per input row but student output '{studentOutput}' has [batch,{string.Join(",", rowShape)}].");
         int classes = rowShape.Length == 0 ? 1 : rowShape[^1];
-        bool classification = rowShape.Length == 1;
-        CheckLabels(trainSet, classes, classification, "training");
-        if (validSet is not null) CheckLabels(validSet, classes, classification, "validation");
+        int positions = Tensor.Count(rowShape) / Math.Max(1, classes);
+        if (trainRows is not null) CheckLabels(trainRows, classes, positions, "training");
+        if (validRows is not null) CheckLabels(validRows, classes, positions, "validation");
 
         var notes = new List<string>();
-        if (options.Loss == DistillationLoss.KL && LooksLikeProbabilities(teacherTrain.Values, classes))
+        if (options.Loss == DistillationLoss.KL && TeacherModel.LooksLikeProbabilities(teacherProbe, classes))
         {
-            ToLogProbabilities(teacherTrain.Values);
-            if (teacherValid is not null) ToLogProbabilities(teacherValid.Values);
+            teacher.Probabilities = true;
             notes.Add("The teacher's outputs are probabilities (non-negative rows summing to 1); their logarithms served as its logits.");
         }
-        if (trainSet.Labels is null) notes.Add("The training data has no labels: the loss is the soft (teacher) loss alone, so Alpha does not apply.");
+        var masks = graph.Parameters.Where(p => p.IsMask).Select(p => p.Name).ToList();
+        if (masks.Count > 0)
+            notes.Add($"{string.Join(", ", masks.Select(m => "'" + m + "'"))} hold{(masks.Count == 1 ? "s" : "")} an additive attention mask (0 and a large negative value), kept as a constant.");
+        bool hasLabels = windows || trainRows?.Labels is not null;
+        if (!hasLabels) notes.Add("The training data has no labels: the loss is the soft (teacher) loss alone, so Alpha does not apply.");
+        if (windows) notes.Add($"Training windows of {options.SequenceLength} tokens at random starts; the labels are the next tokens.");
         if (options.Loss == DistillationLoss.MSE) notes.Add("MSE loss compares raw outputs; the temperature applies to the KL loss only.");
-        double? teacherValidAccuracy = validSet?.Labels is { } vl ? Accuracy(teacherValid!.Values, vl, classes) : null;
+
+        var teacherWatch = Stopwatch.StartNew();
+        var source = makeSource(teacher);
+        var validSource = validRows is null ? null : new RowBatches(validRows, teacher, options.BatchSize, false, rng, options.TeacherBatchSize, cancellation);
+        double teacherSeconds = teacherWatch.Elapsed.TotalSeconds;
+        bool sequence = positions > 1;
+        double? teacherValidAccuracy = null, teacherValidPerplexity = null;
+        if (validSource is { Cached: true } && validRows!.Labels is not null)
+        {
+            var t = TeacherOnLabels(validSource, validRows, positions, classes, options);
+            teacherValidAccuracy = (double)t.Correct / Math.Max(1, t.Labelled);
+            if (sequence) teacherValidPerplexity = Math.Exp(t.CrossEntropy / Math.Max(1, t.Labelled));
+        }
 
         // ---- training ----
-        int rows = trainSet.Rows;
-        int batchesPerEpoch = (rows + options.BatchSize - 1) / options.BatchSize;
-        var optimizer = new Optimizer(options.Optimizer, graph.Parameters, (long)batchesPerEpoch * options.Epochs);
-        var rng = new Random(options.Seed);
-        var order = Enumerable.Range(0, rows).ToArray();
+        long stepsPerEpoch = source.StepsPerEpoch;
+        int? epochLimit = options.EpochLimit;
+        long? totalSteps = epochLimit is { } el ? el * stepsPerEpoch : null;
+        if (options.MaxSteps is { } ms) totalSteps = totalSteps is { } ts ? Math.Min(ts, ms) : ms;
+        var optimizer = new Optimizer(options.Optimizer, graph.Parameters, totalSteps ?? stepsPerEpoch);
         var history = new List<EpochMetrics>();
         Dictionary<string, float[]>? best = null;
         double bestLoss = double.PositiveInfinity;
-        int bestEpoch = 0, sinceBest = 0;
+        int bestRecord = 0, sinceBest = 0;
         bool stoppedEarly = false, cancelled = false;
         var trainWatch = Stopwatch.StartNew();
-        int outIndex = graph.OutputNames.ToList().IndexOf(studentOutput);
+        long step = 0;
+        float[]? grad = null;
+        long[] phase = new long[6];   // data, teacher, forward, loss, backward, optimizer (Stopwatch ticks)
+        graph.ResetTiming();
         try
         {
-            for (int epoch = 1; epoch <= options.Epochs; epoch++)
+            var recordWatch = Stopwatch.StartNew();
+            var progressWatch = Stopwatch.StartNew();
+            double lossSum = 0; long lossGroups = 0;
+            bool done = false;
+            for (int epoch = 1; !done && (epochLimit is null || epoch <= epochLimit); epoch++)
             {
-                var epochWatch = Stopwatch.StartNew();
-                if (options.Shuffle) rng.Shuffle(order);
-                double lossSum = 0;
-                double lr = optimizer.CurrentLearningRate;
-                for (int start = 0; start < rows; start += options.BatchSize)
+                source.StartEpoch();
+                for (long s = 0; s < stepsPerEpoch; s++)
                 {
                     cancellation.ThrowIfCancellationRequested();
-                    var idx = order.AsSpan(start, Math.Min(options.BatchSize, rows - start)).ToArray();
-                    var output = graph.Forward(Batch(trainSet, idx), training: true)[outIndex];
-                    var (loss, grad) = Loss(output, teacherTrain, trainSet.Labels, idx, classes, classification, options);
-                    lossSum += loss * idx.Length;
-                    graph.Backward(new Dictionary<string, Tensor> { [studentOutput] = grad });
+                    double lr = optimizer.CurrentLearningRate;
+                    long teacherBefore = teacher.RunTicks;
+                    long t0 = Stopwatch.GetTimestamp();
+                    var batch = source.Next(cancellation);
+                    long t1 = Stopwatch.GetTimestamp();
+                    long teacherTicks = teacher.RunTicks - teacherBefore;
+                    var output = graph.Forward(batch.Inputs, training: true)[outIndex];
+                    long t2 = Stopwatch.GetTimestamp();
+                    if (grad is null || grad.Length != output.Length) grad = new float[output.Length];
+                    var sums = SoftTargetLoss.Compute(output.Data, batch.Targets, batch.Rows, positions, classes, options, grad);
+                    long t3 = Stopwatch.GetTimestamp();
+                    graph.Backward(new Dictionary<string, Tensor> { [studentOutput] = Tensor.Float(output.Shape, grad) });
+                    long t4 = Stopwatch.GetTimestamp();
                     optimizer.Step();
+                    long t5 = Stopwatch.GetTimestamp();
+                    phase[0] += t1 - t0 - teacherTicks; phase[1] += teacherTicks; phase[2] += t2 - t1; phase[3] += t3 - t2; phase[4] += t4 - t3; phase[5] += t5 - t4;
+                    step++;
+                    lossSum += sums.Loss; lossGroups += sums.Groups;
+                    bool last = options.MaxSteps is { } max && step >= max;
+                    bool record = options.ValidationInterval > 0 ? step % options.ValidationInterval == 0 || last
+                        : s == stepsPerEpoch - 1 || last;
+                    if (!record)
+                    {
+                        if (progress is not null && progressWatch.Elapsed.TotalSeconds >= 1)
+                        {
+                            progressWatch.Restart();
+                            progress(new DistillationProgress(epoch, epochLimit, null, step, totalSteps, lossSum / Math.Max(1, lossGroups)));
+                        }
+                        continue;
+                    }
+                    double trainLoss = lossSum / Math.Max(1, lossGroups);
+                    if (double.IsNaN(trainLoss) || double.IsInfinity(trainLoss))
+                        throw new EngineException("DistillationDiverged", EngineErrorKind.InvalidOperation,
+                            $"Training diverged at step {step} (the loss is not a finite number); try a smaller -LearningRate or -ClipNorm.");
+                    double? validLoss = null, validAcc = null, agreement = null, perplexity = null;
+                    if (validSource is not null)
+                    {
+                        var v = Evaluate(graph, outIndex, validSource, positions, classes, options, cancellation);
+                        validLoss = v.Loss / Math.Max(1, v.Groups);
+                        if (v.Labelled > 0) validAcc = (double)v.Correct / v.Labelled;
+                        if (v.Labelled > 0 && sequence) perplexity = Math.Exp(v.CrossEntropy / v.Labelled);
+                        if (options.Loss == DistillationLoss.KL || positions == 1 && classes > 1) agreement = (double)v.Agree / Math.Max(1, v.Groups);
+                        if (double.IsNaN(validLoss.Value))
+                            throw new EngineException("DistillationDiverged", EngineErrorKind.InvalidOperation,
+                                $"Training diverged at step {step} (the validation loss is not a number); try a smaller -LearningRate or -ClipNorm.");
+                    }
+                    double monitored = validLoss ?? trainLoss;
+                    bool improved = monitored < bestLoss;
+                    if (improved)
+                    {
+                        bestLoss = monitored; bestRecord = history.Count + 1; sinceBest = 0;
+                        if (options.Patience > 0 || options.Partial) best = graph.Snapshot();
+                    }
+                    else sinceBest++;
+                    var metrics = new EpochMetrics(epoch, trainLoss, validLoss, validAcc, agreement, lr, recordWatch.Elapsed.TotalSeconds, improved, step, perplexity);
+                    history.Add(metrics);
+                    progress?.Invoke(new DistillationProgress(epoch, epochLimit, metrics, step, totalSteps, trainLoss));
+                    recordWatch.Restart(); progressWatch.Restart();
+                    lossSum = 0; lossGroups = 0;
+                    if (last) { done = true; break; }
+                    if (options.Patience > 0 && sinceBest >= options.Patience && !(totalSteps is { } all && step >= all)) { stoppedEarly = true; done = true; break; }
                 }
-                double trainLoss = lossSum / rows;
-                double? validLoss = null, validAcc = null, agreement = null;
-                if (validSet is not null) (validLoss, validAcc, agreement) = Evaluate(graph, outIndex, validSet, teacherValid!, classes, classification, options, cancellation);
-                double monitored = validLoss ?? trainLoss;
-                if (double.IsNaN(monitored))
-                    throw new EngineException("DistillationDiverged", EngineErrorKind.InvalidOperation,
-                        $"Training diverged at epoch {epoch} (the loss is not a number); try a smaller -LearningRate or -ClipNorm.");
-                bool improved = monitored < bestLoss;
-                if (improved)
-                {
-                    bestLoss = monitored; bestEpoch = epoch; sinceBest = 0;
-                    if (options.Patience > 0 || options.Partial) best = graph.Snapshot();
-                }
-                else sinceBest++;
-                var metrics = new EpochMetrics(epoch, trainLoss, validLoss, validAcc, agreement, lr, epochWatch.Elapsed.TotalSeconds, improved);
-                history.Add(metrics);
-                progress?.Invoke(new DistillationProgress(epoch, options.Epochs, metrics));
-                if (options.Patience > 0 && sinceBest >= options.Patience && epoch < options.Epochs) { stoppedEarly = true; break; }
             }
         }
         catch (OperationCanceledException) when (options.Partial)
         {
             cancelled = true;
         }
-        int keptEpoch = history.Count;
+        int kept = history.Count;
         if ((options.Patience > 0 || cancelled) && best is not null)
         {
             graph.Restore(best);
-            keptEpoch = bestEpoch;
+            kept = bestRecord;
         }
         else if (cancelled && best is null)
             throw new OperationCanceledException("Distillation was cancelled before the first epoch completed; there is nothing to return.", cancellation);
 
+        double Sec(long ticks) => ticks / (double)Stopwatch.Frequency;
+        var timing = new StepTiming(Sec(phase[0]), Sec(phase[1]), Sec(phase[2]), Sec(phase[3]), Sec(phase[4]), Sec(phase[5]));
+        var opTimings = graph.TimingByOpType();
+        bool bySteps = options.ValidationInterval > 0;
+        string Label(EpochMetrics m) => bySteps ? $"step {m.Step}" : $"epoch {m.Epoch}";
+        string Key(EpochMetrics m) => bySteps ? $"Step{m.Step}." : $"Epoch{m.Epoch}.";
+
         var parameters = new Dictionary<string, string>(StringComparer.Ordinal)
         {
-            ["Teacher"] = teacher.Name,
-            ["Epochs"] = options.Epochs.ToString(CultureInfo.InvariantCulture),
+            ["Teacher"] = teacherModel.Name,
             ["BatchSize"] = options.BatchSize.ToString(CultureInfo.InvariantCulture),
             ["Optimizer"] = options.Optimizer.Kind.ToString(),
             ["LearningRate"] = F(options.Optimizer.LearningRate),
@@ -142,6 +284,10 @@ public static class Distiller
             ["Alpha"] = F(options.Alpha),
             ["Seed"] = options.Seed.ToString(CultureInfo.InvariantCulture),
         };
+        if (epochLimit is { } limit) parameters["Epochs"] = limit.ToString(CultureInfo.InvariantCulture);
+        if (options.MaxSteps is { } m) parameters["MaxSteps"] = m.ToString(CultureInfo.InvariantCulture);
+        if (options.SequenceLength is { } sl) parameters["SequenceLength"] = sl.ToString(CultureInfo.InvariantCulture);
+        if (bySteps) parameters["ValidationInterval"] = options.ValidationInterval.ToString(CultureInfo.InvariantCulture);
         if (options.Patience > 0) parameters["Patience"] = options.Patience.ToString(CultureInfo.InvariantCulture);
         if (options.Optimizer.WeightDecay > 0) parameters["WeightDecay"] = F(options.Optimizer.WeightDecay);
         if (options.Optimizer.ClipNorm > 0) parameters["ClipNorm"] = F(options.Optimizer.ClipNorm);
@@ -159,26 +305,35 @@ public static class Distiller
                 if (folded > 0) report.Notes.Add($"{folded} BatchNormalization node(s) folded into the Conv before them, with the trained running statistics.");
             }
             report.Notes.AddRange(notes);
-            report.Notes.Add($"{written} float initializers written back ({trainable:N0} trainable values); teacher outputs for {rows} training rows computed once in {teacherSeconds:F2} s.");
-            if (stoppedEarly) report.Notes.Add($"Stopped early after epoch {history.Count}: no better {(validSet is null ? "training" : "validation")} loss for {options.Patience} epochs; weights of epoch {keptEpoch} kept.");
-            if (cancelled) report.Notes.Add($"Cancelled after {history.Count} epochs; the best weights so far (epoch {keptEpoch}) were returned because -Partial was asked for.");
-            report.Metrics["Epochs"] = history.Count;
-            report.Metrics["BestEpoch"] = keptEpoch;
+            report.Notes.Add($"{written} float initializers written back ({trainable:N0} trainable values); {step:N0} optimizer steps"
+                + (teacherSeconds > 0.001 ? $"; teacher outputs computed in {teacherSeconds:F2} s before training." : "."));
+            report.Notes.Add($"Steps took {timing.Total / Math.Max(1, step):F3} s on average: data {timing.Data / Math.Max(1, step):F3} s, teacher {timing.Teacher / Math.Max(1, step):F3} s, student forward {timing.Forward / Math.Max(1, step):F3} s, "
+                + $"loss {timing.Loss / Math.Max(1, step):F3} s, backward {timing.Backward / Math.Max(1, step):F3} s, optimizer {timing.Optimizer / Math.Max(1, step):F3} s.");
+            if (stoppedEarly) report.Notes.Add($"Stopped early after {Label(history[^1])}: no better {(validSource is null ? "training" : "validation")} loss for {options.Patience} records; the weights of {Label(history[kept - 1])} were kept.");
+            if (cancelled) report.Notes.Add($"Cancelled after {history.Count} records; the best weights so far ({(kept > 0 ? Label(history[kept - 1]) : "none")}) were returned because -Partial was asked for.");
+            report.Metrics["Epochs"] = history.Count == 0 ? 0 : history[^1].Epoch;
+            report.Metrics["Steps"] = step;
+            report.Metrics["BestEpoch"] = kept;
             report.Metrics["TrainableParameters"] = trainable;
             report.Metrics["TeacherSeconds"] = teacherSeconds;
             report.Metrics["TrainingSeconds"] = trainWatch.Elapsed.TotalSeconds;
+            report.Metrics["SecondsPerStep"] = timing.Total / Math.Max(1, step);
             if (teacherValidAccuracy is { } tva) report.Metrics["TeacherValidationAccuracy"] = tva;
-            foreach (var m in history)
+            if (teacherValidPerplexity is { } tvp) report.Metrics["TeacherValidationPerplexity"] = tvp;
+            for (int i = 0; i < history.Count; i++)
             {
-                string p = $"Epoch{m.Epoch}.";
-                report.Metrics[p + "TrainingLoss"] = m.TrainingLoss;
-                if (m.ValidationLoss is { } vl2) report.Metrics[p + "ValidationLoss"] = vl2;
-                if (m.ValidationAccuracy is { } va) report.Metrics[p + "ValidationAccuracy"] = va;
-                if (m.TeacherAgreement is { } ta) report.Metrics[p + "TeacherAgreement"] = ta;
-                report.Entries.Add(new ReportEntry($"epoch {m.Epoch}", "Epoch", m.Epoch == keptEpoch ? "Kept" : "Trained",
-                    $"loss {F(m.TrainingLoss)}" + (m.ValidationLoss is { } v ? $", validation loss {F(v)}" : "")
-                    + (m.ValidationAccuracy is { } a ? $", validation accuracy {a:P2}" : "") + (m.TeacherAgreement is { } g ? $", teacher agreement {g:P2}" : "")
-                    + $", lr {F(m.LearningRate)}, {m.Seconds:F2} s"));
+                var h = history[i];
+                string p = Key(h);
+                report.Metrics[p + "TrainingLoss"] = h.TrainingLoss;
+                if (h.ValidationLoss is { } vl2) report.Metrics[p + "ValidationLoss"] = vl2;
+                if (h.ValidationAccuracy is { } va) report.Metrics[p + "ValidationAccuracy"] = va;
+                if (h.ValidationPerplexity is { } vp) report.Metrics[p + "ValidationPerplexity"] = vp;
+                if (h.TeacherAgreement is { } ta) report.Metrics[p + "TeacherAgreement"] = ta;
+                report.Entries.Add(new ReportEntry(Label(h), bySteps ? "Step" : "Epoch", i + 1 == kept ? "Kept" : "Trained",
+                    $"loss {F(h.TrainingLoss)}" + (h.ValidationLoss is { } v ? $", validation loss {F(v)}" : "")
+                    + (h.ValidationPerplexity is { } pp ? $", validation perplexity {pp:F3}" : "")
+                    + (h.ValidationAccuracy is { } a ? $", validation accuracy {a:P2}" : "") + (h.TeacherAgreement is { } g ? $", teacher agreement {g:P2}" : "")
+                    + $", lr {F(h.LearningRate)}, {h.Seconds:F2} s"));
             }
             return report;
         }, total);
@@ -186,83 +341,58 @@ public static class Distiller
         {
             Student = result,
             Epochs = history,
-            BestEpoch = keptEpoch,
+            BestEpoch = kept,
             StoppedEarly = stoppedEarly,
             Cancelled = cancelled,
+            Steps = step,
             TeacherSeconds = teacherSeconds,
             TrainingSeconds = trainWatch.Elapsed.TotalSeconds,
+            Timing = timing,
+            OpTimings = opTimings,
             TeacherValidationAccuracy = teacherValidAccuracy,
+            TeacherValidationPerplexity = teacherValidPerplexity,
             TrainableParameters = trainable,
         };
     }
 
     // ---------------------------------------------------------------- data
 
-    sealed class Prepared
-    {
-        public required string Source;
-        public required string[] Names;          // student input names
-        public required Array[] Columns;          // per input: rows × rowSize values, float[] or long[] (token ids)
-        public required int[][] RowShapes;
-        public required int Rows;
-        public long[]? Labels;
-    }
-
-    sealed class TeacherValues
-    {
-        public required float[] Values;
-        public required int[] RowShape;
-        public int RowSize => Tensor.Count(RowShape);
-    }
-
-    static Prepared Prepare(DataSet data, IReadOnlyList<ValueSignature> inputs, string role)
-    {
-        var map = data.MapToInputs(inputs);
-        var names = inputs.Select(i => i.Name).ToArray();
-        var columns = new Array[names.Length];
-        var shapes = new int[names.Length][];
-        for (int i = 0; i < names.Length; i++)
-        {
-            var a = map[names[i]];
-            var dt = (Onnx.Proto.TensorProto.Types.DataType)inputs[i].ElementTypeCode;
-            if (dt is not (Onnx.Proto.TensorProto.Types.DataType.Float or Onnx.Proto.TensorProto.Types.DataType.Int64))
-                throw new EngineException("DistillationInputTypeUnsupported", EngineErrorKind.NotImplemented,
-                    $"Student input '{names[i]}' is {inputs[i].ElementType}; the training engine takes float and int64 inputs.");
-            if (a.Shape.Length == 0)
-                throw new EngineException("DataShapeMismatch", EngineErrorKind.InvalidData, $"The {role} data's array for '{names[i]}' is a scalar, not rows.") { Target = data.Source };
-            columns[i] = dt == Onnx.Proto.TensorProto.Types.DataType.Int64 ? a.AsInt64() : a.AsFloat();
-            shapes[i] = a.Shape[1..].Select(d => checked((int)d)).ToArray();
-        }
-        int rows = checked((int)data.Rows);
-        if (rows == 0) throw new EngineException("DataFileEmpty", EngineErrorKind.InvalidData, $"The {role} data '{data.Source}' has no rows.") { Target = data.Source };
-        return new Prepared { Source = data.Source, Names = names, Columns = columns, RowShapes = shapes, Rows = rows, Labels = data.Labels };
-    }
-
-    static Dictionary<string, Tensor> Batch(Prepared data, int[] rows)
-    {
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        for (int i = 0; i < data.Names.Length; i++)
-        {
-            int size = Tensor.Count(data.RowShapes[i]);
-            var column = data.Columns[i];
-            var values = Array.CreateInstance(column.GetType().GetElementType()!, rows.Length * size);
-            for (int r = 0; r < rows.Length; r++) Array.Copy(column, (long)rows[r] * size, values, (long)r * size, size);
-            int[] shape = [rows.Length, .. data.RowShapes[i]];
-            result[data.Names[i]] = values is long[] ids ? Tensor.Int64(shape, ids) : Tensor.Float(shape, (float[])values);
-        }
-        return result;
-    }
-
-    static void CheckLabels(Prepared data, int classes, bool classification, string role)
+    static void CheckLabels(Prepared data, int classes, int positions, string role)
     {
         if (data.Labels is not { } labels) return;
-        if (!classification)
-            throw new EngineException("DistillationLabelsUnsupported", EngineErrorKind.InvalidData,
-                $"The {role} data '{data.Source}' has labels, but the output is not [batch, classes]; remove the label array to distil on the teacher's outputs alone.") { Target = data.Source };
+        if (data.LabelsPerRow != positions)
+            throw new EngineException("LabelShapeMismatch", EngineErrorKind.InvalidData,
+                $"The {role} data '{data.Source}' has {data.LabelsPerRow} label(s) per row, but the output has {positions} softmax group(s) of {classes} per row: "
+                + (positions == 1 ? "give one class per row ([rows])." : $"give one label per position ([rows, {positions}]).")) { Target = data.Source };
         for (int i = 0; i < labels.Length; i++)
             if (labels[i] < 0 || labels[i] >= classes)
                 throw new EngineException("LabelOutOfRange", EngineErrorKind.InvalidData,
-                    $"The {role} data '{data.Source}' has label {labels[i]} at row {i}; the models have {classes} classes (labels 0..{classes - 1}).") { Target = data.Source };
+                    $"The {role} data '{data.Source}' has label {labels[i]} at row {i / positions}" + (positions > 1 ? $", position {i % positions}" : "")
+                    + $"; the models have {classes} classes (labels 0..{classes - 1}).") { Target = data.Source };
+    }
+
+    /// <summary>The teacher's own accuracy and cross-entropy on the labels of a cached validation set.</summary>
+    static LossSums TeacherOnLabels(RowBatches source, Prepared rows, int positions, int classes, DistillationOptions options)
+    {
+        var all = Enumerable.Range(0, rows.Rows).ToArray();
+        int rowSize = positions * classes;
+        var targets = new Targets(source.Cache!, all.Select(r => r * rowSize).ToArray(), rows.Labels, all.Select(r => r * rows.LabelsPerRow).ToArray());
+        // the teacher against itself: the soft loss is zero; what counts are the label terms
+        return SoftTargetLoss.Compute(source.Cache!, targets, rows.Rows, positions, classes, options with { Alpha = 1 }, null);
+    }
+
+    static LossSums Evaluate(TrainingGraph graph, int outIndex, RowBatches source, int positions, int classes, DistillationOptions o, CancellationToken cancellation)
+    {
+        var total = new LossSums();
+        source.StartEpoch();
+        for (long s = 0; s < source.StepsPerEpoch; s++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var batch = source.Next(cancellation);
+            var output = graph.Forward(batch.Inputs, training: false)[outIndex];
+            total.Add(SoftTargetLoss.Compute(output.Data, batch.Targets, batch.Rows, positions, classes, o, null));
+        }
+        return total;
     }
 
     // ---------------------------------------------------------------- models
@@ -302,159 +432,5 @@ public static class Distiller
             throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
                 $"Teacher output {t} and student output {s} have different shapes; the student must produce what the teacher produces.");
         return (t.Name, s.Name);
-    }
-
-    static TeacherValues RunTeacher(OnnxModel teacher, string output, List<(string Teacher, string Student)> pairing, Prepared data, DistillationOptions options, CancellationToken cancellation)
-    {
-        using var session = new ModelSession(teacher, options.TeacherSession);
-        float[]? values = null;
-        int[]? rowShape = null;
-        for (int start = 0; start < data.Rows; start += options.TeacherBatchSize)
-        {
-            cancellation.ThrowIfCancellationRequested();
-            int count = Math.Min(options.TeacherBatchSize, data.Rows - start);
-            var batch = Batch(data, Enumerable.Range(start, count).ToArray());
-            var feeds = pairing.ToDictionary(p => p.Teacher, p =>
-            {
-                var t = batch[p.Student];
-                return new NamedArray(p.Teacher, t.Shape.Select(d => (long)d).ToArray(), t.IsInt ? t.Ints! : t.Data);
-            }, StringComparer.Ordinal);
-            var result = session.Run(feeds, [output])[0];
-            if (result.Shape.Length == 0 || result.Shape[0] != count)
-                throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
-                    $"Teacher output '{output}' has shape [{string.Join(",", result.Shape)}] for {count} rows; its first dimension must be the batch.");
-            var shape = result.Shape[1..].Select(d => checked((int)d)).ToArray();
-            if (rowShape is null) { rowShape = shape; values = new float[(long)data.Rows * Tensor.Count(shape)]; }
-            else if (!rowShape.SequenceEqual(shape))
-                throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData, $"Teacher output '{output}' changes shape between batches.");
-            Array.Copy(result.AsFloat(), 0, values!, (long)start * Tensor.Count(shape), (long)count * Tensor.Count(shape));
-        }
-        return new TeacherValues { Values = values!, RowShape = rowShape! };
-    }
-
-    // ---------------------------------------------------------------- loss
-
-    /// <summary>Mean loss over the batch and its gradient with respect to the student's output.</summary>
-    static (double Loss, Tensor Grad) Loss(Tensor output, TeacherValues teacher, long[]? labels, int[] rows, int classes, bool classification, DistillationOptions o)
-    {
-        int rowSize = teacher.RowSize;
-        int positions = rowSize / classes;           // softmax groups per input row (1 for [batch, classes])
-        var s = output.Data;
-        var grad = new float[s.Length];
-        bool hard = labels is not null && classification;
-        double soft = hard ? o.Alpha : 1.0;
-        double total = 0;
-        int groups = rows.Length * positions;
-        var ps = new double[classes]; var pt = new double[classes];
-        for (int r = 0; r < rows.Length; r++)
-        {
-            int tOff = rows[r] * rowSize;
-            for (int g = 0; g < positions; g++)
-            {
-                int sOff = r * rowSize + g * classes, tBase = tOff + g * classes;
-                if (o.Loss == DistillationLoss.MSE)
-                {
-                    for (int c = 0; c < classes; c++)
-                    {
-                        double d = s[sOff + c] - teacher.Values[tBase + c];
-                        total += soft * d * d / classes;
-                        grad[sOff + c] += (float)(soft * 2 * d / classes / groups);
-                    }
-                }
-                else if (soft > 0)
-                {
-                    double T = o.Temperature;
-                    SoftmaxInto(s, sOff, classes, T, ps, out double logZs, out double maxS);
-                    SoftmaxInto(teacher.Values, tBase, classes, T, pt, out double logZt, out double maxT);
-                    double kl = 0;
-                    for (int c = 0; c < classes; c++)
-                    {
-                        if (pt[c] > 0)
-                        {
-                            double logPt = (teacher.Values[tBase + c] - maxT) / T - logZt;
-                            double logPs = (s[sOff + c] - maxS) / T - logZs;
-                            kl += pt[c] * (logPt - logPs);
-                        }
-                        grad[sOff + c] += (float)(soft * T * (ps[c] - pt[c]) / groups);
-                    }
-                    total += soft * T * T * kl;
-                }
-                if (hard && 1 - o.Alpha > 0)
-                {
-                    SoftmaxInto(s, sOff, classes, 1, ps, out double logZ, out double max);
-                    long y = labels![rows[r]];
-                    total += (1 - o.Alpha) * -((s[sOff + y] - max) - logZ);
-                    for (int c = 0; c < classes; c++) grad[sOff + c] += (float)((1 - o.Alpha) * (ps[c] - (c == y ? 1 : 0)) / groups);
-                }
-            }
-        }
-        return (total / groups, Tensor.Float(output.Shape, grad));
-    }
-
-    static void SoftmaxInto(float[] z, int offset, int n, double T, double[] p, out double logZ, out double max)
-    {
-        max = double.NegativeInfinity;
-        for (int c = 0; c < n; c++) max = Math.Max(max, z[offset + c]);
-        double sum = 0;
-        for (int c = 0; c < n; c++) { p[c] = Math.Exp((z[offset + c] - max) / T); sum += p[c]; }
-        for (int c = 0; c < n; c++) p[c] /= sum;
-        logZ = Math.Log(sum);
-    }
-
-    static (double Loss, double? Accuracy, double? Agreement) Evaluate(TrainingGraph graph, int outIndex, Prepared data, TeacherValues teacher,
-        int classes, bool classification, DistillationOptions o, CancellationToken cancellation)
-    {
-        double loss = 0; int correct = 0, agree = 0, groupsTotal = 0;
-        int positions = teacher.RowSize / classes;
-        for (int start = 0; start < data.Rows; start += 256)
-        {
-            cancellation.ThrowIfCancellationRequested();
-            var idx = Enumerable.Range(start, Math.Min(256, data.Rows - start)).ToArray();
-            var output = graph.Forward(Batch(data, idx), training: false)[outIndex];
-            var (l, _) = Loss(output, teacher, data.Labels, idx, classes, classification, o);
-            loss += l * idx.Length;
-            for (int r = 0; r < idx.Length; r++)
-                for (int g = 0; g < positions; g++)
-                {
-                    int s = ArgMax(output.Data, (r * positions + g) * classes, classes);
-                    int t = ArgMax(teacher.Values, (idx[r] * positions + g) * classes, classes);
-                    if (s == t) agree++;
-                    if (data.Labels is { } y && classification && s == y[idx[r]]) correct++;
-                    groupsTotal++;
-                }
-        }
-        return (loss / data.Rows, data.Labels is not null && classification ? (double)correct / data.Rows : null,
-            o.Loss == DistillationLoss.KL || classification ? (double)agree / groupsTotal : null);
-    }
-
-    static int ArgMax(float[] v, int offset, int n)
-    {
-        int best = 0;
-        for (int c = 1; c < n; c++) if (v[offset + c] > v[offset + best]) best = c;
-        return best;
-    }
-
-    static double Accuracy(float[] values, long[] labels, int classes)
-    {
-        int correct = 0;
-        for (int r = 0; r < labels.Length; r++) if (ArgMax(values, r * classes, classes) == labels[r]) correct++;
-        return (double)correct / labels.Length;
-    }
-
-    static bool LooksLikeProbabilities(float[] values, int classes)
-    {
-        if (classes < 2) return false;
-        for (int r = 0; r + classes <= values.Length; r += classes)
-        {
-            double sum = 0;
-            for (int c = 0; c < classes; c++) { float v = values[r + c]; if (v < 0 || v > 1) return false; sum += v; }
-            if (Math.Abs(sum - 1) > 1e-3) return false;
-        }
-        return true;
-    }
-
-    static void ToLogProbabilities(float[] values)
-    {
-        for (int i = 0; i < values.Length; i++) values[i] = MathF.Log(MathF.Max(values[i], 1e-30f));
     }
 }

@@ -13,8 +13,9 @@ namespace ModelCompression.Native.Kernels;
 /// with unit stride from cache. The micro-kernel keeps an MR×NR block of C in vector registers and updates it with
 /// fused multiply-adds: 8×32 with Vector512 where AVX-512 runs, 6×16 with Vector256 (FMA when the CPU has it).
 /// For the cores, C is cut along its longer side into a few chunks per thread, each a complete serial product with
-/// its own packed panels (no barrier between K slices), spread with Parallel.For; every element of C is summed over
-/// K in the same order whatever the chunking, so results do not depend on the thread count or scheduling.
+/// its own packed panels (no barrier between K slices), spread with Parallel.For; a small C over a long K is cut along
+/// K instead (see DeepProduct). How a product is cut depends on its shape only, never on the thread count, so results
+/// do not depend on the thread count or scheduling.
 /// </summary>
 public static class Gemm
 {
@@ -86,7 +87,44 @@ public static class Gemm
     public static void Multiply(int m, int n, int k, ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c)
         => Multiply(false, false, m, n, k, 1f, a, k, b, n, 0f, c, n);
 
-    static void CheckExtent(int length, int rows, int cols, int ld, string name)
+    /// <summary>
+    /// <paramref name="batch"/> independent products C_i = alpha·op(A_i)·op(B_i) + beta·C_i, where A_i starts at
+    /// i·<paramref name="strideA"/> in <paramref name="a"/> (likewise B and C; a stride of 0 shares one matrix). Attention
+    /// multiplies many small matrices (one per sequence and head): they are spread over the cores whole, each a serial
+    /// product, rather than each cut into pieces too small to pay for the threads. Large products run one after the other,
+    /// each on all cores. Every element is summed in the same order either way.
+    /// </summary>
+    public static unsafe void MultiplyBatched(int batch, bool transA, bool transB, int m, int n, int k, float alpha,
+        ReadOnlySpan<float> a, int strideA, int lda, ReadOnlySpan<float> b, int strideB, int ldb, float beta, Span<float> c, int strideC, int ldc)
+    {
+        if (batch < 0 || m < 0 || n < 0 || k < 0) throw new ArgumentOutOfRangeException(nameof(batch), "Batch and matrix dimensions must be non-negative.");
+        if (batch == 0 || m == 0 || n == 0) return;
+        if (strideC < (long)(m - 1) * ldc + n) throw new ArgumentException("The products' outputs overlap: strideC is smaller than one output matrix.", nameof(strideC));
+        CheckExtent(a.Length - (long)(batch - 1) * strideA, transA ? k : m, transA ? m : k, lda, nameof(a));
+        CheckExtent(b.Length - (long)(batch - 1) * strideB, transB ? n : k, transB ? k : n, ldb, nameof(b));
+        CheckExtent(c.Length - (long)(batch - 1) * strideC, m, n, ldc, nameof(c));
+        int threads = MaxThreads > 0 ? MaxThreads : Environment.ProcessorCount;
+        if (batch == 1 || threads <= 1 || k == 0 || alpha == 0f || Chosen == Path.Portable || 2L * m * n * k >= 4 * ParallelFlops || 2L * m * n * k * batch < ParallelFlops)
+        {
+            for (int i = 0; i < batch; i++)
+                Multiply(transA, transB, m, n, k, alpha, a[(i * strideA)..], lda, b[(i * strideB)..], ldb, beta, c[(i * strideC)..], ldc);
+            return;
+        }
+        int mr = Chosen == Path.V512 ? 8 : 6, nr = Chosen == Path.V512 ? 32 : 16;
+        fixed (float* pa = a) fixed (float* pb = b) fixed (float* pc = c)
+        {
+            nint A = (nint)pa, B = (nint)pb, C = (nint)pc;
+            int chunks = Math.Min(batch, threads * 4);
+            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                int i0 = (int)((long)batch * t / chunks), i1 = (int)((long)batch * (t + 1) / chunks);
+                for (int i = i0; i < i1; i++)
+                    Serial(mr, nr, transA, transB, m, n, k, alpha, (float*)A + (long)i * strideA, lda, (float*)B + (long)i * strideB, ldb, beta, (float*)C + (long)i * strideC, ldc);
+            });
+        }
+    }
+
+    static void CheckExtent(long length, int rows, int cols, int ld, string name)
     {
         if (rows == 0 || cols == 0) return;
         if (ld < cols || (long)(rows - 1) * ld + cols > length)
@@ -97,6 +135,11 @@ public static class Gemm
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
     {
         int threads = MaxThreads > 0 ? MaxThreads : Environment.ProcessorCount;
+        if (k >= 1024 && k >= 4 * Math.Max(m, n) && 2L * m * n * k >= ParallelFlops)
+        {
+            DeepProduct(mr, nr, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
+            return;
+        }
         if (threads <= 1 || 2L * m * n * k < ParallelFlops)
         {
             Serial(mr, nr, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -125,6 +168,40 @@ public static class Gemm
                 Serial(mr, nr, transA, transB, rows, n, k, alpha, ar, lda, (float*)B, ldb, beta, (float*)C + (long)r0 * ldc, ldc);
             }
         });
+    }
+
+    /// <summary>
+    /// A small C from a long K (weight gradients: Xᵀ·dY over thousands of tokens). Cutting C would make every chunk pack
+    /// all of the other operand again; instead K is cut into pieces (their number depends on K alone, so the sums are the
+    /// same on any number of threads), each piece is a serial product into its own buffer, and the buffers are added in order.
+    /// </summary>
+    static unsafe void DeepProduct(int mr, int nr, bool transA, bool transB, int m, int n, int k, float alpha,
+        float* a, int lda, float* b, int ldb, float beta, float* c, int ldc, int threads)
+    {
+        int pieces = Math.Min(8, k / 512);
+        int size = m * n;
+        float[] partial = ArrayPool<float>.Shared.Rent(pieces * size);
+        try
+        {
+            nint A = (nint)a, B = (nint)b;
+            Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, threads) }, p =>
+            {
+                int k0 = (int)((long)k * p / pieces), k1 = (int)((long)k * (p + 1) / pieces);
+                float* ap = (float*)A + (transA ? (long)k0 * lda : k0);
+                float* bp = (float*)B + (transB ? k0 : (long)k0 * ldb);
+                fixed (float* part = &partial[p * size])
+                    Serial(mr, nr, transA, transB, m, n, k1 - k0, alpha, ap, lda, bp, ldb, 0f, part, n);
+            });
+            for (int i = 0; i < m; i++)
+            {
+                var row = new Span<float>(c + (long)i * ldc, n);
+                var first = partial.AsSpan(i * n, n);
+                if (beta == 0f) first.CopyTo(row);
+                else { TensorPrimitives.Multiply(row, beta, row); TensorPrimitives.Add(row, first, row); }
+                for (int p = 1; p < pieces; p++) TensorPrimitives.Add(row, partial.AsSpan(p * size + i * n, n), row);
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(partial); }
     }
 
     static unsafe void Serial(int mr, int nr, bool transA, bool transB, int m, int n, int k, float alpha,

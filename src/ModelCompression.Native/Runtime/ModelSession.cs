@@ -13,6 +13,12 @@ public sealed record SessionSettings
     public int InterOpThreads { get; init; }
     /// <summary>Basic, Extended, All or None; null keeps ONNX Runtime's default (All).</summary>
     public string? GraphOptimization { get; init; }
+    /// <summary>
+    /// Whether ONNX Runtime's worker threads spin after a run waiting for the next one; null keeps its default (they do).
+    /// A session that takes turns with other parallel work (the teacher during distillation) turns it off, or its
+    /// spinning threads take the cores from that work.
+    /// </summary>
+    public bool? AllowSpinning { get; init; }
 
     internal SessionOptions Create()
     {
@@ -20,6 +26,11 @@ public sealed record SessionSettings
         if (IntraOpThreads > 0) o.IntraOpNumThreads = IntraOpThreads;
         if (InterOpThreads > 0) o.InterOpNumThreads = InterOpThreads;
         if (GraphOptimization is not null) o.GraphOptimizationLevel = OptimizationLevel(GraphOptimization);
+        if (AllowSpinning is { } spin)
+        {
+            o.AddSessionConfigEntry("session.intra_op.allow_spinning", spin ? "1" : "0");
+            o.AddSessionConfigEntry("session.inter_op.allow_spinning", spin ? "1" : "0");
+        }
         ExecutionProviders.Append(o, Provider);
         return o;
     }
@@ -91,6 +102,31 @@ public sealed class ModelSession : IDisposable
             using var runOptions = new RunOptions();
             using var results = session.Run(runOptions, names, values, wanted);
             return results.Select((r, i) => FromOrtValue(wanted[i], r)).ToList();
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new EngineException("ModelRunFailed", EngineErrorKind.InvalidOperation, $"ONNX Runtime failed to run '{Model.Name}': {e.Message}", e) { Target = Model.SourcePath };
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Runs the model and writes one float output straight into <paramref name="destination"/>, whose shape the caller
+    /// knows (<paramref name="outputShape"/>): no copy of the output, for a model run every training step.
+    /// </summary>
+    public void RunInto(IReadOnlyDictionary<string, NamedArray> inputs, string output, float[] destination, long[] outputShape)
+    {
+        var names = inputs.Keys.ToList();
+        var values = new List<OrtValue>(names.Count);
+        try
+        {
+            foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
+            using var result = OrtValue.CreateTensorValueFromMemory(destination, outputShape);
+            using var runOptions = new RunOptions();
+            session.Run(runOptions, names, values, [output], [result]);
         }
         catch (OnnxRuntimeException e)
         {

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using ModelCompression.Native.Kernels;
 
 namespace ModelCompression.Native.Training;
 
@@ -6,6 +7,9 @@ namespace ModelCompression.Native.Training;
 internal static class Broadcast
 {
     public enum BinaryOp { Add, Sub, Mul, Div }
+
+    /// <summary>Elements per parallel piece of an elementwise loop: below this, threads cost more than they save.</summary>
+    internal const int Grain = 1 << 15;
 
     public static int[] Shape(int[] a, int[] b, string node)
     {
@@ -71,53 +75,86 @@ internal static class Broadcast
         }
     }
 
-    /// <summary>out = a (op) b with broadcasting; the innermost dimension runs through TensorPrimitives.</summary>
-    public static float[] Apply(BinaryOp op, float[] a, int[] aShape, float[] b, int[] bShape, int[] outShape)
+    /// <summary>out = a (op) b with broadcasting, into <paramref name="result"/> (of the output's size); rows run through TensorPrimitives, large ones on all cores.</summary>
+    public static void Apply(BinaryOp op, float[] a, int[] aShape, float[] b, int[] bShape, int[] outShape, float[] result)
     {
         int n = Tensor.Count(outShape);
-        var result = new float[n];
-        if (n == 0) return result;
-        if (a.Length == n && b.Length == n) { Kernel(op, a, b, result); return result; }
-        if (b.Length == 1 && a.Length == n) { KernelScalarRight(op, a, b[0], result); return result; }
-        if (a.Length == 1 && b.Length == n) { KernelScalarLeft(op, a[0], b, result); return result; }
+        if (n == 0) return;
+        if (a.Length == n && b.Length == n) { Parallelism.For(n, Grain, (s, e) => Kernel(op, a.AsSpan(s, e - s), b.AsSpan(s, e - s), result.AsSpan(s, e - s))); return; }
+        if (b.Length == 1 && a.Length == n) { float v = b[0]; Parallelism.For(n, Grain, (s, e) => KernelScalarRight(op, a.AsSpan(s, e - s), v, result.AsSpan(s, e - s))); return; }
+        if (a.Length == 1 && b.Length == n) { float v = a[0]; Parallelism.For(n, Grain, (s, e) => KernelScalarLeft(op, v, b.AsSpan(s, e - s), result.AsSpan(s, e - s))); return; }
         int rank = outShape.Length;
         var sa = Strides(aShape, outShape);
         var sb = Strides(bShape, outShape);
         int inner = outShape[rank - 1];
         int sai = sa[rank - 1], sbi = sb[rank - 1];
-        var idx = new int[rank];
         int outer = n / inner;
-        for (int o = 0; o < outer; o++)
+        Parallelism.For(outer, Math.Max(1, Grain / inner), (o0, o1) =>
         {
-            int ia = 0, ib = 0;
-            for (int d = 0; d < rank - 1; d++) { ia += idx[d] * sa[d]; ib += idx[d] * sb[d]; }
-            var dst = result.AsSpan(o * inner, inner);
-            if (sai == 1 && sbi == 1) Kernel(op, a.AsSpan(ia, inner), b.AsSpan(ib, inner), dst);
-            else if (sai == 1) KernelScalarRight(op, a.AsSpan(ia, inner), b[ib], dst);
-            else if (sbi == 1) KernelScalarLeft(op, a[ia], b.AsSpan(ib, inner), dst);
-            else { float v = op switch { BinaryOp.Add => a[ia] + b[ib], BinaryOp.Sub => a[ia] - b[ib], BinaryOp.Mul => a[ia] * b[ib], _ => a[ia] / b[ib] }; dst.Fill(v); }
-            for (int d = rank - 2; d >= 0; d--)
+            var idx = Unravel(o0, outShape);
+            for (int o = o0; o < o1; o++)
             {
-                if (++idx[d] < outShape[d]) break;
-                idx[d] = 0;
+                int ia = 0, ib = 0;
+                for (int d = 0; d < rank - 1; d++) { ia += idx[d] * sa[d]; ib += idx[d] * sb[d]; }
+                var dst = result.AsSpan(o * inner, inner);
+                if (sai == 1 && sbi == 1) Kernel(op, a.AsSpan(ia, inner), b.AsSpan(ib, inner), dst);
+                else if (sai == 1) KernelScalarRight(op, a.AsSpan(ia, inner), b[ib], dst);
+                else if (sbi == 1) KernelScalarLeft(op, a[ia], b.AsSpan(ib, inner), dst);
+                else { float v = op switch { BinaryOp.Add => a[ia] + b[ib], BinaryOp.Sub => a[ia] - b[ib], BinaryOp.Mul => a[ia] * b[ib], _ => a[ia] / b[ib] }; dst.Fill(v); }
+                Next(idx, outShape);
             }
-        }
-        return result;
+        });
     }
 
-    /// <summary>Sums <paramref name="grad"/> (of shape <paramref name="outShape"/>) over the dimensions along which <paramref name="shape"/> was broadcast.</summary>
-    public static float[] Reduce(float[] grad, int[] outShape, int[] shape)
+    /// <summary>Index (over all but the last dimension) of row <paramref name="row"/> of a tensor of <paramref name="shape"/>.</summary>
+    static int[] Unravel(int row, int[] shape)
     {
-        int n = Tensor.Count(shape);
-        if (n == grad.Length) return (float[])grad.Clone();
-        var result = new float[n];
-        if (n == 1) { result[0] = TensorPrimitives.Sum(grad); return result; }
+        var idx = new int[shape.Length];
+        for (int d = shape.Length - 2; d >= 0; d--) { idx[d] = row % shape[d]; row /= shape[d]; }
+        return idx;
+    }
+
+    static void Next(int[] idx, int[] shape)
+    {
+        for (int d = shape.Length - 2; d >= 0; d--)
+        {
+            if (++idx[d] < shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+
+    /// <summary>
+    /// Sums <paramref name="grad"/> (of shape <paramref name="outShape"/>) over the dimensions along which
+    /// <paramref name="shape"/> was broadcast, into <paramref name="result"/> (of <paramref name="shape"/>'s size).
+    /// </summary>
+    public static void Reduce(float[] grad, int[] outShape, int[] shape, float[] result)
+    {
+        int n = result.Length;
+        if (n == grad.Length) { grad.AsSpan().CopyTo(result); return; }
+        if (n == 1) { result[0] = TensorPrimitives.Sum(grad); return; }
+        Array.Clear(result);
         int rank = outShape.Length;
         var s = Strides(shape, outShape);
         int inner = outShape[rank - 1];
         int si = s[rank - 1];
-        var idx = new int[rank];
         int outer = grad.Length / inner;
+        // A bias gradient ([rows, n] summed to [n]) is the common case: pieces of rows are summed in parallel, then the
+        // partial sums in order. The pieces depend on the size only, so the sum does not depend on the thread count.
+        bool rowsIntoOne = si == 1 && n == inner;
+        if (rowsIntoOne && outer * inner >= 2 * Grain)
+        {
+            int pieces = Math.Min(16, outer * inner / Grain);
+            var partial = new float[pieces * inner];
+            Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Parallelism.Threads }, p =>
+            {
+                var acc = partial.AsSpan(p * inner, inner);
+                for (int o = (int)((long)outer * p / pieces), end = (int)((long)outer * (p + 1) / pieces); o < end; o++)
+                    TensorPrimitives.Add(acc, grad.AsSpan(o * inner, inner), acc);
+            });
+            for (int p = 0; p < pieces; p++) TensorPrimitives.Add(result, partial.AsSpan(p * inner, inner), result);
+            return;
+        }
+        var idx = new int[rank];
         for (int o = 0; o < outer; o++)
         {
             int i = 0;
@@ -125,12 +162,7 @@ internal static class Broadcast
             var src = grad.AsSpan(o * inner, inner);
             if (si == 1) TensorPrimitives.Add(result.AsSpan(i, inner), src, result.AsSpan(i, inner));
             else result[i] += TensorPrimitives.Sum(src);
-            for (int d = rank - 2; d >= 0; d--)
-            {
-                if (++idx[d] < outShape[d]) break;
-                idx[d] = 0;
-            }
+            Next(idx, outShape);
         }
-        return result;
     }
 }

@@ -137,7 +137,7 @@ internal sealed class ConvKernel : TrainOp
         var g = Geometry(x, w);
         int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], m = w.Shape[0];
         int cg = c / group, mg = m / group, ohw = g.OH * g.OW, kk = cg * g.KH * g.KW;
-        var y = new float[n * m * ohw];
+        var y = Arena.Rent(n * m * ohw);
         var xd = x.Data; var wdata = w.Data;
         // images in parallel (each writes its own slice of y), one im2col buffer per worker
         ForChunks(n, (long)m * kk * ohw, (b0, b1) =>
@@ -166,8 +166,8 @@ internal sealed class ConvKernel : TrainOp
         var g = Geometry(x, w);
         int n = x.Shape[0], c = x.Shape[1], h = x.Shape[2], wd = x.Shape[3], m = w.Shape[0];
         int cg = c / group, mg = m / group, ohw = g.OH * g.OW, kk = cg * g.KH * g.KW;
-        float[]? dx = need[0] ? new float[x.Length] : null;
-        float[]? dw = need[1] ? new float[w.Length] : null;
+        float[]? dx = need[0] ? Arena.RentZeroed(x.Length) : null;
+        float[]? dw = need[1] ? Arena.RentZeroed(w.Length) : null;
         var xd = x.Data; var wdata = w.Data; var dyd = dy.Data;
         // Images in fixed contiguous chunks, one per worker: dx slices are disjoint; each chunk sums its own dW,
         // and the chunks' dW are added in chunk order, so the result does not depend on scheduling.
@@ -199,7 +199,7 @@ internal sealed class ConvKernel : TrainOp
         if (dw is not null) grads[1] = Tensor.Float(w.Shape, dw);
         if (inputs.Length > 2 && inputs[2] is { } bias && need[2])
         {
-            var db = new float[m];
+            var db = Arena.RentZeroed(m);
             for (int b = 0; b < n; b++)
                 for (int o = 0; o < m; o++) db[o] += TensorPrimitives.Sum(dy.Data.AsSpan((b * m + o) * ohw, ohw));
             grads[2] = Tensor.Float(bias.Shape, db);
@@ -234,7 +234,7 @@ internal sealed class PoolKernel : TrainOp
         var g = Geometry(x);
         int planes = x.Shape[0] * x.Shape[1], h = x.Shape[2], w = x.Shape[3];
         bool includePad = Int("count_include_pad", 0) != 0;
-        var y = new float[planes * g.OH * g.OW];
+        var y = Arena.RentZeroed(planes * g.OH * g.OW);
         if (max) argmax = new int[y.Length];
         for (int p = 0; p < planes; p++)
             for (int oy = 0; oy < g.OH; oy++)
@@ -271,7 +271,7 @@ internal sealed class PoolKernel : TrainOp
     {
         if (!need[0]) return;
         var x = inputs[0]!;
-        var dx = new float[x.Length];
+        var dx = Arena.RentZeroed(x.Length);
         if (max)
         {
             for (int o = 0; o < dy.Length; o++) if (argmax![o] >= 0) dx[argmax[o]] += dy.Data[o];
@@ -316,7 +316,7 @@ internal sealed class GlobalAveragePoolKernel : TrainOp
         var x = FloatInput(inputs, 0);
         if (x.Rank < 3) throw Error("TrainingShapeMismatch", $"input {ShapeText(x.Shape)} has no spatial dimensions.");
         int planes = x.Shape[0] * x.Shape[1], size = x.Length / Math.Max(1, planes);
-        var y = new float[planes];
+        var y = Arena.RentZeroed(planes);
         for (int p = 0; p < planes; p++) y[p] = TensorPrimitives.Sum(x.Data.AsSpan(p * size, size)) / size;
         var shape = x.Shape.Select((d, i) => i < 2 ? d : 1).ToArray();
         return [Tensor.Float(shape, y)];
@@ -327,7 +327,7 @@ internal sealed class GlobalAveragePoolKernel : TrainOp
         if (!need[0]) return;
         var x = inputs[0]!;
         int planes = x.Shape[0] * x.Shape[1], size = x.Length / Math.Max(1, planes);
-        var dx = new float[x.Length];
+        var dx = Arena.RentZeroed(x.Length);
         for (int p = 0; p < planes; p++) dx.AsSpan(p * size, size).Fill(dy.Data[p] / size);
         grads[0] = Tensor.Float(x.Shape, dx);
     }

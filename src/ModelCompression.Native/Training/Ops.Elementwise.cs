@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx.Proto;
 
 namespace ModelCompression.Native.Training;
@@ -15,7 +16,9 @@ internal sealed class BinaryOpKernel : TrainOp
         var b = Required(inputs, 1);
         var shape = Broadcast.Shape(a.Shape, b.Shape, Name);
         if (a.IsInt && b.IsInt) return [IntOp(a, b, shape)];
-        return [Tensor.Float(shape, Broadcast.Apply(op, a.FloatValues(), a.Shape, b.FloatValues(), b.Shape, shape))];
+        var y = NewTensor(shape);
+        Broadcast.Apply(op, a.FloatValues(), a.Shape, b.FloatValues(), b.Shape, shape, y.Data);
+        return [y];
     }
 
     Tensor IntOp(Tensor a, Tensor b, int[] shape)
@@ -36,33 +39,59 @@ internal sealed class BinaryOpKernel : TrainOp
         return Tensor.Int64(shape, r);
     }
 
+    /// <summary>The gradient <paramref name="g"/> (of the output's shape) summed back to <paramref name="x"/>'s shape; passed through when no dimension was broadcast.</summary>
+    Tensor SumTo(Tensor g, Tensor x)
+    {
+        if (g.Length == x.Length) return g.Reshaped(x.Shape);
+        var r = NewTensor(x.Shape);
+        Broadcast.Reduce(g.Data, g.Shape, x.Shape, r.Data);
+        return r;
+    }
+
+    /// <summary>dy (op) v, broadcast to the output's shape, then summed back to <paramref name="x"/>'s shape.</summary>
+    Tensor Through(Broadcast.BinaryOp with, Tensor dy, float[] v, int[] vShape, Tensor x)
+    {
+        var t = NewTensor(dy.Shape);
+        Broadcast.Apply(with, dy.Data, dy.Shape, v, vShape, dy.Shape, t.Data);
+        if (t.Length == x.Length) return t.Reshaped(x.Shape);
+        var r = SumTo(t, x);
+        Arena.Return(t.Data);
+        return r;
+    }
+
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
     {
         var a = inputs[0]!; var b = inputs[1]!;
-        var shape = dy.Shape;
         switch (op)
         {
             case Broadcast.BinaryOp.Add:
-                if (need[0]) grads[0] = Tensor.Float(a.Shape, Broadcast.Reduce(dy.Data, shape, a.Shape));
-                if (need[1]) grads[1] = Tensor.Float(b.Shape, Broadcast.Reduce(dy.Data, shape, b.Shape));
+                if (need[0]) grads[0] = SumTo(dy, a);
+                if (need[1]) grads[1] = SumTo(dy, b);
                 break;
             case Broadcast.BinaryOp.Sub:
-                if (need[0]) grads[0] = Tensor.Float(a.Shape, Broadcast.Reduce(dy.Data, shape, a.Shape));
-                if (need[1]) { var g = Broadcast.Reduce(dy.Data, shape, b.Shape); TensorPrimitives.Negate(g, g); grads[1] = Tensor.Float(b.Shape, g); }
+                if (need[0]) grads[0] = SumTo(dy, a);
+                if (need[1])
+                {
+                    var g = NewTensor(b.Shape);
+                    Broadcast.Reduce(dy.Data, dy.Shape, b.Shape, g.Data);
+                    TensorPrimitives.Negate(g.Data, g.Data);
+                    grads[1] = g;
+                }
                 break;
             case Broadcast.BinaryOp.Mul:
-                if (need[0]) grads[0] = Tensor.Float(a.Shape, Broadcast.Reduce(Broadcast.Apply(Broadcast.BinaryOp.Mul, dy.Data, shape, b.Data, b.Shape, shape), shape, a.Shape));
-                if (need[1]) grads[1] = Tensor.Float(b.Shape, Broadcast.Reduce(Broadcast.Apply(Broadcast.BinaryOp.Mul, dy.Data, shape, a.Data, a.Shape, shape), shape, b.Shape));
+                if (need[0]) grads[0] = Through(Broadcast.BinaryOp.Mul, dy, b.FloatValues(), b.Shape, a);
+                if (need[1]) grads[1] = Through(Broadcast.BinaryOp.Mul, dy, a.FloatValues(), a.Shape, b);
                 break;
             default:
-                if (need[0]) grads[0] = Tensor.Float(a.Shape, Broadcast.Reduce(Broadcast.Apply(Broadcast.BinaryOp.Div, dy.Data, shape, b.Data, b.Shape, shape), shape, a.Shape));
+                if (need[0]) grads[0] = Through(Broadcast.BinaryOp.Div, dy, b.FloatValues(), b.Shape, a);
                 if (need[1])
                 {
                     // d(a/b)/db = -y/b
-                    var t = Broadcast.Apply(Broadcast.BinaryOp.Mul, dy.Data, shape, outputs[0].Data, shape, shape);
-                    t = Broadcast.Apply(Broadcast.BinaryOp.Div, t, shape, b.Data, b.Shape, shape);
-                    TensorPrimitives.Negate(t, t);
-                    grads[1] = Tensor.Float(b.Shape, Broadcast.Reduce(t, shape, b.Shape));
+                    var t = NewTensor(dy.Shape);
+                    TensorPrimitives.Multiply(dy.Data, outputs[0].Data, t.Data);
+                    TensorPrimitives.Negate(t.Data, t.Data);
+                    grads[1] = Through(Broadcast.BinaryOp.Div, t, b.FloatValues(), b.Shape, b);
+                    if (!ReferenceEquals(grads[1]!.Data, t.Data)) Arena.Return(t.Data);
                 }
                 break;
         }
@@ -71,7 +100,7 @@ internal sealed class BinaryOpKernel : TrainOp
 
 internal enum UnaryKind { Relu, LeakyRelu, Sigmoid, Tanh, Erf, Gelu, GeluTanh, Neg, Exp, Sqrt }
 
-/// <summary>Elementwise activations and functions of one input.</summary>
+/// <summary>Elementwise activations and functions of one input; large tensors in parallel pieces.</summary>
 internal sealed class UnaryOpKernel : TrainOp
 {
     readonly UnaryKind kind;
@@ -94,58 +123,63 @@ internal sealed class UnaryOpKernel : TrainOp
 
     public override Tensor[] Forward(Tensor?[] inputs, PassContext ctx)
     {
-        var x = FloatInput(inputs, 0).Data;
-        var y = new float[x.Length];
-        switch (kind)
+        var xt = FloatInput(inputs, 0);
+        var x = xt.Data;
+        var yt = NewTensor(xt.Shape);
+        var y = yt.Data;
+        Parallelism.For(x.Length, Broadcast.Grain, (s, e) =>
         {
-            case UnaryKind.Relu: TensorPrimitives.Max(x, 0f, y); break;
-            case UnaryKind.LeakyRelu: for (int i = 0; i < x.Length; i++) y[i] = x[i] >= 0 ? x[i] : alpha * x[i]; break;
-            case UnaryKind.Sigmoid: TensorPrimitives.Sigmoid(x, y); break;
-            case UnaryKind.Tanh: TensorPrimitives.Tanh(x, y); break;
-            case UnaryKind.Neg: TensorPrimitives.Negate(x, y); break;
-            case UnaryKind.Exp: TensorPrimitives.Exp(x, y); break;
-            case UnaryKind.Sqrt: TensorPrimitives.Sqrt(x, y); break;
-            case UnaryKind.Erf: for (int i = 0; i < x.Length; i++) y[i] = (float)MathExtra.Erf(x[i]); break;
-            case UnaryKind.Gelu: for (int i = 0; i < x.Length; i++) y[i] = (float)(0.5 * x[i] * (1 + MathExtra.Erf(x[i] / Math.Sqrt(2)))); break;
-            case UnaryKind.GeluTanh:
-                for (int i = 0; i < x.Length; i++) { float v = x[i]; y[i] = 0.5f * v * (1 + MathF.Tanh(Sqrt2OverPi * (v + GeluC * v * v * v))); }
-                break;
-        }
-        return [Tensor.Float(inputs[0]!.Shape, y)];
+            var xs = x.AsSpan(s, e - s); var ys = y.AsSpan(s, e - s);
+            switch (kind)
+            {
+                case UnaryKind.Relu: TensorPrimitives.Max(xs, 0f, ys); break;
+                case UnaryKind.LeakyRelu: for (int i = 0; i < xs.Length; i++) ys[i] = xs[i] >= 0 ? xs[i] : alpha * xs[i]; break;
+                case UnaryKind.Sigmoid: TensorPrimitives.Sigmoid(xs, ys); break;
+                case UnaryKind.Tanh: TensorPrimitives.Tanh(xs, ys); break;
+                case UnaryKind.Neg: TensorPrimitives.Negate(xs, ys); break;
+                case UnaryKind.Exp: TensorPrimitives.Exp(xs, ys); break;
+                case UnaryKind.Sqrt: TensorPrimitives.Sqrt(xs, ys); break;
+                case UnaryKind.Erf: Activations.Erf(xs, ys); break;
+                case UnaryKind.Gelu: Activations.Gelu(xs, ys); break;
+                case UnaryKind.GeluTanh:
+                    for (int i = 0; i < xs.Length; i++) { float v = xs[i]; ys[i] = 0.5f * v * (1 + MathF.Tanh(Sqrt2OverPi * (v + GeluC * v * v * v))); }
+                    break;
+            }
+        });
+        return [yt];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
     {
         if (!need[0]) return;
         var x = inputs[0]!.Data; var y = outputs[0].Data; var g = dy.Data;
-        var dx = new float[x.Length];
-        switch (kind)
+        var dxt = NewTensor(inputs[0]!.Shape);
+        var dx = dxt.Data;
+        Parallelism.For(x.Length, Broadcast.Grain, (s, e) =>
         {
-            case UnaryKind.Relu: for (int i = 0; i < x.Length; i++) dx[i] = x[i] > 0 ? g[i] : 0f; break;
-            case UnaryKind.LeakyRelu: for (int i = 0; i < x.Length; i++) dx[i] = x[i] >= 0 ? g[i] : alpha * g[i]; break;
-            case UnaryKind.Sigmoid: for (int i = 0; i < x.Length; i++) dx[i] = g[i] * y[i] * (1 - y[i]); break;
-            case UnaryKind.Tanh: for (int i = 0; i < x.Length; i++) dx[i] = g[i] * (1 - y[i] * y[i]); break;
-            case UnaryKind.Neg: TensorPrimitives.Negate(g, dx); break;
-            case UnaryKind.Exp: TensorPrimitives.Multiply(g, y, dx); break;
-            case UnaryKind.Sqrt: for (int i = 0; i < x.Length; i++) dx[i] = g[i] * 0.5f / y[i]; break;
-            case UnaryKind.Erf: for (int i = 0; i < x.Length; i++) dx[i] = g[i] * (float)(2 / Math.Sqrt(Math.PI) * Math.Exp(-(double)x[i] * x[i])); break;
-            case UnaryKind.Gelu:
-                for (int i = 0; i < x.Length; i++)
-                {
-                    double v = x[i];
-                    dx[i] = g[i] * (float)(0.5 * (1 + MathExtra.Erf(v / Math.Sqrt(2))) + v * Math.Exp(-0.5 * v * v) / Math.Sqrt(2 * Math.PI));
-                }
-                break;
-            case UnaryKind.GeluTanh:
-                for (int i = 0; i < x.Length; i++)
-                {
-                    float v = x[i];
-                    float t = MathF.Tanh(Sqrt2OverPi * (v + GeluC * v * v * v));
-                    dx[i] = g[i] * (0.5f * (1 + t) + 0.5f * v * (1 - t * t) * Sqrt2OverPi * (1 + 3 * GeluC * v * v));
-                }
-                break;
-        }
-        grads[0] = Tensor.Float(inputs[0]!.Shape, dx);
+            var xs = x.AsSpan(s, e - s); var ys = y.AsSpan(s, e - s); var gs = g.AsSpan(s, e - s); var d = dx.AsSpan(s, e - s);
+            switch (kind)
+            {
+                case UnaryKind.Relu: for (int i = 0; i < xs.Length; i++) d[i] = xs[i] > 0 ? gs[i] : 0f; break;
+                case UnaryKind.LeakyRelu: for (int i = 0; i < xs.Length; i++) d[i] = xs[i] >= 0 ? gs[i] : alpha * gs[i]; break;
+                case UnaryKind.Sigmoid: for (int i = 0; i < xs.Length; i++) d[i] = gs[i] * ys[i] * (1 - ys[i]); break;
+                case UnaryKind.Tanh: for (int i = 0; i < xs.Length; i++) d[i] = gs[i] * (1 - ys[i] * ys[i]); break;
+                case UnaryKind.Neg: TensorPrimitives.Negate(gs, d); break;
+                case UnaryKind.Exp: TensorPrimitives.Multiply(gs, ys, d); break;
+                case UnaryKind.Sqrt: for (int i = 0; i < xs.Length; i++) d[i] = gs[i] * 0.5f / ys[i]; break;
+                case UnaryKind.Erf: Activations.ErfBackward(xs, gs, d); break;
+                case UnaryKind.Gelu: Activations.GeluBackward(xs, gs, d); break;
+                case UnaryKind.GeluTanh:
+                    for (int i = 0; i < xs.Length; i++)
+                    {
+                        float v = xs[i];
+                        float t = MathF.Tanh(Sqrt2OverPi * (v + GeluC * v * v * v));
+                        d[i] = gs[i] * (0.5f * (1 + t) + 0.5f * v * (1 - t * t) * Sqrt2OverPi * (1 + 3 * GeluC * v * v));
+                    }
+                    break;
+            }
+        });
+        grads[0] = dxt;
     }
 }
 
@@ -177,39 +211,42 @@ internal sealed class SoftmaxKernel : TrainOp
     {
         var x = FloatInput(inputs, 0);
         var (outer, len, inner) = Layout(x.Shape);
-        var y = new float[x.Length];
+        var yt = NewTensor(x.Shape);
+        var y = yt.Data;
         if (inner == 1)
         {
-            for (int o = 0; o < outer; o++)
+            // rows along the last axis (attention scores, logits): one TensorPrimitives pass per row, rows in parallel
+            Parallelism.For(outer, Math.Max(1, Broadcast.Grain / Math.Max(1, len)), (o0, o1) =>
             {
-                var src = x.Data.AsSpan(o * len, len); var dst = y.AsSpan(o * len, len);
-                if (log)
+                for (int o = o0; o < o1; o++)
                 {
-                    float max = TensorPrimitives.Max(src);
-                    TensorPrimitives.Subtract(src, max, dst);
-                    TensorPrimitives.Exp(dst, dst);
-                    float lse = MathF.Log(TensorPrimitives.Sum(dst)) + max;
-                    TensorPrimitives.Subtract(src, lse, dst);
+                    var src = x.Data.AsSpan(o * len, len); var dst = y.AsSpan(o * len, len);
+                    if (log)
+                    {
+                        float max = TensorPrimitives.Max(src);
+                        TensorPrimitives.Subtract(src, max, dst);
+                        TensorPrimitives.Exp(dst, dst);
+                        float lse = MathF.Log(TensorPrimitives.Sum(dst)) + max;
+                        TensorPrimitives.Subtract(src, lse, dst);
+                    }
+                    else TensorPrimitives.SoftMax(src, dst);
                 }
-                else TensorPrimitives.SoftMax(src, dst);
+            });
+            return [yt];
+        }
+        var buf = new float[len];
+        for (int o = 0; o < outer; o++)
+            for (int i = 0; i < inner; i++)
+            {
+                int b0 = o * len * inner + i;
+                for (int k = 0; k < len; k++) buf[k] = x.Data[b0 + k * inner];
+                float max = TensorPrimitives.Max(buf);
+                double sum = 0;
+                for (int k = 0; k < len; k++) sum += Math.Exp(buf[k] - max);
+                for (int k = 0; k < len; k++)
+                    y[b0 + k * inner] = log ? (float)(buf[k] - max - Math.Log(sum)) : (float)(Math.Exp(buf[k] - max) / sum);
             }
-        }
-        else
-        {
-            var buf = new float[len];
-            for (int o = 0; o < outer; o++)
-                for (int i = 0; i < inner; i++)
-                {
-                    int b0 = o * len * inner + i;
-                    for (int k = 0; k < len; k++) buf[k] = x.Data[b0 + k * inner];
-                    float max = TensorPrimitives.Max(buf);
-                    double sum = 0;
-                    for (int k = 0; k < len; k++) sum += Math.Exp(buf[k] - max);
-                    for (int k = 0; k < len; k++)
-                        y[b0 + k * inner] = log ? (float)(buf[k] - max - Math.Log(sum)) : (float)(Math.Exp(buf[k] - max) / sum);
-                }
-        }
-        return [Tensor.Float(x.Shape, y)];
+        return [yt];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
@@ -217,7 +254,35 @@ internal sealed class SoftmaxKernel : TrainOp
         if (!need[0]) return;
         var (outer, len, inner) = Layout(dy.Shape);
         var y = outputs[0].Data; var g = dy.Data;
-        var dx = new float[y.Length];
+        var dxt = NewTensor(dy.Shape);
+        var dx = dxt.Data;
+        if (inner == 1)
+        {
+            Parallelism.For(outer, Math.Max(1, Broadcast.Grain / Math.Max(1, len)), (o0, o1) =>
+            {
+                for (int o = o0; o < o1; o++)
+                {
+                    var ys = y.AsSpan(o * len, len); var gs = g.AsSpan(o * len, len); var d = dx.AsSpan(o * len, len);
+                    if (log)
+                    {
+                        // dx = g - softmax · sum(g)
+                        float s = TensorPrimitives.Sum(gs);
+                        TensorPrimitives.Exp(ys, d);
+                        TensorPrimitives.Multiply(d, -s, d);
+                        TensorPrimitives.Add(d, gs, d);
+                    }
+                    else
+                    {
+                        // dx = y · (g - sum(g·y))
+                        float s = TensorPrimitives.Dot(gs, ys);
+                        TensorPrimitives.Subtract(gs, s, d);
+                        TensorPrimitives.Multiply(d, ys, d);
+                    }
+                }
+            });
+            grads[0] = dxt;
+            return;
+        }
         for (int o = 0; o < outer; o++)
             for (int i = 0; i < inner; i++)
             {
@@ -225,18 +290,16 @@ internal sealed class SoftmaxKernel : TrainOp
                 double s = 0;
                 if (log)
                 {
-                    // dx = g - softmax * sum(g)
                     for (int k = 0; k < len; k++) s += g[b0 + k * inner];
                     for (int k = 0; k < len; k++) { int j = b0 + k * inner; dx[j] = (float)(g[j] - Math.Exp(y[j]) * s); }
                 }
                 else
                 {
-                    // dx = y * (g - sum(g*y))
                     for (int k = 0; k < len; k++) { int j = b0 + k * inner; s += g[j] * y[j]; }
                     for (int k = 0; k < len; k++) { int j = b0 + k * inner; dx[j] = (float)(y[j] * (g[j] - s)); }
                 }
             }
-        grads[0] = Tensor.Float(dy.Shape, dx);
+        grads[0] = dxt;
     }
 }
 
@@ -256,50 +319,28 @@ internal sealed class DropoutKernel : TrainOp
         float ratio = inputs.Length > 1 && inputs[1] is { } r ? r.FloatValues()[0] : ratioAttr;
         // opset 12+: an explicit training_mode input that is false makes the node an identity, as in ONNX Runtime
         bool training = ctx.Training && !(inputs.Length > 2 && inputs[2] is { } tm && tm.FloatValues()[0] == 0f);
-        var maskOut = new float[x.Length];
+        var maskOut = NewTensor(x.Shape);
         if (!training || ratio <= 0f)
         {
             mask = null;
-            Array.Fill(maskOut, 1f);
-            return [x, Tensor.Float(x.Shape, maskOut)];
+            Array.Fill(maskOut.Data, 1f);
+            return [x, maskOut];
         }
         if (ratio >= 1f) throw Error("TrainingDropoutRatioInvalid", $"ratio {ratio} must be below 1.");
         float scale = 1f / (1f - ratio);
-        mask = new float[x.Length];
-        for (int i = 0; i < mask.Length; i++) { bool keep = ctx.Rng.NextSingle() >= ratio; mask[i] = keep ? scale : 0f; maskOut[i] = keep ? 1f : 0f; }
-        var y = new float[x.Length];
-        TensorPrimitives.Multiply(x.Data, mask, y);
-        return [Tensor.Float(x.Shape, y), Tensor.Float(x.Shape, maskOut)];
+        mask = Arena.Rent(x.Length);
+        for (int i = 0; i < mask.Length; i++) { bool keep = ctx.Rng.NextSingle() >= ratio; mask[i] = keep ? scale : 0f; maskOut.Data[i] = keep ? 1f : 0f; }
+        var y = NewTensor(x.Shape);
+        TensorPrimitives.Multiply(x.Data, mask, y.Data);
+        return [y, maskOut];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
     {
         if (!need[0]) return;
         if (mask is null) { grads[0] = dy; return; }
-        var dx = new float[dy.Length];
-        TensorPrimitives.Multiply(dy.Data, mask, dx);
-        grads[0] = Tensor.Float(dy.Shape, dx);
-    }
-}
-
-internal static class MathExtra
-{
-    /// <summary>
-    /// erf(x) in double precision from the everywhere-convergent series with positive terms
-    /// erf(x) = 2/sqrt(pi) · exp(-x²) · Σ 2ⁿ x^(2n+1) / (1·3·…·(2n+1)); beyond |x| = 5.5, erfc is below 1e-14.
-    /// </summary>
-    public static double Erf(double x)
-    {
-        double ax = Math.Abs(x);
-        if (ax >= 5.5) return Math.Sign(x);
-        double x2 = ax * ax, term = ax, sum = ax;
-        for (int n = 1; n < 400; n++)
-        {
-            term *= 2 * x2 / (2 * n + 1);
-            sum += term;
-            if (term < 1e-17 * sum) break;
-        }
-        double r = 2 / Math.Sqrt(Math.PI) * Math.Exp(-x2) * sum;
-        return x < 0 ? -Math.Min(r, 1) : Math.Min(r, 1);
+        var dx = NewTensor(dy.Shape);
+        TensorPrimitives.Multiply(dy.Data, mask, dx.Data);
+        grads[0] = dx;
     }
 }

@@ -25,12 +25,13 @@ internal sealed class ClipKernel : TrainOp
     {
         var x = FloatInput(inputs, 0);
         var (lo, hi, a, b) = Params(inputs);
-        var y = new float[x.Length];
+        var yt = NewTensor(x.Shape);
+        var y = yt.Data;
         if (a != 1f || b != 0f) { TensorPrimitives.Multiply(x.Data, a, y); TensorPrimitives.Add(y, b, y); }
         else x.Data.CopyTo(y, 0);
         TensorPrimitives.Max(y, lo, y);
         TensorPrimitives.Min(y, hi, y);
-        return [Tensor.Float(x.Shape, y)];
+        return [yt];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
@@ -38,13 +39,14 @@ internal sealed class ClipKernel : TrainOp
         if (!need[0]) return;
         var x = inputs[0]!.Data;
         var (lo, hi, a, b) = Params(inputs);
-        var dx = new float[x.Length];
+        var dxt = NewTensor(inputs[0]!.Shape);
+        var dx = dxt.Data;
         for (int i = 0; i < x.Length; i++)
         {
             float v = a * x[i] + b;
             dx[i] = v > lo && v < hi ? a * dy.Data[i] : 0f;
         }
-        grads[0] = Tensor.Float(inputs[0]!.Shape, dx);
+        grads[0] = dxt;
     }
 }
 
@@ -58,21 +60,28 @@ internal sealed class PowKernel : TrainOp
         var a = FloatInput(inputs, 0); var b = Required(inputs, 1);
         var shape = Broadcast.Shape(a.Shape, b.Shape, Name);
         var bf = b.FloatValues();
-        var y = new float[Tensor.Count(shape)];
+        var yt = NewTensor(shape);
+        var y = yt.Data;
         if (bf.Length == 1 && a.Length == y.Length)
         {
             float e = bf[0];
             if (e == 2f) TensorPrimitives.Multiply(a.Data, a.Data, y);
             else for (int i = 0; i < y.Length; i++) y[i] = MathF.Pow(a.Data[i], e);
-            return [Tensor.Float(shape, y)];
+            return [yt];
         }
         var ab = Expand(a.Data, a.Shape, shape); var bb = Expand(bf, b.Shape, shape);
         for (int i = 0; i < y.Length; i++) y[i] = MathF.Pow(ab[i], bb[i]);
-        return [Tensor.Float(shape, y)];
+        return [yt];
     }
 
-    internal static float[] Expand(float[] v, int[] from, int[] to) =>
-        v.Length == Tensor.Count(to) ? v : Broadcast.Apply(Broadcast.BinaryOp.Add, v, from, [0f], [1], to);
+    /// <summary><paramref name="v"/> broadcast to <paramref name="to"/> (itself when it already has that size).</summary>
+    internal static float[] Expand(float[] v, int[] from, int[] to)
+    {
+        if (v.Length == Tensor.Count(to)) return v;
+        var r = new float[Tensor.Count(to)];
+        Broadcast.Apply(Broadcast.BinaryOp.Add, v, from, [0f], [1], to, r);
+        return r;
+    }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
     {
@@ -82,16 +91,25 @@ internal sealed class PowKernel : TrainOp
         var y = outputs[0].Data;
         if (need[0])
         {
-            var g = new float[y.Length];
+            var g = Arena.Rent(y.Length);
             for (int i = 0; i < g.Length; i++) g[i] = dy.Data[i] * bb[i] * (bb[i] == 2f ? ab[i] : MathF.Pow(ab[i], bb[i] - 1));
-            grads[0] = Tensor.Float(a.Shape, Broadcast.Reduce(g, shape, a.Shape));
+            grads[0] = SumTo(g, shape, a.Shape);
         }
         if (need[1] && !b.IsInt)
         {
-            var g = new float[y.Length];
+            var g = Arena.Rent(y.Length);
             for (int i = 0; i < g.Length; i++) g[i] = ab[i] > 0 ? dy.Data[i] * y[i] * MathF.Log(ab[i]) : 0f;
-            grads[1] = Tensor.Float(b.Shape, Broadcast.Reduce(g, shape, b.Shape));
+            grads[1] = SumTo(g, shape, b.Shape);
         }
+    }
+
+    Tensor SumTo(float[] g, int[] shape, int[] to)
+    {
+        if (g.Length == Tensor.Count(to)) return Tensor.Float(to, g);
+        var r = NewTensor(to);
+        Broadcast.Reduce(g, shape, to, r.Data);
+        Arena.Return(g);
+        return r;
     }
 }
 
@@ -126,9 +144,10 @@ internal sealed class ReduceKernel : TrainOp
     {
         var x = FloatInput(inputs, 0);
         var (kept, outShape, count) = Plan(inputs, x.Shape);
-        var s = Broadcast.Reduce(x.Data, x.Shape, kept);
-        if (mean && count > 0) TensorPrimitives.Multiply(s, 1f / count, s);
-        return [Tensor.Float(outShape, s)];
+        var s = NewTensor(outShape);
+        Broadcast.Reduce(x.Data, x.Shape, kept, s.Data);
+        if (mean && count > 0) TensorPrimitives.Multiply(s.Data, 1f / count, s.Data);
+        return [s];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
@@ -136,9 +155,9 @@ internal sealed class ReduceKernel : TrainOp
         if (!need[0]) return;
         var x = inputs[0]!;
         var (kept, _, count) = Plan(inputs, x.Shape);
-        var g = (float[])dy.Data.Clone();
-        if (mean && count > 0) TensorPrimitives.Multiply(g, 1f / count, g);
-        grads[0] = Tensor.Float(x.Shape, PowKernel.Expand(g, kept, x.Shape));
+        var dx = NewTensor(x.Shape);
+        Broadcast.Apply(Broadcast.BinaryOp.Mul, dy.Data, kept, [mean && count > 0 ? 1f / count : 1f], [1], x.Shape, dx.Data);
+        grads[0] = dx;
     }
 }
 
@@ -202,7 +221,9 @@ internal sealed class SliceKernel : TrainOp
         var (start, step, outShape) = Plan(inputs, x.Shape);
         var offsets = Offsets(x.Shape, start, step, outShape);
         if (x.IsInt) return [Tensor.Int64(outShape, offsets.Select(i => x.Ints![i]).ToArray())];
-        return [Tensor.Float(outShape, offsets.Select(i => x.Data[i]).ToArray())];
+        var y = NewTensor(outShape);
+        for (int o = 0; o < offsets.Length; o++) y.Data[o] = x.Data[offsets[o]];
+        return [y];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
@@ -211,9 +232,9 @@ internal sealed class SliceKernel : TrainOp
         var x = inputs[0]!;
         var (start, step, outShape) = Plan(inputs, x.Shape);
         var offsets = Offsets(x.Shape, start, step, outShape);
-        var dx = new float[x.Length];
-        for (int o = 0; o < offsets.Length; o++) dx[offsets[o]] += dy.Data[o];
-        grads[0] = Tensor.Float(x.Shape, dx);
+        var dx = NewZeroed(x.Shape);
+        for (int o = 0; o < offsets.Length; o++) dx.Data[offsets[o]] += dy.Data[o];
+        grads[0] = dx;
     }
 }
 
@@ -248,10 +269,10 @@ internal sealed class GatherKernel : TrainOp
                 for (int j = 0; j < rows.Length; j++) Array.Copy(data.Ints!, (o * len + rows[j]) * inner, r, (o * rows.Length + j) * inner, inner);
             return [Tensor.Int64(shape, r)];
         }
-        var y = new float[outer * rows.Length * inner];
+        var y = NewTensor(shape);
         for (int o = 0; o < outer; o++)
-            for (int j = 0; j < rows.Length; j++) Array.Copy(data.Data, (o * len + rows[j]) * inner, y, (o * rows.Length + j) * inner, inner);
-        return [Tensor.Float(shape, y)];
+            for (int j = 0; j < rows.Length; j++) Array.Copy(data.Data, (o * len + rows[j]) * inner, y.Data, (o * rows.Length + j) * inner, inner);
+        return [y];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
@@ -263,14 +284,14 @@ internal sealed class GatherKernel : TrainOp
         int outer = 1; for (int i = 0; i < axis; i++) outer *= data.Shape[i];
         int inner = 1; for (int i = axis + 1; i < data.Rank; i++) inner *= data.Shape[i];
         int len = data.Shape[axis];
-        var dx = new float[data.Length];
+        var dx = NewZeroed(data.Shape);
         for (int o = 0; o < outer; o++)
             for (int j = 0; j < indices.Length; j++)
             {
                 int ix = (int)(indices[j] < 0 ? indices[j] + len : indices[j]);
-                var dst = dx.AsSpan((o * len + ix) * inner, inner);
+                var dst = dx.Data.AsSpan((o * len + ix) * inner, inner);
                 TensorPrimitives.Add(dst, dy.Data.AsSpan((o * indices.Length + j) * inner, inner), dst);
             }
-        grads[0] = Tensor.Float(data.Shape, dx);
+        grads[0] = dx;
     }
 }

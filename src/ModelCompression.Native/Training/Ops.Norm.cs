@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx.Proto;
 
 namespace ModelCompression.Native.Training;
@@ -30,12 +31,13 @@ internal sealed class BatchNormKernel : TrainOp
         var mean = FloatInput(inputs, 3).Data; var variance = FloatInput(inputs, 4).Data;
         if (x.Rank < 2) throw Error("TrainingShapeMismatch", $"input {ShapeText(x.Shape)} has no channel dimension.");
         int n = x.Shape[0], c = x.Shape[1], size = x.Length / Math.Max(1, n * c);
-        var y = new float[x.Length];
+        var yt = NewTensor(x.Shape);
+        var y = yt.Data;
         usedBatchStats = ctx.Training;
         invStd = new float[c];
         if (ctx.Training)
         {
-            xhat = new float[x.Length];
+            xhat = Arena.Rent(x.Length);
             int count = n * size;
             for (int ch = 0; ch < c; ch++)
             {
@@ -82,7 +84,7 @@ internal sealed class BatchNormKernel : TrainOp
                 }
             }
         }
-        return [Tensor.Float(x.Shape, y)];
+        return [yt];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
@@ -90,7 +92,7 @@ internal sealed class BatchNormKernel : TrainOp
         var x = inputs[0]!;
         var scale = inputs[1]!.Data;
         int n = x.Shape[0], c = x.Shape[1], size = x.Length / Math.Max(1, n * c);
-        var dx = need[0] ? new float[x.Length] : null;
+        var dx = need[0] ? Arena.Rent(x.Length) : null;
         var dscale = new float[c]; var dbias = new float[c];
         for (int ch = 0; ch < c; ch++)
         {
@@ -126,7 +128,11 @@ internal sealed class BatchNormKernel : TrainOp
     }
 }
 
-/// <summary>LayerNormalization over the trailing dimensions from axis (default -1), with scale and optional bias.</summary>
+/// <summary>
+/// LayerNormalization over the trailing dimensions from axis (default -1), with scale and optional bias. Rows are
+/// independent, so both passes run rows in parallel; the scale and bias gradients are summed per fixed piece of rows
+/// and then in order, so they do not depend on the thread count.
+/// </summary>
 internal sealed class LayerNormKernel : TrainOp
 {
     readonly float epsilon;
@@ -154,48 +160,72 @@ internal sealed class LayerNormKernel : TrainOp
         var bias = inputs.Length > 2 ? inputs[2] : null;
         var (outer, inner) = Layout(x.Shape);
         if (scale.Length != inner) throw Unsupported($"a scale of shape {ShapeText(scale.Shape)} for normalized size {inner}");
-        var y = new float[x.Length];
-        xhat = new float[x.Length];
-        invStd = new float[outer];
-        for (int o = 0; o < outer; o++)
+        var y = NewTensor(x.Shape);
+        var h = xhat = Arena.Rent(x.Length);
+        var inv = invStd = Arena.Rent(outer);
+        Parallelism.For(outer, Math.Max(1, Broadcast.Grain / Math.Max(1, inner)), (o0, o1) =>
         {
-            var src = x.Data.AsSpan(o * inner, inner);
-            float mu = TensorPrimitives.Sum(src) / inner;
-            var h = xhat.AsSpan(o * inner, inner);
-            TensorPrimitives.Subtract(src, mu, h);
-            float var = TensorPrimitives.SumOfSquares(h) / inner;
-            float inv = 1f / MathF.Sqrt(var + epsilon);
-            invStd[o] = inv;
-            TensorPrimitives.Multiply(h, inv, h);
-            var dst = y.AsSpan(o * inner, inner);
-            TensorPrimitives.Multiply(h, scale.Data, dst);
-            if (bias is not null) TensorPrimitives.Add(dst, bias.Data, dst);
-        }
-        return [Tensor.Float(x.Shape, y)];
+            for (int o = o0; o < o1; o++)
+            {
+                var src = x.Data.AsSpan(o * inner, inner);
+                float mu = TensorPrimitives.Sum(src) / inner;
+                var hs = h.AsSpan(o * inner, inner);
+                TensorPrimitives.Subtract(src, mu, hs);
+                float var = TensorPrimitives.SumOfSquares(hs) / inner;
+                float r = 1f / MathF.Sqrt(var + epsilon);
+                inv[o] = r;
+                TensorPrimitives.Multiply(hs, r, hs);
+                var dst = y.Data.AsSpan(o * inner, inner);
+                TensorPrimitives.Multiply(hs, scale.Data, dst);
+                if (bias is not null) TensorPrimitives.Add(dst, bias.Data, dst);
+            }
+        });
+        return [y];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
     {
         var x = inputs[0]!; var scale = inputs[1]!;
         var (outer, inner) = Layout(x.Shape);
-        var dx = need[0] ? new float[x.Length] : null;
-        var dscale = new float[inner]; var dbias = new float[inner];
-        var dh = new float[inner];
-        for (int o = 0; o < outer; o++)
+        var dx = need[0] ? NewTensor(x.Shape) : null;
+        var h = xhat!; var inv = invStd!;
+        int pieces = Math.Clamp(x.Length / Broadcast.Grain, 1, 16);
+        var partial = new float[pieces * 2 * inner];   // per piece: dscale, then dbias
+        Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Parallelism.Threads }, p =>
         {
-            var g = dy.Data.AsSpan(o * inner, inner);
-            var h = xhat!.AsSpan(o * inner, inner);
-            TensorPrimitives.Add(dbias, g, dbias);
-            TensorPrimitives.MultiplyAdd(g, h, dscale, dscale);
-            if (dx is null) continue;
-            TensorPrimitives.Multiply(g, scale.Data, dh);
-            float mean = TensorPrimitives.Sum(dh) / inner;
-            float meanH = TensorPrimitives.Dot(dh, h) / inner;
-            var d = dx.AsSpan(o * inner, inner);
-            for (int i = 0; i < inner; i++) d[i] = invStd![o] * (dh[i] - mean - h[i] * meanH);
+            var dscale = partial.AsSpan(p * 2 * inner, inner);
+            var dbias = partial.AsSpan((p * 2 + 1) * inner, inner);
+            var dh = new float[inner];
+            for (int o = (int)((long)outer * p / pieces), end = (int)((long)outer * (p + 1) / pieces); o < end; o++)
+            {
+                var g = dy.Data.AsSpan(o * inner, inner);
+                var hs = h.AsSpan(o * inner, inner);
+                TensorPrimitives.Add(dbias, g, dbias);
+                TensorPrimitives.MultiplyAdd(g, hs, dscale, dscale);
+                if (dx is null) continue;
+                // dx = invStd · (dh − mean(dh) − h·mean(dh·h)), dh = g·scale
+                TensorPrimitives.Multiply(g, scale.Data, dh);
+                float mean = TensorPrimitives.Sum(dh) / inner;
+                float meanH = TensorPrimitives.Dot(dh, hs) / inner;
+                var d = dx.Data.AsSpan(o * inner, inner);
+                TensorPrimitives.Subtract(dh, mean, d);
+                TensorPrimitives.MultiplyAdd(hs, -meanH, d, d);
+                TensorPrimitives.Multiply(d, inv[o], d);
+            }
+        });
+        if (dx is not null) grads[0] = dx;
+        bool wantScale = need[1], wantBias = inputs.Length > 2 && inputs[2] is not null && need[2];
+        if (wantScale || wantBias)
+        {
+            var ds = NewZeroed(scale.Shape);
+            var dbs = wantBias ? NewZeroed(inputs[2]!.Shape) : null;
+            for (int p = 0; p < pieces; p++)
+            {
+                TensorPrimitives.Add(ds.Data, partial.AsSpan(p * 2 * inner, inner), ds.Data);
+                if (dbs is not null) TensorPrimitives.Add(dbs.Data, partial.AsSpan((p * 2 + 1) * inner, inner), dbs.Data);
+            }
+            if (wantScale) grads[1] = ds;
+            if (dbs is not null) grads[2] = dbs;
         }
-        if (dx is not null) grads[0] = Tensor.Float(x.Shape, dx);
-        if (need[1]) grads[1] = Tensor.Float(scale.Shape, dscale);
-        if (inputs.Length > 2 && inputs[2] is { } b && need[2]) grads[2] = Tensor.Float(b.Shape, dbias);
     }
 }

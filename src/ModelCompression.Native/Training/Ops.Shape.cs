@@ -1,3 +1,4 @@
+using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
@@ -77,7 +78,7 @@ internal sealed class TransposeKernel : TrainOp
 
     int[] Perm(int rank) => Ints("perm")?.Select(p => (int)p).ToArray() ?? Enumerable.Range(0, rank).Reverse().ToArray();
 
-    internal static Tensor Permute(Tensor x, int[] perm)
+    internal static Tensor Permute(Tensor x, int[] perm, TensorArena arena)
     {
         int rank = x.Rank;
         var outShape = perm.Select(p => x.Shape[p]).ToArray();
@@ -86,9 +87,9 @@ internal sealed class TransposeKernel : TrainOp
         for (int i = rank - 1; i >= 0; i--) { inStrides[i] = st; st *= x.Shape[i]; }
         var srcStride = perm.Select(p => inStrides[p]).ToArray();
         int n = x.Length;
-        var idx = new int[rank];
         if (x.IsInt)
         {
+            var idx = new int[rank];
             var r = new long[n];
             for (int o = 0; o < n; o++)
             {
@@ -98,16 +99,25 @@ internal sealed class TransposeKernel : TrainOp
             }
             return Tensor.Int64(outShape, r);
         }
-        var y = new float[n];
+        var y = arena.Rent(n);
         if (rank == 0 || n == 0) return Tensor.Float(outShape, y);
         int inner = outShape[rank - 1], innerStride = srcStride[rank - 1];
-        for (int o = 0; o < n; o += inner)
+        int rows = n / inner;
+        var src = x.Data;
+        // rows of the output in parallel pieces; each row is a copy (inner dimension kept) or a strided gather
+        Parallelism.For(rows, Math.Max(1, (1 << 14) / Math.Max(1, inner)), (r0, r1) =>
         {
-            int i = 0; for (int d = 0; d < rank - 1; d++) i += idx[d] * srcStride[d];
-            if (innerStride == 1) Array.Copy(x.Data, i, y, o, inner);
-            else for (int k = 0; k < inner; k++) y[o + k] = x.Data[i + k * innerStride];
-            for (int d = rank - 2; d >= 0; d--) { if (++idx[d] < outShape[d]) break; idx[d] = 0; }
-        }
+            var idx = new int[rank];
+            for (int d = rank - 2, r = r0; d >= 0; d--) { idx[d] = r % outShape[d]; r /= outShape[d]; }
+            for (int row = r0; row < r1; row++)
+            {
+                int i = 0; for (int d = 0; d < rank - 1; d++) i += idx[d] * srcStride[d];
+                int o = row * inner;
+                if (innerStride == 1) Array.Copy(src, i, y, o, inner);
+                else for (int k = 0; k < inner; k++) y[o + k] = src[i + k * innerStride];
+                for (int d = rank - 2; d >= 0; d--) { if (++idx[d] < outShape[d]) break; idx[d] = 0; }
+            }
+        });
         return Tensor.Float(outShape, y);
     }
 
@@ -116,7 +126,7 @@ internal sealed class TransposeKernel : TrainOp
         var x = Required(inputs, 0);
         var perm = Perm(x.Rank);
         if (perm.Length != x.Rank) throw Error("TrainingShapeMismatch", $"perm [{string.Join(",", perm)}] does not match rank {x.Rank}.");
-        return [Permute(x, perm)];
+        return [Permute(x, perm, Arena)];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
@@ -125,7 +135,7 @@ internal sealed class TransposeKernel : TrainOp
         var perm = Perm(dy.Rank);
         var inverse = new int[perm.Length];
         for (int i = 0; i < perm.Length; i++) inverse[perm[i]] = i;
-        grads[0] = Permute(dy, inverse);
+        grads[0] = Permute(dy, inverse, Arena);
     }
 }
 
@@ -163,16 +173,16 @@ internal sealed class ConcatKernel : TrainOp
             }
             return [Tensor.Int64(shape, r)];
         }
-        var y = new float[Tensor.Count(shape)];
+        var y = NewTensor(shape);
         int offset = 0;
         foreach (var t in xs)
         {
             var v = t.FloatValues();
             int row = t.Shape[axis] * inner;
-            for (int o = 0; o < outer; o++) Array.Copy(v, o * row, y, o * rowOut + offset, row);
+            for (int o = 0; o < outer; o++) Array.Copy(v, o * row, y.Data, o * rowOut + offset, row);
             offset += row;
         }
-        return [Tensor.Float(shape, y)];
+        return [y];
     }
 
     public override void Backward(Tensor?[] inputs, Tensor[] outputs, Tensor dy, bool[] need, Tensor?[] grads)
@@ -188,9 +198,9 @@ internal sealed class ConcatKernel : TrainOp
             int row = t.Shape[axis] * inner;
             if (need[k])
             {
-                var g = new float[t.Length];
-                for (int o = 0; o < outer; o++) Array.Copy(dy.Data, o * rowOut + offset, g, o * row, row);
-                grads[k] = Tensor.Float(t.Shape, g);
+                var g = NewTensor(t.Shape);
+                for (int o = 0; o < outer; o++) Array.Copy(dy.Data, o * rowOut + offset, g.Data, o * row, row);
+                grads[k] = g;
             }
             offset += row;
         }
@@ -240,6 +250,7 @@ internal sealed class ShapeOpKernel : TrainOp
                     {
                         DT.Float => [Tensor.Float(x.Shape, (float[])x.FloatValues().Clone())],
                         DT.Int64 or DT.Int32 => [Tensor.Int64(x.Shape, x.IntValues())],
+                        DT.Bool => [Tensor.Int64(x.Shape, x.IsInt ? Array.ConvertAll(x.Ints!, v => v != 0 ? 1L : 0L) : Array.ConvertAll(x.Data, v => v != 0f ? 1L : 0L))],
                         _ => throw Unsupported($"Cast to {ElementTypes.Name((int)to)}"),
                     };
                 }

@@ -14,13 +14,22 @@ internal sealed class PassContext
 /// <summary>
 /// One ONNX node made executable and differentiable. Forward computes the outputs and keeps what backward needs
 /// in the op's own fields (the graph runs one pass at a time); Backward turns the gradient of output 0 into
-/// gradients for the inputs that need one.
+/// gradients for the inputs that need one. Ops never write into their inputs or into the gradient they are given
+/// (a gradient may share storage with another: Reshape passes it through), and take new buffers from <see cref="Arena"/>.
 /// </summary>
 internal abstract class TrainOp
 {
     protected TrainOp(NodeProto node) { Node = node; }
 
     public NodeProto Node { get; }
+
+    /// <summary>Where the op's outputs and gradients come from; the graph sets its own (recycled every pass).</summary>
+    public TensorArena Arena { get; set; } = TensorArena.Unpooled;
+
+    /// <summary>A float tensor of <paramref name="shape"/> from the arena, contents unspecified.</summary>
+    protected Tensor NewTensor(int[] shape) => Tensor.Float(shape, Arena.Rent(Tensor.Count(shape)));
+
+    protected Tensor NewZeroed(int[] shape) => Tensor.Float(shape, Arena.RentZeroed(Tensor.Count(shape)));
     public string Name => string.IsNullOrEmpty(Node.Name) ? Node.OpType + "(" + string.Join(",", Node.Output) + ")" : Node.Name;
 
     /// <summary>Whether gradients flow through the op at all (shape computations do not).</summary>

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics.Tensors;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
@@ -23,7 +24,12 @@ public sealed class TrainingParameter
     public bool Trainable { get; internal set; }
     /// <summary>Whether a gradient reaches it from the outputs.</summary>
     public bool ReceivesGradient { get; internal set; }
+    /// <summary>An additive attention mask stored as an initializer (see <see cref="TrainingGraph.IsAdditiveMask"/>): a constant, never trained.</summary>
+    public bool IsMask { get; internal set; }
 }
+
+/// <summary>Time spent in the nodes of one op type since the graph was loaded (or <see cref="TrainingGraph.ResetTiming"/>).</summary>
+public sealed record OpTiming(string OpType, int Nodes, double ForwardSeconds, double BackwardSeconds);
 
 public sealed record TrainingGraphOptions
 {
@@ -50,7 +56,8 @@ public sealed class TrainingGraph
         "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "Erf", "Neg", "Exp", "Sqrt",
         "Softmax", "LogSoftmax", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape",
         "Transpose", "Concat", "LayerNormalization", "Dropout", "Identity", "Squeeze", "Unsqueeze", "Constant", "Shape", "Gather", "Cast",
-        "Clip", "HardSigmoid", "Pow", "ReduceMean", "ReduceSum", "Slice", "Range",
+        "Clip", "HardSigmoid", "Pow", "ReduceMean", "ReduceSum", "Slice", "Range", "Where", "Expand", "Trilu", "ConstantOfShape",
+        "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
     };
 
     readonly TrainOp[] ops;
@@ -62,6 +69,8 @@ public sealed class TrainingGraph
     readonly int[] inputIds, outputIds;
     readonly Dictionary<int, TrainingParameter> paramById = [];
     readonly PassContext context = new();
+    readonly TensorArena arena = new();
+    readonly long[] forwardTicks, backwardTicks;
     Tensor?[]? values;
 
     public IReadOnlyList<TrainingParameter> Parameters { get; }
@@ -114,7 +123,8 @@ public sealed class TrainingGraph
             initValues[id] = value;
             if ((DT)t.DataType == DT.Float)
             {
-                var p = new TrainingParameter(t.Name, value, !freeze.Contains(t.Name));
+                bool mask = IsAdditiveMask(value.Data);
+                var p = new TrainingParameter(t.Name, value, !freeze.Contains(t.Name) && !mask) { IsMask = mask };
                 parameters.Add(p);
                 paramById[id] = p;
             }
@@ -154,6 +164,7 @@ public sealed class TrainingGraph
         {
             var n = ordered[i];
             ops[i] = Create(n);
+            ops[i].Arena = arena;
             nodeInputs[i] = n.Input.Select(s => s.Length == 0 ? -1 : Id(s)).ToArray();
             nodeOutputs[i] = n.Output.Select(s => s.Length == 0 ? -1 : Id(s)).ToArray();
         }
@@ -175,7 +186,29 @@ public sealed class TrainingGraph
             if (any) foreach (int o in nodeOutputs[i]) if (o >= 0) requiresGrad[o] = true;
         }
         Parameters = parameters;
+        forwardTicks = new long[ops.Length];
+        backwardTicks = new long[ops.Length];
         MarkReachable();
+    }
+
+    /// <summary>
+    /// Whether a float tensor is an additive mask rather than a weight: it holds exactly two values, 0 and a large
+    /// negative one (at most -1e4, or -infinity), both present. Exporters store causal attention masks this way
+    /// (PyTorch buffers become initializers); training one would turn it into a learned attention bias.
+    /// </summary>
+    public static bool IsAdditiveMask(ReadOnlySpan<float> values)
+    {
+        if (values.Length < 4) return false;
+        bool zero = false, negative = false;
+        float other = float.NaN;
+        foreach (float v in values)
+        {
+            if (v == 0f) { zero = true; continue; }
+            if (!(v <= -1e4f)) return false;
+            if (negative && v != other) return false;
+            negative = true; other = v;
+        }
+        return zero && negative;
     }
 
     /// <summary>Marks which parameters a gradient can reach from the outputs.</summary>
@@ -234,12 +267,21 @@ public sealed class TrainingGraph
         "ReduceSum" => new ReduceKernel(n, false, Opset),
         "Slice" => new SliceKernel(n, Opset),
         "Gather" => new GatherKernel(n),
+        "Where" => new WhereKernel(n),
+        "Expand" => new ExpandKernel(n),
+        "Trilu" => new TriluKernel(n),
+        "ConstantOfShape" or "Equal" or "Less" or "LessOrEqual" or "Greater" or "GreaterOrEqual" or "Not" or "And" or "Or" or "Xor" => new LogicKernel(n),
         _ => new ShapeOpKernel(n),
     };
 
-    /// <summary>Runs the graph. Training mode uses batch statistics (and updates running ones) and active dropout.</summary>
+    /// <summary>
+    /// Runs the graph. Training mode uses batch statistics (and updates running ones) and active dropout. The outputs
+    /// (and every value of the pass) live in buffers that the next call reuses: read or copy them before calling again.
+    /// </summary>
     public IReadOnlyList<Tensor> Forward(IReadOnlyDictionary<string, Tensor> inputs, bool training)
     {
+        arena.ReturnAll();
+        lastGrads = null;
         var v = (Tensor?[])constants.Clone();
         foreach (var name in InputNames)
         {
@@ -253,11 +295,13 @@ public sealed class TrainingGraph
             var ins = new Tensor?[nodeInputs[i].Length];
             for (int k = 0; k < ins.Length; k++) ins[k] = nodeInputs[i][k] < 0 ? null : v[nodeInputs[i][k]];
             Tensor[] outs;
+            long t0 = Stopwatch.GetTimestamp();
             try { outs = ops[i].Forward(ins, context); }
             catch (ArgumentException e)
             {
                 throw new EngineException("TrainingShapeMismatch", EngineErrorKind.InvalidData, $"Node '{ops[i].Name}' ({ops[i].Node.OpType}): {e.Message}", e);
             }
+            forwardTicks[i] += Stopwatch.GetTimestamp() - t0;
             for (int k = 0; k < nodeOutputs[i].Length && k < outs.Length; k++)
                 if (nodeOutputs[i][k] >= 0) v[nodeOutputs[i][k]] = outs[k];
         }
@@ -295,6 +339,7 @@ public sealed class TrainingGraph
             for (int k = 0; k < ins.Length; k++) ins[k] = inIds[k] < 0 ? null : v[inIds[k]];
             var outs = nodeOutputs[i].Select(o => o < 0 ? Tensor.Zeros([0]) : v[o]!).ToArray();
             var dx = new Tensor?[inIds.Length];
+            long t0 = Stopwatch.GetTimestamp();
             op.Backward(ins, outs, dy, need, dx);
             for (int k = 0; k < inIds.Length; k++)
             {
@@ -302,13 +347,21 @@ public sealed class TrainingGraph
                 int id = inIds[k];
                 if (grads[id] is { } prior)
                 {
-                    var sum = new float[prior.Length];
+                    // a value read by several nodes: its gradients add up (into a new buffer: either may share storage)
+                    var sum = arena.Rent(prior.Length);
                     TensorPrimitives.Add(prior.Data, g.Data, sum);
                     grads[id] = Tensor.Float(prior.Shape, sum);
+                    Release(grads, prior.Data);
+                    Release(grads, g.Data);
                 }
                 else grads[id] = g;
             }
-            if (!OutputNamesContain(out0)) grads[out0] = null;
+            if (!OutputNamesContain(out0))
+            {
+                grads[out0] = null;
+                Release(grads, dy.Data);
+            }
+            backwardTicks[i] += Stopwatch.GetTimestamp() - t0;
         }
         foreach (var (id, p) in paramById)
         {
@@ -320,6 +373,32 @@ public sealed class TrainingGraph
 
     Tensor?[]? lastGrads;
     bool OutputNamesContain(int id) => Array.IndexOf(outputIds, id) >= 0;
+
+    /// <summary>Gives a gradient's buffer back to the arena once no gradient still held shares it (Reshape passes buffers through).</summary>
+    void Release(Tensor?[] grads, float[] data)
+    {
+        if (!arena.Owns(data)) return;
+        foreach (var g in grads) if (g is not null && ReferenceEquals(g.Data, data)) return;
+        arena.Return(data);
+    }
+
+    /// <summary>Seconds spent per op type in forward and backward passes, slowest first (for profiling).</summary>
+    public IReadOnlyList<OpTiming> TimingByOpType()
+    {
+        double f = Stopwatch.Frequency;
+        return Enumerable.Range(0, ops.Length).GroupBy(i => ops[i].Node.OpType)
+            .Select(g => new OpTiming(g.Key, g.Count(), g.Sum(i => forwardTicks[i]) / f, g.Sum(i => backwardTicks[i]) / f))
+            .OrderByDescending(t => t.ForwardSeconds + t.BackwardSeconds).ToList();
+    }
+
+    public void ResetTiming()
+    {
+        Array.Clear(forwardTicks);
+        Array.Clear(backwardTicks);
+    }
+
+    /// <summary>Bytes the graph keeps for activations and gradients between passes.</summary>
+    public long WorkspaceBytes => arena.Bytes;
 
     /// <summary>Gradient of a graph input after <see cref="Backward"/> (needs <see cref="TrainingGraphOptions.InputGradients"/>).</summary>
     public Tensor? InputGradient(string name) => lastGrads is not null && valueIndex.TryGetValue(name, out int id) ? lastGrads[id] : null;

@@ -265,12 +265,12 @@ public class DistillationTests(ITestOutputHelper output)
         using (var cts = new CancellationTokenSource())
         {
             Assert.ThrowsAny<OperationCanceledException>(() => Distiller.Distill(teacher, student, train, valid,
-                new DistillationOptions { Epochs = 50 }, p => { if (p.Epoch == 2) cts.Cancel(); }, cts.Token));
+                new DistillationOptions { Epochs = 50 }, p => { if (p.Metrics?.Epoch == 2) cts.Cancel(); }, cts.Token));
         }
         using (var cts = new CancellationTokenSource())
         {
             var result = Distiller.Distill(teacher, student, train, valid, new DistillationOptions { Epochs = 50, Partial = true },
-                p => { if (p.Epoch == 2) cts.Cancel(); }, cts.Token);
+                p => { if (p.Metrics?.Epoch == 2) cts.Cancel(); }, cts.Token);
             Assert.True(result.Cancelled);
             Assert.Equal(2, result.Epochs.Count);
             Assert.InRange(result.BestEpoch, 1, 2);

@@ -25,6 +25,7 @@ public class GemmTests
     [InlineData(40, 47, 130)]
     [InlineData(50, 90, 260)]
     [InlineData(3, 700, 9)]
+    [InlineData(24, 40, 1200)]   // a small C over a long K: cut along K (weight gradients)
     public void MatchesReferenceForAllTransposesAlphaBeta(int m, int n, int k)
     {
         // every micro-kernel this machine can run: Vector512, Vector256 and the portable rows
@@ -71,11 +72,12 @@ public class GemmTests
         Assert.Equal(a, c);
     }
 
-    [Fact]
-    public void SameResultWithOneOrAllThreads()
+    [Theory]
+    [InlineData(300, 280, 600)]
+    [InlineData(64, 48, 4096)]
+    public void SameResultWithOneOrAllThreads(int m, int n, int k)
     {
         var rng = new Random(5);
-        int m = 300, n = 280, k = 600;
         var a = TestModels.RandomWeights(rng, m * k, 1f);
         var b = TestModels.RandomWeights(rng, k * n, 1f);
         var c1 = new float[m * n]; var c2 = new float[m * n];
@@ -84,5 +86,27 @@ public class GemmTests
         try { Gemm.MaxThreads = 1; Gemm.Multiply(m, n, k, a, b, c2); }
         finally { Gemm.MaxThreads = saved; }
         Assert.Equal(c1, c2);
+    }
+
+    [Theory]
+    [InlineData(false, false, 10)]   // [batch, m, k] x [batch, k, n]
+    [InlineData(false, true, 10)]    // B transposed (attention's Q·Kᵀ)
+    [InlineData(true, false, 0)]     // one B shared by every product
+    public void BatchedProductsEqualOneProductEach(bool transA, bool transB, int strideBFactor)
+    {
+        // 40 products of 32x32x24: together above the parallel threshold, so they are spread over the cores whole
+        int batch = 40, m = 32, n = 32, k = 24;
+        var rng = new Random(9);
+        int sa = m * k, sb = strideBFactor == 0 ? 0 : k * n, sc = m * n + 5;
+        var a = TestModels.RandomWeights(rng, batch * sa, 1f);
+        var b = TestModels.RandomWeights(rng, Math.Max(1, batch * sb) + k * n, 1f);
+        var c = TestModels.RandomWeights(rng, batch * sc, 1f);
+        var expected = (float[])c.Clone();
+        int lda = transA ? m : k, ldb = transB ? k : n;
+        for (int i = 0; i < batch; i++)
+            Gemm.Multiply(transA, transB, m, n, k, 0.5f, a.AsSpan(i * sa), lda, b.AsSpan(i * sb), ldb, 0.25f, expected.AsSpan(i * sc), n);
+        Gemm.MultiplyBatched(batch, transA, transB, m, n, k, 0.5f, a, sa, lda, b, sb, ldb, 0.25f, c, sc, n);
+        Assert.Equal(expected, c);
+        Assert.Throws<ArgumentException>(() => Gemm.MultiplyBatched(batch, transA, transB, m, n, k, 1f, a, sa, lda, b, sb, ldb, 0f, c, m * n - 1, n));
     }
 }

@@ -18,7 +18,7 @@ public class OpGradientTests
 
     static Case Make(string name)
     {
-        var rng = new Random(name.GetHashCode(StringComparison.Ordinal) & 0xffff);
+        var rng = new Random(name.Aggregate(17, (h, ch) => unchecked(h * 31 + ch)) & 0xffff);   // string.GetHashCode differs from run to run
         float[] R(int n, float s = 1f) => TestModels.RandomWeights(rng, n, s);
         GraphBuilder G(params object[] xshape) => new GraphBuilder(name).Input("x", DT.Float, xshape).Output("y", DT.Float);
         GraphBuilder b;
@@ -182,6 +182,53 @@ public class OpGradientTests
                     b.Node("Mul", [b.Node("Add", [e, pos]), "x"], ["y"]);
                     return new(b.BuildModel(), [2, 3, 5]);
                 }
+            case "MatMulBroadcastBatch":
+                {
+                    // B shared across the first batch dimension, then A shared across it (gradients summed over the sharing)
+                    b = G(2, 3, 4, 5);
+                    var h = b.Node("MatMul", ["x", b.Initializer("wb", [3, 5, 2], R(30))]);
+                    b.Node("MatMul", [b.Initializer("wa", [3, 4, 4], R(48)), h], ["y"]);
+                    return new(b.BuildModel(), [2, 3, 4, 5]);
+                }
+            case "AttentionBlock":
+                {
+                    // a pre-LN transformer block as PyTorch exports it: heads by Reshape/Transpose, 4-D batched MatMul,
+                    // the causal mask an initializer sliced to the sequence, Softmax over the last axis, Erf-GELU FFN
+                    b = G(2, 5, 8);
+                    var ln = b.Node("LayerNormalization", ["x", b.Initializer("ln1.w", [8], R(8)), b.Initializer("ln1.b", [8], R(8))], attributes: [Attr("epsilon", 1e-5f)]);
+                    string Proj(string n, string src) => b.Node("Add", [b.Node("MatMul", [src, b.Initializer(n + ".w", [8, 8], R(64, 0.6f))]), b.Initializer(n + ".b", [8], R(8))]);
+                    var heads = b.InitializerInt64("heads", [4], [2, 5, 2, 4]);
+                    var q = b.Node("Transpose", [b.Node("Reshape", [Proj("q", ln), heads])], attributes: [Attr("perm", new long[] { 0, 2, 1, 3 })]);
+                    var k = b.Node("Transpose", [b.Node("Reshape", [Proj("k", ln), heads])], attributes: [Attr("perm", new long[] { 0, 2, 3, 1 })]);
+                    var v = b.Node("Transpose", [b.Node("Reshape", [Proj("v", ln), heads])], attributes: [Attr("perm", new long[] { 0, 2, 1, 3 })]);
+                    var mask = new float[64];
+                    for (int i = 0; i < 8; i++) for (int j = i + 1; j < 8; j++) mask[i * 8 + j] = -10000f;
+                    var sliced = b.Node("Slice", [b.Initializer("mask", [8, 8], mask), b.InitializerInt64("s0", [2], [0, 0]), b.InitializerInt64("s1", [2], [5, 5])]);
+                    var scores = b.Node("Add", [b.Node("Div", [b.Node("MatMul", [q, k]), b.Initializer("scale", [], [2f])]), sliced]);
+                    var att = b.Node("MatMul", [b.Node("Softmax", [scores], attributes: [Attr("axis", -1L)]), v]);
+                    var merged = b.Node("Reshape", [b.Node("Transpose", [att], attributes: [Attr("perm", new long[] { 0, 2, 1, 3 })]), b.InitializerInt64("merge", [3], [2, 5, 8])]);
+                    var h = b.Node("Add", ["x", Proj("o", merged)]);
+                    var ln2 = b.Node("LayerNormalization", [h, b.Initializer("ln2.w", [8], R(8)), b.Initializer("ln2.b", [8], R(8))], attributes: [Attr("epsilon", 1e-5f)]);
+                    var up = b.Node("Add", [b.Node("MatMul", [ln2, b.Initializer("up.w", [8, 16], R(128, 0.6f))]), b.Initializer("up.b", [16], R(16))]);
+                    var erf = b.Node("Erf", [b.Node("Div", [up, b.Initializer("sqrt2", [], [1.41421356f])])]);
+                    var gelu = b.Node("Mul", [b.Node("Mul", [up, b.Node("Add", [erf, b.Initializer("one", [], [1f])])]), b.Initializer("half", [], [0.5f])]);
+                    b.Node("Add", [h, b.Node("MatMul", [gelu, b.Initializer("down.w", [16, 8], R(128, 0.4f))])], ["y"]);
+                    return new(b.BuildModel(), [2, 5, 8]);
+                }
+            case "WhereTriluExpandMask":
+                {
+                    // a boolean causal mask built in the graph (Trilu, Cast to bool, Equal/Not/And) chooses between the
+                    // scores and a large negative value with Where; Expand broadcasts a weight row
+                    b = G(2, 3, 4, 4);
+                    var w = b.Node("Expand", [b.Initializer("w", [4], R(4, 2f)), b.InitializerInt64("shape", [2], [4, 4])]);
+                    var scores = b.Node("Mul", ["x", w]);
+                    var tri = b.Node("Trilu", [b.Initializer("ones", [4, 4], Enumerable.Repeat(1f, 16).ToArray())], attributes: [Attr("upper", 0L)]);
+                    var cond = b.Node("And", [b.Node("Cast", [tri], attributes: [Attr("to", (long)DT.Bool)]),
+                        b.Node("Not", [b.Node("Equal", [tri, b.Initializer("zero", [], [0f])])])]);
+                    var masked = b.Node("Where", [cond, scores, b.Initializer("neg", [], [-1e4f])]);
+                    b.Node("Softmax", [masked], ["y"], attributes: [Attr("axis", -1L)]);
+                    return new(b.BuildModel(), [2, 3, 4, 4]);
+                }
             default: throw new ArgumentException(name);
         }
     }
@@ -190,7 +237,7 @@ public class OpGradientTests
     {
         "MatMul", "MatMulBatched", "Gemm", "GemmTransAB", "AddSubMulDivBroadcast", "Activations", "ErfGelu", "GeluOp", "Softmax",
         "ConvGroupsPadsStridesDilations", "Pools", "BatchNorm", "LayerNorm", "ShapeOps", "ClipHardSigmoidPowReduce", "ClipOpset9",
-        "SliceSteps", "GatherEmbedding",
+        "SliceSteps", "GatherEmbedding", "MatMulBroadcastBatch", "AttentionBlock", "WhereTriluExpandMask",
     };
 
     [Theory]
@@ -246,6 +293,41 @@ public class OpGradientTests
             }
         }
         Assert.True(checkedCount >= 5);
+    }
+
+    [Fact]
+    public void AdditiveMaskInitializerIsAConstantNotAWeight()
+    {
+        var graph = TrainingGraph.Load(Make("AttentionBlock").Model);
+        var mask = graph.Parameters.Single(p => p.Name == "mask");
+        Assert.True(mask.IsMask);
+        Assert.False(mask.Trainable);
+        Assert.All(graph.Parameters.Where(p => p.Name != "mask"), p => Assert.False(p.IsMask));
+        Assert.True(TrainingGraph.IsAdditiveMask([0f, float.NegativeInfinity, 0f, float.NegativeInfinity]));
+        Assert.False(TrainingGraph.IsAdditiveMask([0f, -10000f, 0f, -9999f]));   // two different negatives
+        Assert.False(TrainingGraph.IsAdditiveMask([0f, -5f, 0f, -5f]));           // not large enough to mask
+        Assert.False(TrainingGraph.IsAdditiveMask([-10000f, -10000f, -10000f, -10000f]));
+    }
+
+    [Fact]
+    public void PassesReuseTheirBuffersAndGiveTheSameResults()
+    {
+        var c = Make("AttentionBlock");
+        var graph = TrainingGraph.Load(c.Model);
+        var x = TestModels.RandomWeights(new Random(2), Tensor.Count(c.InputShape), 1f);
+        var inputs = new Dictionary<string, Tensor> { ["x"] = Tensor.Float(c.InputShape, x) };
+        float[] Step()
+        {
+            var y = graph.Forward(inputs, training: true)[0];
+            graph.Backward(new Dictionary<string, Tensor> { ["y"] = Tensor.Float(y.Shape, Enumerable.Repeat(0.1f, y.Length).ToArray()) });
+            return graph.Parameters.SelectMany(p => p.Grad).ToArray();
+        }
+        var first = Step();
+        long workspace = graph.WorkspaceBytes;
+        var second = Step();
+        Assert.Equal(first, second);
+        Assert.Equal(workspace, graph.WorkspaceBytes);   // the second pass took everything from the first one's buffers
+        Assert.Contains(graph.TimingByOpType(), t => t.OpType == "MatMul" && t.Nodes == 8 && t.ForwardSeconds > 0 && t.BackwardSeconds > 0);
     }
 
     [Fact]

@@ -1,0 +1,302 @@
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Runtime;
+using ModelCompression.Native.Training;
+using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace ModelCompression.Native.Distillation;
+
+/// <summary>The student inputs, teacher outputs and labels of one training (or validation) step.</summary>
+internal sealed class StepBatch
+{
+    public required Dictionary<string, Tensor> Inputs;
+    public required int Rows;
+    public required Targets Targets;
+}
+
+/// <summary>Where a step's batch comes from: rows of a data file, or windows of a token stream.</summary>
+internal interface IBatchSource
+{
+    /// <summary>Steps in one pass over the data.</summary>
+    long StepsPerEpoch { get; }
+    void StartEpoch();
+    StepBatch Next(CancellationToken cancellation);
+}
+
+/// <summary>A data file's arrays mapped to the student's inputs, as columns of rows, with the labels (one or one per position per row).</summary>
+internal sealed class Prepared
+{
+    public required string Source;
+    public required string[] Names;          // student input names
+    public required Array[] Columns;          // per input: rows × rowSize values, float[] or long[] (token ids)
+    public required int[][] RowShapes;
+    public required int Rows;
+    public long[]? Labels;
+    /// <summary>Labels per row: 1 for [rows], the product of the trailing dimensions for [rows, positions...].</summary>
+    public int LabelsPerRow = 1;
+
+    public static Prepared From(DataSet data, IReadOnlyList<ValueSignature> inputs, string role)
+    {
+        var map = data.MapToInputs(inputs);
+        var names = inputs.Select(i => i.Name).ToArray();
+        var columns = new Array[names.Length];
+        var shapes = new int[names.Length][];
+        for (int i = 0; i < names.Length; i++)
+        {
+            var a = map[names[i]];
+            var dt = (DT)inputs[i].ElementTypeCode;
+            if (dt is not (DT.Float or DT.Int64))
+                throw new EngineException("DistillationInputTypeUnsupported", EngineErrorKind.NotImplemented,
+                    $"Student input '{names[i]}' is {inputs[i].ElementType}; the training engine takes float and int64 inputs.");
+            if (a.Shape.Length == 0)
+                throw new EngineException("DataShapeMismatch", EngineErrorKind.InvalidData, $"The {role} data's array for '{names[i]}' is a scalar, not rows.") { Target = data.Source };
+            columns[i] = dt == DT.Int64 ? a.AsInt64() : a.AsFloat();
+            shapes[i] = a.Shape[1..].Select(d => checked((int)d)).ToArray();
+        }
+        int rows = checked((int)data.Rows);
+        if (rows == 0) throw new EngineException("DataFileEmpty", EngineErrorKind.InvalidData, $"The {role} data '{data.Source}' has no rows.") { Target = data.Source };
+        var labels = data.LabelArray;
+        return new Prepared
+        {
+            Source = data.Source, Names = names, Columns = columns, RowShapes = shapes, Rows = rows,
+            Labels = labels?.AsInt64(), LabelsPerRow = labels is null ? 1 : checked((int)(labels.Length / Math.Max(1, labels.Rows))),
+        };
+    }
+
+    public Dictionary<string, Tensor> Batch(ReadOnlySpan<int> rows)
+    {
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        for (int i = 0; i < Names.Length; i++)
+        {
+            int size = Tensor.Count(RowShapes[i]);
+            var column = Columns[i];
+            var values = Array.CreateInstance(column.GetType().GetElementType()!, rows.Length * size);
+            for (int r = 0; r < rows.Length; r++) Array.Copy(column, (long)rows[r] * size, values, (long)r * size, size);
+            int[] shape = [rows.Length, .. RowShapes[i]];
+            result[Names[i]] = values is long[] ids ? Tensor.Int64(shape, ids) : Tensor.Float(shape, (float[])values);
+        }
+        return result;
+    }
+}
+
+/// <summary>
+/// The teacher in ONNX Runtime, fed with the student's batches (inputs paired by name or position). Its threads do not
+/// spin between runs, because the student's training takes the cores in between.
+/// </summary>
+internal sealed class TeacherModel : IDisposable
+{
+    readonly ModelSession session;
+    readonly List<(string Teacher, string Student)> pairing;
+
+    public TeacherModel(OnnxModel teacher, List<(string Teacher, string Student)> pairing, string output, SessionSettings? settings)
+    {
+        session = new ModelSession(teacher, (settings ?? new SessionSettings()) with { AllowSpinning = settings?.AllowSpinning ?? false });
+        this.pairing = pairing;
+        Output = output;
+        Name = teacher.Name;
+    }
+
+    public string Output { get; }
+    public string Name { get; }
+    /// <summary>Output shape per input row (set by <see cref="Probe"/>).</summary>
+    public int[] RowShape { get; private set; } = [];
+    public int RowSize => Tensor.Count(RowShape);
+    /// <summary>The outputs are probabilities (a softmax at the end): their logarithms serve as logits.</summary>
+    public bool Probabilities { get; set; }
+
+    Dictionary<string, NamedArray> Feeds(Dictionary<string, Tensor> inputs) => pairing.ToDictionary(p => p.Teacher, p =>
+    {
+        var t = inputs[p.Student];
+        return new NamedArray(p.Teacher, t.Shape.Select(d => (long)d).ToArray(), t.IsInt ? t.Ints! : t.Data);
+    }, StringComparer.Ordinal);
+
+    /// <summary>Runs one batch of <paramref name="rows"/> rows and learns the output's shape per row.</summary>
+    public float[] Probe(Dictionary<string, Tensor> inputs, int rows)
+    {
+        var result = session.Run(Feeds(inputs), [Output])[0];
+        if (result.Shape.Length == 0 || result.Shape[0] != rows)
+            throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
+                $"Teacher output '{Output}' has shape [{string.Join(",", result.Shape)}] for {rows} rows; its first dimension must be the batch.");
+        RowShape = result.Shape[1..].Select(d => checked((int)d)).ToArray();
+        return result.AsFloat();
+    }
+
+    /// <summary>Runs a batch into <paramref name="destination"/> (rows × <see cref="RowSize"/> values).</summary>
+    public void Run(Dictionary<string, Tensor> inputs, int rows, float[] destination)
+    {
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+        session.RunInto(Feeds(inputs), Output, destination, [rows, .. RowShape.Select(d => (long)d)]);
+        if (Probabilities) ToLogProbabilities(destination.AsSpan(0, rows * RowSize));
+        RunTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
+    }
+
+    /// <summary>Stopwatch ticks spent in <see cref="Run"/> so far.</summary>
+    public long RunTicks { get; private set; }
+
+    public static bool LooksLikeProbabilities(ReadOnlySpan<float> values, int classes)
+    {
+        if (classes < 2) return false;
+        for (int r = 0; r + classes <= values.Length; r += classes)
+        {
+            double sum = 0;
+            for (int c = 0; c < classes; c++) { float v = values[r + c]; if (v < 0 || v > 1) return false; sum += v; }
+            if (Math.Abs(sum - 1) > 1e-3) return false;
+        }
+        return true;
+    }
+
+    static void ToLogProbabilities(Span<float> values)
+    {
+        for (int i = 0; i < values.Length; i++) values[i] = MathF.Log(MathF.Max(values[i], 1e-30f));
+    }
+
+    public void Dispose() => session.Dispose();
+}
+
+/// <summary>
+/// Batches of rows of a data file, shuffled per epoch when asked. The teacher's outputs are computed once for all rows
+/// and cached when they fit in <see cref="CacheBytes"/> (the data do not change between epochs); larger outputs
+/// (sequence models over many rows) are computed per batch instead.
+/// </summary>
+internal sealed class RowBatches : IBatchSource
+{
+    /// <summary>Largest teacher output kept for a whole data set.</summary>
+    public const long CacheBytes = 1L << 30;
+
+    readonly Prepared data;
+    readonly TeacherModel teacher;
+    readonly int batchSize;
+    readonly bool shuffle;
+    readonly Random rng;
+    readonly int[] order;
+    readonly float[]? cache;
+    float[]? perBatch;
+    int position;
+
+    public RowBatches(Prepared data, TeacherModel teacher, int batchSize, bool shuffle, Random rng, int teacherBatchSize, CancellationToken cancellation)
+    {
+        this.data = data; this.teacher = teacher; this.batchSize = batchSize; this.shuffle = shuffle; this.rng = rng;
+        order = Enumerable.Range(0, data.Rows).ToArray();
+        if (4L * data.Rows * teacher.RowSize <= CacheBytes)
+        {
+            cache = new float[(long)data.Rows * teacher.RowSize];
+            var buffer = new float[(long)Math.Min(teacherBatchSize, data.Rows) * teacher.RowSize];
+            for (int start = 0; start < data.Rows; start += teacherBatchSize)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                int count = Math.Min(teacherBatchSize, data.Rows - start);
+                teacher.Run(data.Batch(order.AsSpan(start, count)), count, buffer);
+                Array.Copy(buffer, 0, cache, (long)start * teacher.RowSize, (long)count * teacher.RowSize);
+            }
+        }
+    }
+
+    public Prepared Data => data;
+    public long StepsPerEpoch => (data.Rows + batchSize - 1) / batchSize;
+    /// <summary>Whether the teacher's outputs were computed once and kept.</summary>
+    public bool Cached => cache is not null;
+    /// <summary>The cached teacher outputs, row after row (null when computed per batch).</summary>
+    public float[]? Cache => cache;
+
+    public void StartEpoch()
+    {
+        position = 0;
+        if (shuffle) rng.Shuffle(order);
+    }
+
+    public StepBatch Next(CancellationToken cancellation)
+    {
+        int count = Math.Min(batchSize, data.Rows - position);
+        var idx = order.AsSpan(position, count);
+        position += count;
+        var inputs = data.Batch(idx);
+        int rowSize = teacher.RowSize;
+        float[] values;
+        var teacherStart = new int[count];
+        if (cache is not null)
+        {
+            values = cache;
+            for (int r = 0; r < count; r++) teacherStart[r] = checked(idx[r] * rowSize);
+        }
+        else
+        {
+            values = perBatch ??= new float[(long)batchSize * rowSize];
+            teacher.Run(inputs, count, values);
+            for (int r = 0; r < count; r++) teacherStart[r] = r * rowSize;
+        }
+        var labelStart = new int[count];
+        for (int r = 0; r < count; r++) labelStart[r] = idx[r] * data.LabelsPerRow;
+        return new StepBatch { Inputs = inputs, Rows = count, Targets = new Targets(values, teacherStart, data.Labels, labelStart) };
+    }
+}
+
+/// <summary>
+/// Windows of a token stream drawn by index from the one mapped array: each batch takes <c>batch</c> windows at random
+/// starts i (seeded), x = tokens[i, i+L) and the next-token labels y = tokens[i+1, i+L+1), copied into buffers that
+/// are reused for every batch.
+/// </summary>
+internal sealed class TokenWindows
+{
+    readonly TokenStream tokens;
+    readonly Random rng;
+
+    public TokenWindows(TokenStream tokens, int length, int batch, Random rng)
+    {
+        this.tokens = tokens; this.rng = rng; Length = length; Batch = batch;
+        Ids = new long[batch * length];
+        Labels = new long[batch * length];
+    }
+
+    public int Length { get; }
+    public int Batch { get; }
+    /// <summary>The current batch's windows, [batch, length] row after row.</summary>
+    public long[] Ids { get; }
+    /// <summary>The next token at each position of <see cref="Ids"/>.</summary>
+    public long[] Labels { get; }
+    /// <summary>Where the current batch's windows start in the stream.</summary>
+    public long[] Starts { get; private set; } = [];
+
+    /// <summary>Windows in the stream: as many as it has tokens, <see cref="Length"/> each, in batches.</summary>
+    public long BatchesPerEpoch => Math.Max(1, (tokens.Length - 1 + (long)Batch * Length - 1) / ((long)Batch * Length));
+
+    public void Next()
+    {
+        if (Starts.Length != Batch) Starts = new long[Batch];
+        for (int r = 0; r < Batch; r++)
+        {
+            long start = Starts[r] = rng.NextInt64(0, tokens.Length - Length);   // start + length + 1 <= tokens
+            tokens.CopyWindow(start, Ids.AsSpan(r * Length, Length));
+            tokens.CopyWindow(start + 1, Labels.AsSpan(r * Length, Length));
+        }
+    }
+}
+
+/// <summary>Batches of token windows (<see cref="TokenWindows"/>), with the teacher run on each. An epoch is as many windows as the stream has tokens.</summary>
+internal sealed class WindowBatches : IBatchSource
+{
+    readonly TokenWindows windows;
+    readonly string input;
+    readonly TeacherModel teacher;
+    readonly float[] teacherValues;
+    readonly int[] teacherStart, labelStart;
+
+    public WindowBatches(TokenWindows windows, string input, TeacherModel teacher)
+    {
+        this.windows = windows; this.input = input; this.teacher = teacher;
+        teacherValues = new float[(long)windows.Batch * teacher.RowSize];
+        teacherStart = Enumerable.Range(0, windows.Batch).Select(r => r * teacher.RowSize).ToArray();
+        labelStart = Enumerable.Range(0, windows.Batch).Select(r => r * windows.Length).ToArray();
+    }
+
+    public long StepsPerEpoch => windows.BatchesPerEpoch;
+
+    public void StartEpoch() { }
+
+    public StepBatch Next(CancellationToken cancellation)
+    {
+        windows.Next();
+        var inputs = new Dictionary<string, Tensor>(StringComparer.Ordinal) { [input] = Tensor.Int64([windows.Batch, windows.Length], windows.Ids) };
+        teacher.Run(inputs, windows.Batch, teacherValues);
+        return new StepBatch { Inputs = inputs, Rows = windows.Batch, Targets = new Targets(teacherValues, teacherStart, windows.Labels, labelStart) };
+    }
+}
