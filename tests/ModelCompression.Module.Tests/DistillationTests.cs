@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.IO.Compression;
 using System.Management.Automation;
 using System.Text;
 
@@ -161,6 +162,95 @@ public class DistillationTests
             Assert.NotNull(kept);
             Assert.Equal("ModelCompression.Model", kept!.BaseObject.GetType().FullName);
             Assert.Equal("true", ps.Run("$DistillationPartial.History[-1].Parameters['Partial']").Single().ToString());
+        }
+    }
+
+    // ---------------------------------------------------------------- language models
+
+    static string Shared(string folder, string file) => Path.Combine(PowerShellHost.SharedRoot, folder, file);
+
+    /// <summary>A version-1 .npy of int64 values with the given shape.</summary>
+    static byte[] Npy(long[] values, params long[] shape)
+    {
+        string header = $"{{'descr': '<i8', 'fortran_order': False, 'shape': ({string.Join(", ", shape)}{(shape.Length == 1 ? "," : "")}), }}";
+        header += new string(' ', (16 - (10 + header.Length + 1) % 16) % 16) + "\n";
+        var bytes = new List<byte> { 0x93 };
+        bytes.AddRange("NUMPY\u0001\u0000"u8.ToArray());
+        bytes.AddRange([(byte)header.Length, (byte)(header.Length >> 8)]);
+        bytes.AddRange(Encoding.ASCII.GetBytes(header));
+        foreach (long v in values) bytes.AddRange(BitConverter.GetBytes(v));
+        return [.. bytes];
+    }
+
+    /// <summary>
+    /// Held-out-style windows for validation: x = <paramref name="rows"/> windows of 128 tokens taken from the start of
+    /// tiny_lm_train.npy (int32 after a 128-byte header), y = the next token at each position, or one label per row.
+    /// </summary>
+    static void WriteWindows(string path, int rows, bool labelPerRow = false)
+    {
+        using var f = File.OpenRead(Shared("data", "tiny_lm_train.npy"));
+        f.Seek(128, SeekOrigin.Begin);
+        var raw = new byte[4 * (rows * 128 + 1)];
+        f.ReadExactly(raw);
+        var tokens = Enumerable.Range(0, raw.Length / 4).Select(i => (long)BitConverter.ToInt32(raw, 4 * i)).ToArray();
+        var x = Enumerable.Range(0, rows * 128).Select(i => tokens[i]).ToArray();
+        var y = labelPerRow ? Enumerable.Range(0, rows).Select(r => tokens[r]).ToArray() : Enumerable.Range(0, rows * 128).Select(i => tokens[i + 1]).ToArray();
+        using var zip = ZipFile.Open(path, ZipArchiveMode.Create);
+        using (var s = zip.CreateEntry("x.npy").Open()) s.Write(Npy(x, rows, 128));
+        using (var s = zip.CreateEntry("y.npy").Open()) s.Write(labelPerRow ? Npy(y, rows) : Npy(y, rows, 128));
+    }
+
+    [SharedFact]
+    public void DistilsAPrunedLanguageModelOnTokenWindowsWithProgressPerStep()
+    {
+        using var tmp = new TempDir();
+        WriteWindows(tmp.File("valid.npz"), 8);
+        using var ps = new PowerShellHost();
+        var vars = new Dictionary<string, object?> { ["m"] = Shared("models", "tiny_lm.onnx"), ["train"] = Shared("data", "tiny_lm_train.npy"), ["valid"] = tmp.File("valid.npz") };
+        var result = ps.Run("$t = Get-Model $m; " +
+            "$s = $t | Invoke-ModelPruning -Structured -Rate 0.5 -WarningAction SilentlyContinue | Invoke-Distillation -Teacher $t -TrainingData $train -SequenceLength 32 " +
+            "-BatchSize 4 -MaxSteps 4 -ValidationInterval 2 -ValidationData $valid -LearningRate 0.0002 -Temperature 1 -Alpha 1; " +
+            "$s.Stages; $s.History[-1].Parameters['MaxSteps']; $s.History[-1].Parameters['SequenceLength']; " +
+            "$s.Report.Metrics['Step2.ValidationPerplexity']; $s.Report.Metrics['Step4.ValidationPerplexity']; $s.Report.Metrics['TeacherValidationPerplexity']; $s.Report.Metrics['Steps']", vars);
+        Assert.Empty(ps.Streams.Error);
+        var v = result.Select(o => o.BaseObject).ToList();
+        Assert.Equal(["Pruning > Distillation", "4", "32"], v.Take(3).Select(o => o.ToString()));
+        double step2 = (double)v[3], step4 = (double)v[4], teacher = (double)v[5];
+        Assert.InRange(teacher, 1.5, 10);
+        Assert.True(step4 > teacher && step2 > teacher, $"student {step2} / {step4}, teacher {teacher}");
+        Assert.Equal(4.0, (double)v[6]);
+        var records = ps.Streams.Progress.Where(p => p.StatusDescription.StartsWith("step ", StringComparison.Ordinal) && p.StatusDescription.Contains("validation perplexity")).ToList();
+        Assert.Equal(["step 2/4", "step 4/4"], records.Select(p => p.StatusDescription.Split(':')[0]));
+        Assert.Equal([50, 100], records.Select(p => p.PercentComplete));
+    }
+
+    [SharedFact]
+    public void LanguageModelParametersAndDataAreCheckedWithStableIds()
+    {
+        using var tmp = new TempDir();
+        WriteWindows(tmp.File("per-row.npz"), 4, labelPerRow: true);
+        File.WriteAllBytes(tmp.File("far.npy"), Npy(Enumerable.Range(0, 400).Select(i => (long)(i == 200 ? 300 : i % 256)).ToArray(), 400));
+        using var ps = new PowerShellHost();
+        var vars = new Dictionary<string, object?>
+        {
+            ["m"] = Shared("models", "tiny_lm.onnx"), ["train"] = Shared("data", "tiny_lm_train.npy"), ["test"] = Shared("data", "tiny_lm_test.npz"),
+            ["perRow"] = tmp.File("per-row.npz"), ["far"] = tmp.File("far.npy"),
+        };
+        string[] Ids(string arguments)
+        {
+            ps.Run("$t = Get-Model $m; $t | Invoke-Distillation -Teacher $t -BatchSize 2 -MaxSteps 1 " + arguments, vars);
+            return ps.ErrorIds.ToArray();
+        }
+        Assert.Equal(["SequenceLengthNeedsTokenData"], Ids("-TrainingData $test -SequenceLength 32"));
+        Assert.Equal(["TokenDataNeedsSequenceLength"], Ids("-TrainingData $train"));
+        Assert.Equal(["SequenceLengthUnsupported"], Ids("-TrainingData $train -SequenceLength 500"));
+        Assert.Equal(["TokenIdOutOfRange"], Ids("-TrainingData $far -SequenceLength 32"));
+        Assert.Equal(["LabelShapeMismatch"], Ids("-TrainingData $perRow"));
+        Assert.Equal(["LabelShapeMismatch"], Ids("-TrainingData $train -SequenceLength 32 -ValidationData $perRow"));
+        foreach (var bad in new[] { "-MaxSteps 0", "-SequenceLength 0", "-ValidationInterval 0" })
+        {
+            ps.Run("Invoke-Distillation -Teacher $m -HiddenLayers 4 -TrainingData $train " + bad, vars);
+            Assert.Equal(["ParameterArgumentValidationError"], ps.ErrorIds);
         }
     }
 }

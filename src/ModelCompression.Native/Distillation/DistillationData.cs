@@ -98,9 +98,6 @@ internal sealed class TeacherModel : IDisposable
 
     public string Output { get; }
     public string Name { get; }
-    /// <summary>Output shape per input row (set by <see cref="Probe"/>).</summary>
-    public int[] RowShape { get; private set; } = [];
-    public int RowSize => Tensor.Count(RowShape);
     /// <summary>The outputs are probabilities (a softmax at the end): their logarithms serve as logits.</summary>
     public bool Probabilities { get; set; }
 
@@ -110,23 +107,22 @@ internal sealed class TeacherModel : IDisposable
         return new NamedArray(p.Teacher, t.Shape.Select(d => (long)d).ToArray(), t.IsInt ? t.Ints! : t.Data);
     }, StringComparer.Ordinal);
 
-    /// <summary>Runs one batch of <paramref name="rows"/> rows and learns the output's shape per row.</summary>
-    public float[] Probe(Dictionary<string, Tensor> inputs, int rows)
+    /// <summary>Runs one batch of <paramref name="rows"/> rows: the output's shape per row, and the values as they come.</summary>
+    public (int[] RowShape, float[] Values) Probe(Dictionary<string, Tensor> inputs, int rows)
     {
         var result = session.Run(Feeds(inputs), [Output])[0];
         if (result.Shape.Length == 0 || result.Shape[0] != rows)
             throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
                 $"Teacher output '{Output}' has shape [{string.Join(",", result.Shape)}] for {rows} rows; its first dimension must be the batch.");
-        RowShape = result.Shape[1..].Select(d => checked((int)d)).ToArray();
-        return result.AsFloat();
+        return (result.Shape[1..].Select(d => checked((int)d)).ToArray(), result.AsFloat());
     }
 
-    /// <summary>Runs a batch into <paramref name="destination"/> (rows × <see cref="RowSize"/> values).</summary>
-    public void Run(Dictionary<string, Tensor> inputs, int rows, float[] destination)
+    /// <summary>Runs a batch whose output has <paramref name="rowShape"/> per row into <paramref name="destination"/>.</summary>
+    public void Run(Dictionary<string, Tensor> inputs, int rows, int[] rowShape, float[] destination)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        session.RunInto(Feeds(inputs), Output, destination, [rows, .. RowShape.Select(d => (long)d)]);
-        if (Probabilities) ToLogProbabilities(destination.AsSpan(0, rows * RowSize));
+        session.RunInto(Feeds(inputs), Output, destination, [rows, .. rowShape.Select(d => (long)d)]);
+        if (Probabilities) ToLogProbabilities(destination.AsSpan(0, rows * Tensor.Count(rowShape)));
         RunTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
     }
 
@@ -173,25 +169,30 @@ internal sealed class RowBatches : IBatchSource
     float[]? perBatch;
     int position;
 
-    public RowBatches(Prepared data, TeacherModel teacher, int batchSize, bool shuffle, Random rng, int teacherBatchSize, CancellationToken cancellation)
+    /// <param name="rowShape">The teacher's output shape per row on these data (from a probe).</param>
+    public RowBatches(Prepared data, TeacherModel teacher, int[] rowShape, int batchSize, bool shuffle, Random rng, int teacherBatchSize, CancellationToken cancellation)
     {
         this.data = data; this.teacher = teacher; this.batchSize = batchSize; this.shuffle = shuffle; this.rng = rng;
+        RowShape = rowShape;
         order = Enumerable.Range(0, data.Rows).ToArray();
-        if (4L * data.Rows * teacher.RowSize <= CacheBytes)
+        int rowSize = RowSize;
+        if (4L * data.Rows * rowSize <= CacheBytes)
         {
-            cache = new float[(long)data.Rows * teacher.RowSize];
-            var buffer = new float[(long)Math.Min(teacherBatchSize, data.Rows) * teacher.RowSize];
+            cache = new float[(long)data.Rows * rowSize];
+            var buffer = new float[(long)Math.Min(teacherBatchSize, data.Rows) * rowSize];
             for (int start = 0; start < data.Rows; start += teacherBatchSize)
             {
                 cancellation.ThrowIfCancellationRequested();
                 int count = Math.Min(teacherBatchSize, data.Rows - start);
-                teacher.Run(data.Batch(order.AsSpan(start, count)), count, buffer);
-                Array.Copy(buffer, 0, cache, (long)start * teacher.RowSize, (long)count * teacher.RowSize);
+                teacher.Run(data.Batch(order.AsSpan(start, count)), count, rowShape, buffer);
+                Array.Copy(buffer, 0, cache, (long)start * rowSize, (long)count * rowSize);
             }
         }
     }
 
     public Prepared Data => data;
+    public int[] RowShape { get; }
+    public int RowSize => Tensor.Count(RowShape);
     public long StepsPerEpoch => (data.Rows + batchSize - 1) / batchSize;
     /// <summary>Whether the teacher's outputs were computed once and kept.</summary>
     public bool Cached => cache is not null;
@@ -210,7 +211,7 @@ internal sealed class RowBatches : IBatchSource
         var idx = order.AsSpan(position, count);
         position += count;
         var inputs = data.Batch(idx);
-        int rowSize = teacher.RowSize;
+        int rowSize = RowSize;
         float[] values;
         var teacherStart = new int[count];
         if (cache is not null)
@@ -221,7 +222,7 @@ internal sealed class RowBatches : IBatchSource
         else
         {
             values = perBatch ??= new float[(long)batchSize * rowSize];
-            teacher.Run(inputs, count, values);
+            teacher.Run(inputs, count, RowShape, values);
             for (int r = 0; r < count; r++) teacherStart[r] = r * rowSize;
         }
         var labelStart = new int[count];
@@ -277,14 +278,16 @@ internal sealed class WindowBatches : IBatchSource
     readonly TokenWindows windows;
     readonly string input;
     readonly TeacherModel teacher;
+    readonly int[] rowShape;
     readonly float[] teacherValues;
     readonly int[] teacherStart, labelStart;
 
-    public WindowBatches(TokenWindows windows, string input, TeacherModel teacher)
+    public WindowBatches(TokenWindows windows, string input, TeacherModel teacher, int[] rowShape)
     {
-        this.windows = windows; this.input = input; this.teacher = teacher;
-        teacherValues = new float[(long)windows.Batch * teacher.RowSize];
-        teacherStart = Enumerable.Range(0, windows.Batch).Select(r => r * teacher.RowSize).ToArray();
+        this.windows = windows; this.input = input; this.teacher = teacher; this.rowShape = rowShape;
+        int rowSize = Tensor.Count(rowShape);
+        teacherValues = new float[(long)windows.Batch * rowSize];
+        teacherStart = Enumerable.Range(0, windows.Batch).Select(r => r * rowSize).ToArray();
         labelStart = Enumerable.Range(0, windows.Batch).Select(r => r * windows.Length).ToArray();
     }
 
@@ -296,7 +299,7 @@ internal sealed class WindowBatches : IBatchSource
     {
         windows.Next();
         var inputs = new Dictionary<string, Tensor>(StringComparer.Ordinal) { [input] = Tensor.Int64([windows.Batch, windows.Length], windows.Ids) };
-        teacher.Run(inputs, windows.Batch, teacherValues);
+        teacher.Run(inputs, windows.Batch, rowShape, teacherValues);
         return new StepBatch { Inputs = inputs, Rows = windows.Batch, Targets = new Targets(teacherValues, teacherStart, windows.Labels, labelStart) };
     }
 }

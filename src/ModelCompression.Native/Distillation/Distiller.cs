@@ -37,7 +37,7 @@ public static class Distiller
         {
             var rows = Prepared.From(training, studentInputs, "training");
             var probe = rows.Batch(Enumerable.Range(0, Math.Min(8, rows.Rows)).ToArray());
-            return (probe, Math.Min(8, rows.Rows), t => new RowBatches(rows, t, options.BatchSize, options.Shuffle, rng, options.TeacherBatchSize, cancellation), rows);
+            return (probe, Math.Min(8, rows.Rows), (t, shape) => new RowBatches(rows, t, shape, options.BatchSize, options.Shuffle, rng, options.TeacherBatchSize, cancellation), rows);
         });
     }
 
@@ -77,17 +77,17 @@ public static class Distiller
             return new Dictionary<string, Tensor>(StringComparer.Ordinal) { [input] = Tensor.Int64([1, length], x) };
         }
 
-        public IBatchSource Create(TeacherModel teacher)
+        public IBatchSource Create(TeacherModel teacher, int[] rowShape)
         {
-            if (tokens.MinId < 0 || tokens.MaxId >= teacher.RowShape[^1])
+            if (tokens.MinId < 0 || tokens.MaxId >= rowShape[^1])
                 throw new EngineException("TokenIdOutOfRange", EngineErrorKind.InvalidData,
-                    $"Token data '{tokens.Source}' holds ids {tokens.MinId}..{tokens.MaxId}, but the models' vocabulary (last output dimension) is {teacher.RowShape[^1]} (ids 0..{teacher.RowShape[^1] - 1}).") { Target = tokens.Source };
-            return new WindowBatches(new TokenWindows(tokens, length, batch, rng), input, teacher);
+                    $"Token data '{tokens.Source}' holds ids {tokens.MinId}..{tokens.MaxId}, but the models' vocabulary (last output dimension) is {rowShape[^1]} (ids 0..{rowShape[^1] - 1}).") { Target = tokens.Source };
+            return new WindowBatches(new TokenWindows(tokens, length, batch, rng), input, teacher, rowShape);
         }
     }
 
     /// <summary>The training data: a probe batch (its row count), the batch source once the teacher is known, and the rows (for label checks) when it is a data file.</summary>
-    delegate (Dictionary<string, Tensor> Probe, int ProbeRows, Func<TeacherModel, IBatchSource> Source, Prepared? Rows) TrainingData(Random rng);
+    delegate (Dictionary<string, Tensor> Probe, int ProbeRows, Func<TeacherModel, int[], IBatchSource> Source, Prepared? Rows) TrainingData(Random rng);
 
     static DistillationResult Run(OnnxModel teacherModel, OnnxModel student, DataSet? validation, DistillationOptions options,
         Action<DistillationProgress>? progress, CancellationToken cancellation, TrainingData trainingData)
@@ -112,26 +112,41 @@ public static class Distiller
         var (probe, probeRows, makeSource, trainRows) = trainingData(rng);
         var validRows = validation is null ? null : Prepared.From(validation, studentInputs, "validation");
 
-        // The student's output must have the teacher's shape per row.
-        int[] rowShape;
-        try
+        // The student's output must have the teacher's shape per row, on the training and the validation data.
+        (int[] Shape, float[] Teacher) RowShape(Dictionary<string, Tensor> inputs, int rows, string role)
         {
-            var probeOut = graph.Forward(probe, training: false)[outIndex];
-            rowShape = probeOut.Shape.Length > 1 ? probeOut.Shape[1..] : [];
+            int[] shape;
+            try
+            {
+                var output = graph.Forward(inputs, training: false)[outIndex];
+                shape = output.Shape.Length > 1 ? output.Shape[1..] : [];
+            }
+            catch (EngineException e) when (windows && role == "training" && e.ErrorId is "TrainingShapeMismatch" or "TrainingIndexOutOfRange")
+            {
+                throw new EngineException("SequenceLengthUnsupported", EngineErrorKind.InvalidArgument,
+                    $"Student '{student.Name}' cannot run windows of {options.SequenceLength} tokens (is it longer than the model's context?): {e.Message}", e);
+            }
+            var (teacherShape, values) = teacher.Probe(inputs, rows);
+            if (!shape.SequenceEqual(teacherShape))
+                throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
+                    $"On the {role} data, teacher output '{teacherOutput}' has shape [batch,{string.Join(",", teacherShape)}] per input row but student output '{studentOutput}' has [batch,{string.Join(",", shape)}].");
+            return (shape, values);
         }
-        catch (EngineException e) when (windows && e.ErrorId is "TrainingShapeMismatch" or "TrainingIndexOutOfRange")
-        {
-            throw new EngineException("SequenceLengthUnsupported", EngineErrorKind.InvalidArgument,
-                $"Student '{student.Name}' cannot run windows of {options.SequenceLength} tokens (is it longer than the model's context?): {e.Message}", e);
-        }
-        var teacherProbe = teacher.Probe(probe, probeRows);
-        if (!rowShape.SequenceEqual(teacher.RowShape))
-            throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
-                $"Teacher output '{teacherOutput}' has shape [batch,{string.Join(",", teacher.RowShape)}] per input row but student output '{studentOutput}' has [batch,{string.Join(",", rowShape)}].");
+        var (rowShape, teacherProbe) = RowShape(probe, probeRows, "training");
         int classes = rowShape.Length == 0 ? 1 : rowShape[^1];
         int positions = Tensor.Count(rowShape) / Math.Max(1, classes);
+        int[] validShape = rowShape;
+        if (validRows is not null)
+        {
+            int n = Math.Min(8, validRows.Rows);
+            validShape = RowShape(validRows.Batch(Enumerable.Range(0, n).ToArray()), n, "validation").Shape;
+            if ((validShape.Length == 0 ? 1 : validShape[^1]) != classes)
+                throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
+                    $"The models give [batch,{string.Join(",", validShape)}] on the validation data but [batch,{string.Join(",", rowShape)}] on the training data; the last dimension (the classes) must agree.");
+        }
+        int validPositions = Tensor.Count(validShape) / Math.Max(1, classes);
         if (trainRows is not null) CheckLabels(trainRows, classes, positions, "training");
-        if (validRows is not null) CheckLabels(validRows, classes, positions, "validation");
+        if (validRows is not null) CheckLabels(validRows, classes, validPositions, "validation");
 
         var notes = new List<string>();
         if (options.Loss == DistillationLoss.KL && TeacherModel.LooksLikeProbabilities(teacherProbe, classes))
@@ -148,14 +163,14 @@ public static class Distiller
         if (options.Loss == DistillationLoss.MSE) notes.Add("MSE loss compares raw outputs; the temperature applies to the KL loss only.");
 
         var teacherWatch = Stopwatch.StartNew();
-        var source = makeSource(teacher);
-        var validSource = validRows is null ? null : new RowBatches(validRows, teacher, options.BatchSize, false, rng, options.TeacherBatchSize, cancellation);
+        var source = makeSource(teacher, rowShape);
+        var validSource = validRows is null ? null : new RowBatches(validRows, teacher, validShape, options.BatchSize, false, rng, options.TeacherBatchSize, cancellation);
         double teacherSeconds = teacherWatch.Elapsed.TotalSeconds;
-        bool sequence = positions > 1;
+        bool sequence = validPositions > 1;
         double? teacherValidAccuracy = null, teacherValidPerplexity = null;
         if (validSource is { Cached: true } && validRows!.Labels is not null)
         {
-            var t = TeacherOnLabels(validSource, validRows, positions, classes, options);
+            var t = TeacherOnLabels(validSource, validRows, validPositions, classes, options);
             teacherValidAccuracy = (double)t.Correct / Math.Max(1, t.Labelled);
             if (sequence) teacherValidPerplexity = Math.Exp(t.CrossEntropy / Math.Max(1, t.Labelled));
         }
@@ -225,11 +240,11 @@ public static class Distiller
                     double? validLoss = null, validAcc = null, agreement = null, perplexity = null;
                     if (validSource is not null)
                     {
-                        var v = Evaluate(graph, outIndex, validSource, positions, classes, options, cancellation);
+                        var v = Evaluate(graph, outIndex, validSource, validPositions, classes, options, cancellation);
                         validLoss = v.Loss / Math.Max(1, v.Groups);
                         if (v.Labelled > 0) validAcc = (double)v.Correct / v.Labelled;
                         if (v.Labelled > 0 && sequence) perplexity = Math.Exp(v.CrossEntropy / v.Labelled);
-                        if (options.Loss == DistillationLoss.KL || positions == 1 && classes > 1) agreement = (double)v.Agree / Math.Max(1, v.Groups);
+                        if (options.Loss == DistillationLoss.KL || validPositions == 1 && classes > 1) agreement = (double)v.Agree / Math.Max(1, v.Groups);
                         if (double.IsNaN(validLoss.Value))
                             throw new EngineException("DistillationDiverged", EngineErrorKind.InvalidOperation,
                                 $"Training diverged at step {step} (the validation loss is not a number); try a smaller -LearningRate or -ClipNorm.");

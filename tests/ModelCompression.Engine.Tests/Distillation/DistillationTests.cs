@@ -317,4 +317,36 @@ public class DistillationTests(ITestOutputHelper output)
         Assert.Equal(mse, result.Epochs[^1].ValidationLoss!.Value, 4);
         Assert.True(r2 > 0.8, $"R² {r2}");
     }
+
+    [Fact]
+    public void MaxStepsBoundsTrainingAndValidationIntervalSetsTheRecords()
+    {
+        var teacher = TestModels.Mlp(inputs: 8, hidden: 32, classes: 3);
+        var (train, valid) = Synthetic(96, 8, 5);   // 6 steps per epoch at batch 16
+        var student = Student(8, [8], 3);
+        var o = new DistillationOptions { BatchSize = 16 };
+
+        var steps = Distiller.Distill(teacher, student, train, valid, o with { MaxSteps = 5 });
+        Assert.Equal(5, steps.Steps);
+        var record = Assert.Single(steps.Epochs);   // no epoch bound of its own: one partial epoch
+        Assert.Equal((1, 5L), (record.Epoch, record.Step));
+        Assert.Equal("5", steps.Student.History[^1].Parameters["MaxSteps"]);
+        Assert.False(steps.Student.History[^1].Parameters.ContainsKey("Epochs"));
+
+        var epochs = Distiller.Distill(teacher, student, train, valid, o with { Epochs = 2, MaxSteps = 100 });
+        Assert.Equal(12, epochs.Steps);
+        Assert.Equal([6L, 12L], epochs.Epochs.Select(e => e.Step));
+
+        var interval = Distiller.Distill(teacher, student, train, valid, o with { Epochs = 2, ValidationInterval = 4 });
+        Assert.Equal([4L, 8L, 12L], interval.Epochs.Select(e => e.Step));
+        Assert.Equal([1, 2, 2], interval.Epochs.Select(e => e.Epoch));
+        Assert.All(interval.Epochs, e => Assert.NotNull(e.ValidationLoss));
+        Assert.True(interval.Student.Report!.Metrics.ContainsKey("Step8.ValidationLoss"));
+        Assert.Equal(["step 4", "step 8", "step 12"], interval.Student.Report.Entries.Select(e => e.Target));
+        Assert.Equal(12, interval.Student.Report.Metrics["Steps"]);
+
+        Assert.Equal("MaxStepsOutOfRange", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { MaxSteps = 0 })).ErrorId);
+        Assert.Equal("ValidationIntervalOutOfRange", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { ValidationInterval = -1 })).ErrorId);
+        Assert.Equal("SequenceLengthNeedsTokenData", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { SequenceLength = 16 })).ErrorId);
+    }
 }
