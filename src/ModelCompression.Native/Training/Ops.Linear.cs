@@ -7,10 +7,13 @@ namespace ModelCompression.Native.Training;
 /// MatMul: A[..., M, K] · B[K, N] (leading dimensions of A folded into M, one product), or batched
 /// A[b..., M, K] · B[b..., K, N] with NumPy broadcasting of the batch dimensions (attention: one product per sequence
 /// and head, spread over the cores by <see cref="Gemm.MultiplyBatched"/>). Forward and backward go through <see cref="Gemm"/>.
+/// With a bias (a MatMul and the Add of a 1-D bias after it, fused by <see cref="Fusions"/>), the product starts from
+/// the bias rows instead of adding them in another pass, and input 2 gets the bias gradient.
 /// </summary>
 internal sealed class MatMulKernel : TrainOp
 {
-    public MatMulKernel(NodeProto node) : base(node) { }
+    readonly bool bias;
+    public MatMulKernel(NodeProto node, bool bias = false) : base(node) { this.bias = bias; }
 
     /// <summary>One product per batch index; A_i at OffA[i], B_i at OffB[i]. Broadcast operands repeat an offset.</summary>
     sealed record Plan(int Batch, int M, int K, int N, int[] OutShape, int[] OffA, int[] OffB, bool ABroadcast, bool BBroadcast)
@@ -67,7 +70,14 @@ internal sealed class MatMulKernel : TrainOp
         var p = Make(a.Shape, b.Shape);
         var y = NewTensor(p.OutShape);
         int m = p.M, k = p.K, n = p.N;
-        if (p.Uniform(p.OffA, out int sa) && p.Uniform(p.OffB, out int sb))
+        if (bias)
+        {
+            var row = FloatInput(inputs, 2).Data;
+            if (p.Batch != 1 || row.Length != n) throw Error("TrainingShapeMismatch", $"a bias of {row.Length} values for {n} columns.");
+            for (int i = 0; i < m; i++) row.AsSpan().CopyTo(y.Data.AsSpan(i * n, n));
+            Gemm.Multiply(false, false, m, n, k, 1f, a.Data, k, b.Data, n, 1f, y.Data, n);
+        }
+        else if (p.Uniform(p.OffA, out int sa) && p.Uniform(p.OffB, out int sb))
             Gemm.MultiplyBatched(p.Batch, false, false, m, n, k, 1f, a.Data, sa, k, b.Data, sb, n, 0f, y.Data, m * n, n);
         else
             for (int i = 0; i < p.Batch; i++)
@@ -107,6 +117,12 @@ internal sealed class MatMulKernel : TrainOp
                     Gemm.Multiply(true, false, k, n, m, 1f, a.Data.AsSpan(p.OffA[i], m * k), k, dy.Data.AsSpan(i * m * n, m * n), n, 1f, db.Data.AsSpan(p.OffB[i], k * n), n);
             }
             grads[1] = db;
+        }
+        if (bias && need[2])
+        {
+            var dbias = NewTensor(inputs[2]!.Shape);
+            Broadcast.Reduce(dy.Data, [m, n], [n], dbias.Data);
+            grads[2] = dbias;
         }
     }
 }

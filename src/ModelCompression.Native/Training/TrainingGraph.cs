@@ -157,6 +157,7 @@ public sealed class TrainingGraph
             }
         }
 
+        ordered = Fusions.Apply(ordered, graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal), OutputNames.ToList());
         ops = new TrainOp[ordered.Count];
         nodeInputs = new int[ordered.Count][];
         nodeOutputs = new int[ordered.Count][];
@@ -234,6 +235,8 @@ public sealed class TrainingGraph
     TrainOp Create(NodeProto n) => n.OpType switch
     {
         "MatMul" => new MatMulKernel(n),
+        Fusions.FusedMatMulAdd => new MatMulKernel(n, bias: true),
+        Fusions.FusedGelu => new UnaryOpKernel(n, UnaryKind.Gelu),
         "Gemm" => new GemmKernel(n),
         "Add" => new BinaryOpKernel(n, Broadcast.BinaryOp.Add),
         "Sub" => new BinaryOpKernel(n, Broadcast.BinaryOp.Sub),
