@@ -209,6 +209,10 @@ public static class Gemm
     {
         int mStrips = (m + mr - 1) / mr, nStrips = (n + nr - 1) / nr;
         int kcMax = Math.Min(KC, k);
+        // The 8x32 kernel can read A where it is (rows of A, or columns of a transposed A, which lie like a packed
+        // panel with a longer stride): only a partial last strip is packed then.
+        bool direct = mr == 8 && alpha == 1f;
+        int fullStrips = direct ? m / mr : 0;
         float[] packA = ArrayPool<float>.Shared.Rent(mStrips * mr * kcMax + 16);
         float[] packB = ArrayPool<float>.Shared.Rent(nStrips * nr * kcMax + 16);
         try
@@ -221,8 +225,9 @@ public static class Gemm
                     int kc = Math.Min(KC, k - p0);
                     float betaHere = p0 == 0 ? beta : 1f;
                     for (int j = 0; j < nStrips; j++) PackB(b, ldb, transB, p0, kc, j * nr, Math.Min(nr, n - j * nr), nr, ppb + (long)j * nr * kc);
-                    for (int i = 0; i < mStrips; i++) PackA(a, lda, transA, p0, kc, i * mr, Math.Min(mr, m - i * mr), mr, alpha, ppa + (long)i * mr * kc);
-                    for (int t = 0; t < mTiles * nTiles; t++) Tile(mr, nr, t / nTiles, t % nTiles, mStrips, nStrips, m, n, kc, ppa, ppb, c, ldc, betaHere);
+                    for (int i = fullStrips; i < mStrips; i++) PackA(a, lda, transA, p0, kc, i * mr, Math.Min(mr, m - i * mr), mr, alpha, ppa + (long)i * mr * kc);
+                    float* aSlice = a + (transA ? (long)p0 * lda : p0);
+                    for (int t = 0; t < mTiles * nTiles; t++) Tile(mr, nr, t / nTiles, t % nTiles, mStrips, nStrips, m, n, kc, ppa, ppb, c, ldc, betaHere, aSlice, lda, transA, fullStrips);
                 }
             }
         }
@@ -233,7 +238,9 @@ public static class Gemm
         }
     }
 
-    static unsafe void Tile(int mr, int nr, int mt, int nt, int mStrips, int nStrips, int m, int n, int kc, float* pa, float* pb, float* c, int ldc, float beta)
+    /// <summary>One MC×NC tile of C; strips below <paramref name="direct"/> read A in place (<paramref name="a"/>: this K slice of A), the others from the packed panel.</summary>
+    static unsafe void Tile(int mr, int nr, int mt, int nt, int mStrips, int nStrips, int m, int n, int kc, float* pa, float* pb, float* c, int ldc, float beta,
+        float* a, int lda, bool transA, int direct)
     {
         int i0 = mt * MCStrips, i1 = Math.Min(mStrips, i0 + MCStrips);
         int j0 = nt * NCStrips, j1 = Math.Min(nStrips, j0 + NCStrips);
@@ -246,7 +253,9 @@ public static class Gemm
                 float* As = pa + (long)i * mr * kc;
                 int rows = Math.Min(mr, m - i * mr);
                 float* cs = c + (long)i * mr * ldc + j * nr;
-                if (mr == 8) Kernel512(kc, As, bs, cs, ldc, beta, rows, cols);
+                if (i < direct && !transA) Kernel512DirectA(kc, a + (long)i * mr * lda, lda, bs, cs, ldc, beta, cols);
+                else if (i < direct) Kernel512(kc, a + i * mr, lda, bs, cs, ldc, beta, rows, cols);
+                else if (mr == 8) Kernel512(kc, As, 8, bs, cs, ldc, beta, rows, cols);
                 else Kernel256(kc, As, bs, cs, ldc, beta, rows, cols);
             }
         }
@@ -354,9 +363,12 @@ public static class Gemm
         Fmadd(vb, Vector256.Load(c + 8), v1).Store(c + 8);
     }
 
-    /// <summary>8×32 block of C from packed panels, Vector512.</summary>
+    /// <summary>
+    /// 8×32 block of C from a packed B panel and eight values of A per k, <paramref name="aStep"/> apart from one k to
+    /// the next: 8 in a packed A panel, lda in a transposed A read in place. Vector512.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void Kernel512(int kc, float* pa, float* pb, float* c, int ldc, float beta, int rows, int cols)
+    static unsafe void Kernel512(int kc, float* pa, int aStep, float* pb, float* c, int ldc, float beta, int rows, int cols)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default,
             c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default;
@@ -372,7 +384,7 @@ public static class Gemm
             var a5 = Vector512.Create(pa[5]); c50 = Fmadd(a5, b0, c50); c51 = Fmadd(a5, b1, c51);
             var a6 = Vector512.Create(pa[6]); c60 = Fmadd(a6, b0, c60); c61 = Fmadd(a6, b1, c61);
             var a7 = Vector512.Create(pa[7]); c70 = Fmadd(a7, b0, c70); c71 = Fmadd(a7, b1, c71);
-            pa += 8; pb += 32;
+            pa += aStep; pb += 32;
         }
         if (rows == 8 && cols == 32)
         {
@@ -384,6 +396,43 @@ public static class Gemm
         c00.Store(tmp); c01.Store(tmp + 16); c10.Store(tmp + 32); c11.Store(tmp + 48); c20.Store(tmp + 64); c21.Store(tmp + 80); c30.Store(tmp + 96); c31.Store(tmp + 112);
         c40.Store(tmp + 128); c41.Store(tmp + 144); c50.Store(tmp + 160); c51.Store(tmp + 176); c60.Store(tmp + 192); c61.Store(tmp + 208); c70.Store(tmp + 224); c71.Store(tmp + 240);
         StoreEdge(tmp, 32, c, ldc, beta, rows, cols);
+    }
+
+    /// <summary>
+    /// 8×32 block of C with A read in place: eight rows of a row-major A, <paramref name="lda"/> apart, instead of a
+    /// packed panel. Packing A costs a strided pass over it per K slice, which is a third of the work when C has few
+    /// columns (the 128-wide projections of an attention block); the eight rows stream through L1 just as well.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void Kernel512DirectA(int kc, float* a, int lda, float* pb, float* c, int ldc, float beta, int cols)
+    {
+        float* a0 = a, a1 = a + lda, a2 = a1 + lda, a3 = a2 + lda, a4 = a3 + lda, a5 = a4 + lda, a6 = a5 + lda, a7 = a6 + lda;
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default, c30 = default, c31 = default,
+            c40 = default, c41 = default, c50 = default, c51 = default, c60 = default, c61 = default, c70 = default, c71 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector512.Load(pb);
+            var b1 = Vector512.Load(pb + 16);
+            var x0 = Vector512.Create(a0[p]); c00 = Fmadd(x0, b0, c00); c01 = Fmadd(x0, b1, c01);
+            var x1 = Vector512.Create(a1[p]); c10 = Fmadd(x1, b0, c10); c11 = Fmadd(x1, b1, c11);
+            var x2 = Vector512.Create(a2[p]); c20 = Fmadd(x2, b0, c20); c21 = Fmadd(x2, b1, c21);
+            var x3 = Vector512.Create(a3[p]); c30 = Fmadd(x3, b0, c30); c31 = Fmadd(x3, b1, c31);
+            var x4 = Vector512.Create(a4[p]); c40 = Fmadd(x4, b0, c40); c41 = Fmadd(x4, b1, c41);
+            var x5 = Vector512.Create(a5[p]); c50 = Fmadd(x5, b0, c50); c51 = Fmadd(x5, b1, c51);
+            var x6 = Vector512.Create(a6[p]); c60 = Fmadd(x6, b0, c60); c61 = Fmadd(x6, b1, c61);
+            var x7 = Vector512.Create(a7[p]); c70 = Fmadd(x7, b0, c70); c71 = Fmadd(x7, b1, c71);
+            pb += 32;
+        }
+        if (cols == 32)
+        {
+            Store512(c, beta, c00, c01); Store512(c + ldc, beta, c10, c11); Store512(c + 2 * ldc, beta, c20, c21); Store512(c + 3 * ldc, beta, c30, c31);
+            Store512(c + 4 * ldc, beta, c40, c41); Store512(c + 5 * ldc, beta, c50, c51); Store512(c + 6 * ldc, beta, c60, c61); Store512(c + 7 * ldc, beta, c70, c71);
+            return;
+        }
+        float* tmp = stackalloc float[8 * 32];
+        c00.Store(tmp); c01.Store(tmp + 16); c10.Store(tmp + 32); c11.Store(tmp + 48); c20.Store(tmp + 64); c21.Store(tmp + 80); c30.Store(tmp + 96); c31.Store(tmp + 112);
+        c40.Store(tmp + 128); c41.Store(tmp + 144); c50.Store(tmp + 160); c51.Store(tmp + 176); c60.Store(tmp + 192); c61.Store(tmp + 208); c70.Store(tmp + 224); c71.Store(tmp + 240);
+        StoreEdge(tmp, 32, c, ldc, beta, 8, cols);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
