@@ -70,14 +70,18 @@ static class LmBench
     static (string Name, double[] Ppl, double SecondsPerStep) Distil(string name, OnnxModel teacher, OnnxModel student, string trainPath, DataSet test, DistillationOptions options)
     {
         using var tokens = TokenStream.Open(trainPath);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true);
+        int collections = GC.CollectionCount(2);
         var wall = Stopwatch.StartNew();
         var result = Distiller.Distill(teacher, student, tokens, test, options, p =>
         {
             if (p.Metrics is { } m) Console.WriteLine($"  {name}: step {m.Step}: training loss {m.TrainingLoss:F4}, test perplexity {m.ValidationPerplexity:F3} ({m.Seconds:F1} s)");
         });
+        allocated = GC.GetTotalAllocatedBytes(precise: true) - allocated;
         var t = result.Timing;
         double per = t.Total / result.Steps;
         Console.WriteLine($"  {name}: {result.Steps} steps, {per:F3} s/step (data {t.Data / result.Steps:F3}, teacher {t.Teacher / result.Steps:F3}, forward {t.Forward / result.Steps:F3}, loss {t.Loss / result.Steps:F3}, backward {t.Backward / result.Steps:F3}, optimizer {t.Optimizer / result.Steps:F3}); wall {wall.Elapsed.TotalSeconds:F0} s");
+        Console.WriteLine($"  managed allocations {allocated / result.Steps / 1024.0:F0} KB per step (evaluations and the exported model included), {GC.CollectionCount(2) - collections} full collections");
         Console.WriteLine("  student ops, s/step forward + backward: " + string.Join(", ", result.OpTimings.Take(8).Select(o => $"{o.OpType} {o.ForwardSeconds / result.Steps:F3}+{o.BackwardSeconds / result.Steps:F3}")));
         double check = Perplexity(result.Student, test);
         Console.WriteLine($"  exported student in ONNX Runtime: test perplexity {check:F3} (engine's own figure {result.Epochs[^1].ValidationPerplexity:F3})");

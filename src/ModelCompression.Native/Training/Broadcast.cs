@@ -144,7 +144,8 @@ internal static class Broadcast
         if (rowsIntoOne && outer * inner >= 2 * Grain)
         {
             int pieces = Math.Min(16, outer * inner / Grain);
-            var partial = new float[pieces * inner];
+            var partial = System.Buffers.ArrayPool<float>.Shared.Rent(pieces * inner);
+            partial.AsSpan(0, pieces * inner).Clear();
             Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Parallelism.Threads }, p =>
             {
                 var acc = partial.AsSpan(p * inner, inner);
@@ -152,6 +153,7 @@ internal static class Broadcast
                     TensorPrimitives.Add(acc, grad.AsSpan(o * inner, inner), acc);
             });
             for (int p = 0; p < pieces; p++) TensorPrimitives.Add(result, partial.AsSpan(p * inner, inner), result);
+            System.Buffers.ArrayPool<float>.Shared.Return(partial);
             return;
         }
         var idx = new int[rank];

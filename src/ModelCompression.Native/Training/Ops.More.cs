@@ -196,6 +196,19 @@ internal sealed class SliceKernel : TrainOp
         return (start, step, outShape);
     }
 
+    int[]? cachedKey;
+    int[]? cachedOffsets;
+
+    /// <summary>Offsets of the sliced elements; the same slice of the same shape (every training step) reuses them.</summary>
+    int[] OffsetsOf(int[] shape, int[] start, int[] step, int[] outShape)
+    {
+        int[] key = [.. shape, .. start, .. step, .. outShape];
+        if (cachedKey is not null && cachedKey.AsSpan().SequenceEqual(key)) return cachedOffsets!;
+        cachedOffsets = Offsets(shape, start, step, outShape);
+        cachedKey = key;
+        return cachedOffsets;
+    }
+
     static int[] Offsets(int[] shape, int[] start, int[] step, int[] outShape)
     {
         int rank = shape.Length;
@@ -219,7 +232,7 @@ internal sealed class SliceKernel : TrainOp
     {
         var x = Required(inputs, 0);
         var (start, step, outShape) = Plan(inputs, x.Shape);
-        var offsets = Offsets(x.Shape, start, step, outShape);
+        var offsets = OffsetsOf(x.Shape, start, step, outShape);
         if (x.IsInt) return [Tensor.Int64(outShape, offsets.Select(i => x.Ints![i]).ToArray())];
         var y = NewTensor(outShape);
         for (int o = 0; o < offsets.Length; o++) y.Data[o] = x.Data[offsets[o]];
@@ -231,7 +244,7 @@ internal sealed class SliceKernel : TrainOp
         if (!need[0]) return;
         var x = inputs[0]!;
         var (start, step, outShape) = Plan(inputs, x.Shape);
-        var offsets = Offsets(x.Shape, start, step, outShape);
+        var offsets = OffsetsOf(x.Shape, start, step, outShape);
         var dx = NewZeroed(x.Shape);
         for (int o = 0; o < offsets.Length; o++) dx.Data[offsets[o]] += dy.Data[o];
         grads[0] = dx;

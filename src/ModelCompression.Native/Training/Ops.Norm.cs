@@ -190,12 +190,14 @@ internal sealed class LayerNormKernel : TrainOp
         var dx = need[0] ? NewTensor(x.Shape) : null;
         var h = xhat!; var inv = invStd!;
         int pieces = Math.Clamp(x.Length / Broadcast.Grain, 1, 16);
-        var partial = new float[pieces * 2 * inner];   // per piece: dscale, then dbias
+        var partial = System.Buffers.ArrayPool<float>.Shared.Rent(pieces * 2 * inner);   // per piece: dscale, then dbias
+        partial.AsSpan(0, pieces * 2 * inner).Clear();
         Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Parallelism.Threads }, p =>
         {
             var dscale = partial.AsSpan(p * 2 * inner, inner);
             var dbias = partial.AsSpan((p * 2 + 1) * inner, inner);
-            var dh = new float[inner];
+            var rented = System.Buffers.ArrayPool<float>.Shared.Rent(inner);
+            var dh = rented.AsSpan(0, inner);
             for (int o = (int)((long)outer * p / pieces), end = (int)((long)outer * (p + 1) / pieces); o < end; o++)
             {
                 var g = dy.Data.AsSpan(o * inner, inner);
@@ -212,6 +214,7 @@ internal sealed class LayerNormKernel : TrainOp
                 TensorPrimitives.MultiplyAdd(hs, -meanH, d, d);
                 TensorPrimitives.Multiply(d, inv[o], d);
             }
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
         });
         if (dx is not null) grads[0] = dx;
         bool wantScale = need[1], wantBias = inputs.Length > 2 && inputs[2] is not null && need[2];
@@ -227,5 +230,6 @@ internal sealed class LayerNormKernel : TrainOp
             if (wantScale) grads[1] = ds;
             if (dbs is not null) grads[2] = dbs;
         }
+        System.Buffers.ArrayPool<float>.Shared.Return(partial);
     }
 }
