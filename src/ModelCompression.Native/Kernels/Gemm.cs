@@ -386,16 +386,7 @@ public static class Gemm
             var a7 = Vector512.Create(pa[7]); c70 = Fmadd(a7, b0, c70); c71 = Fmadd(a7, b1, c71);
             pa += aStep; pb += 32;
         }
-        if (rows == 8 && cols == 32)
-        {
-            Store512(c, beta, c00, c01); Store512(c + ldc, beta, c10, c11); Store512(c + 2 * ldc, beta, c20, c21); Store512(c + 3 * ldc, beta, c30, c31);
-            Store512(c + 4 * ldc, beta, c40, c41); Store512(c + 5 * ldc, beta, c50, c51); Store512(c + 6 * ldc, beta, c60, c61); Store512(c + 7 * ldc, beta, c70, c71);
-            return;
-        }
-        float* tmp = stackalloc float[8 * 32];
-        c00.Store(tmp); c01.Store(tmp + 16); c10.Store(tmp + 32); c11.Store(tmp + 48); c20.Store(tmp + 64); c21.Store(tmp + 80); c30.Store(tmp + 96); c31.Store(tmp + 112);
-        c40.Store(tmp + 128); c41.Store(tmp + 144); c50.Store(tmp + 160); c51.Store(tmp + 176); c60.Store(tmp + 192); c61.Store(tmp + 208); c70.Store(tmp + 224); c71.Store(tmp + 240);
-        StoreEdge(tmp, 32, c, ldc, beta, rows, cols);
+        Store8x32(c, ldc, beta, rows, cols, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71);
     }
 
     /// <summary>
@@ -423,7 +414,16 @@ public static class Gemm
             var x7 = Vector512.Create(a7[p]); c70 = Fmadd(x7, b0, c70); c71 = Fmadd(x7, b1, c71);
             pb += 32;
         }
-        if (cols == 32)
+        Store8x32(c, ldc, beta, 8, cols, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71);
+    }
+
+    /// <summary>Writes an 8×32 block (rows × cols of it inside C), with beta.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Store8x32(float* c, int ldc, float beta, int rows, int cols,
+        Vector512<float> c00, Vector512<float> c01, Vector512<float> c10, Vector512<float> c11, Vector512<float> c20, Vector512<float> c21, Vector512<float> c30, Vector512<float> c31,
+        Vector512<float> c40, Vector512<float> c41, Vector512<float> c50, Vector512<float> c51, Vector512<float> c60, Vector512<float> c61, Vector512<float> c70, Vector512<float> c71)
+    {
+        if (rows == 8 && cols == 32)
         {
             Store512(c, beta, c00, c01); Store512(c + ldc, beta, c10, c11); Store512(c + 2 * ldc, beta, c20, c21); Store512(c + 3 * ldc, beta, c30, c31);
             Store512(c + 4 * ldc, beta, c40, c41); Store512(c + 5 * ldc, beta, c50, c51); Store512(c + 6 * ldc, beta, c60, c61); Store512(c + 7 * ldc, beta, c70, c71);
@@ -432,7 +432,7 @@ public static class Gemm
         float* tmp = stackalloc float[8 * 32];
         c00.Store(tmp); c01.Store(tmp + 16); c10.Store(tmp + 32); c11.Store(tmp + 48); c20.Store(tmp + 64); c21.Store(tmp + 80); c30.Store(tmp + 96); c31.Store(tmp + 112);
         c40.Store(tmp + 128); c41.Store(tmp + 144); c50.Store(tmp + 160); c51.Store(tmp + 176); c60.Store(tmp + 192); c61.Store(tmp + 208); c70.Store(tmp + 224); c71.Store(tmp + 240);
-        StoreEdge(tmp, 32, c, ldc, beta, 8, cols);
+        StoreEdge(tmp, 32, c, ldc, beta, rows, cols);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
