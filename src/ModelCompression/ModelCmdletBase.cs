@@ -71,6 +71,7 @@ public abstract class ModelCmdletBase : PSCmdlet
         EngineErrorKind.LimitsExceeded => ErrorCategory.LimitsExceeded,
         EngineErrorKind.ResourceExists => ErrorCategory.ResourceExists,
         EngineErrorKind.WriteError => ErrorCategory.WriteError,
+        EngineErrorKind.ReadError => ErrorCategory.ReadError,
         _ => ErrorCategory.NotSpecified,
     };
 

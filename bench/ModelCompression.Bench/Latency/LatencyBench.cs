@@ -106,7 +106,7 @@ static class LatencyBench
         public PlainLoop(OnnxModel model, Dictionary<string, NamedArray> inputs, SessionSettings settings)
         {
             using var options = new SessionOptions { IntraOpNumThreads = settings.IntraOpThreads, InterOpNumThreads = settings.InterOpThreads };
-            session = new InferenceSession(ModelIO.ToBytes(model), options);
+            session = RuntimeModel.Open(model, options);
             inputNames = [.. inputs.Keys];
             outputNames = [.. session.OutputMetadata.Keys];
             values = inputs.Values.Select(a => a.Data switch

@@ -46,7 +46,7 @@ internal sealed class ShapeProbe
         try
         {
             using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
-            using var session = new InferenceSession(probe.ToByteArray(), options);
+            using var session = RuntimeModel.Open(probe, model.Name, options);
             var names = inputs.Keys.ToList();
             var values = names.Select(n => ModelSession.ToOrtValue(inputs[n])).ToList();
             try

@@ -19,9 +19,6 @@ internal static class ValueTypes
     public static (Dictionary<string, DT> Types, Dictionary<string, int> Ranks) InferWithRanks(ModelProto model, string? modelName = null)
     {
         var ranks = new Dictionary<string, int>(StringComparer.Ordinal);
-        if (model.CalculateSize() >= Onnx.ModelIO.SingleFileLimit)
-            throw new EngineException("ModelTooLargeForMemorySession", EngineErrorKind.LimitsExceeded,
-                $"Model '{modelName ?? "model"}' is too large for an in-memory ONNX Runtime session, which this mode needs to infer value types.");
         var copy = model.Clone();
         var graph = copy.Graph;
         var seen = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
@@ -34,7 +31,7 @@ internal static class ValueTypes
         using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
         try
         {
-            using var session = new InferenceSession(copy.ToByteArray(), options);
+            using var session = Runtime.RuntimeModel.Open(copy, modelName ?? "model", options);
             foreach (var (name, meta) in session.OutputMetadata)
                 if (meta.IsTensor) { result[name] = FromOrt(meta.ElementDataType); if (meta.Dimensions is { } dims) ranks[name] = dims.Length; }
         }

@@ -67,7 +67,7 @@ public sealed class ModelSession : IDisposable
     {
         Model = model;
         using var options = (settings ?? new SessionSettings()).Create();
-        try { session = new InferenceSession(ModelIO.ToBytes(model), options); }
+        try { session = RuntimeModel.Open(model, options); }
         catch (OnnxRuntimeException e)
         {
             throw new EngineException("ModelSessionFailed", EngineErrorKind.InvalidData,

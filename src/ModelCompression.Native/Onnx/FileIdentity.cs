@@ -1,0 +1,18 @@
+namespace ModelCompression.Native.Onnx;
+
+/// <summary>A file as it was when read: its path, length and last write time.</summary>
+public sealed record FileIdentity(string Path, long Length, DateTime LastWriteUtc)
+{
+    public static FileIdentity Of(string path)
+    {
+        var info = new FileInfo(path);
+        return new FileIdentity(path, info.Length, info.LastWriteTimeUtc);
+    }
+
+    /// <summary>True when the file is still there, with the same length and write time.</summary>
+    public bool IsUnchanged()
+    {
+        var info = new FileInfo(Path);
+        return info.Exists && info.Length == Length && info.LastWriteTimeUtc == LastWriteUtc;
+    }
+}
