@@ -324,7 +324,7 @@ public static class ModelIO
         file.CheckUnchanged();
         string name = Path.GetFileName(modelPath) + $".{links.Count}.data";
         string temp = TempPath(Path.Combine(Path.GetDirectoryName(modelPath)!, name));
-        if (!HardLink.TryCreate(file.Path, temp)) return null;
+        if (!NativeFiles.TryHardLink(file.Path, temp)) return null;
         links.Add((file, name, temp));
         return name;
     }

@@ -39,19 +39,27 @@ public abstract class TensorFile
         {
             CheckUnchanged(handle);
             ReadExactly(handle, offset, destination);
+            CheckUnchanged(handle);   // and not during the read either
         }
         finally { Release(handle); }
     }
 
-    /// <summary>Copies <paramref name="length"/> bytes at <paramref name="offset"/> to <paramref name="output"/> through a small buffer.</summary>
-    public void CopyTo(long offset, long length, Stream output, CancellationToken cancel)
+    /// <summary>
+    /// Copies <paramref name="length"/> bytes at <paramref name="offset"/> to the end of <paramref name="output"/>: inside
+    /// the kernel where the platform can, else through a small buffer. The bytes never become a managed array.
+    /// </summary>
+    public void CopyTo(long offset, long length, FileStream output, CancellationToken cancel)
     {
         byte[] buffer = ArrayPool<byte>.Shared.Rent((int)Math.Clamp(length, 1, 1 << 20));
         var handle = Acquire();
         try
         {
             CheckUnchanged(handle);
-            for (long done = 0; done < length;)
+            output.Flush();
+            long start = output.Position;
+            long done = NativeFiles.TryKernelCopy(handle, offset, output.SafeFileHandle, start, length, cancel);
+            output.Position = start + done;
+            while (done < length)
             {
                 cancel.ThrowIfCancellationRequested();
                 int n = (int)Math.Min(buffer.Length, length - done);
@@ -59,6 +67,7 @@ public abstract class TensorFile
                 output.Write(buffer, 0, n);
                 done += n;
             }
+            CheckUnchanged(handle);
         }
         finally
         {
