@@ -39,6 +39,6 @@ public sealed class GetModelInfoCommand : ModelCmdletBase
         }
         bool literal = ParameterSetName == LiteralPathSet;
         foreach (string file in PathResolution.Resolve(this, literal ? LiteralPath : Path, literal))
-            TryInvoke(() => WriteObject(ModelInfo.From(ModelIO.Load(file, CancellationToken), ScanWeights)), file);
+            TryInvoke(() => WriteObject(ModelInfo.From(LoadModel(file), ScanWeights)), file);
     }
 }

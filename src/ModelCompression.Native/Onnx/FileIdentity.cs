@@ -5,14 +5,25 @@ public sealed record FileIdentity(string Path, long Length, DateTime LastWriteUt
 {
     public static FileIdentity Of(string path)
     {
-        var info = new FileInfo(path);
+        var info = Final(path);
         return new FileIdentity(path, info.Length, info.LastWriteTimeUtc);
     }
 
     /// <summary>True when the file is still there, with the same length and write time.</summary>
     public bool IsUnchanged()
     {
-        var info = new FileInfo(Path);
-        return info.Exists && info.Length == Length && info.LastWriteTimeUtc == LastWriteUtc;
+        try
+        {
+            var info = Final(Path);
+            return info.Exists && info.Length == Length && info.LastWriteTimeUtc == LastWriteUtc;
+        }
+        catch (IOException) { return false; }
+    }
+
+    /// <summary>The file itself, through any links (a link's own length and time say nothing of its target).</summary>
+    static FileInfo Final(string path)
+    {
+        var info = new FileInfo(path);
+        return info.LinkTarget is null ? info : info.ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? info;
     }
 }

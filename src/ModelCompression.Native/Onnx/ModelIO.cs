@@ -37,19 +37,20 @@ public static class ModelIO
 
     public static OnnxModel Load(string path, CancellationToken cancel = default)
     {
-        string full = Path.GetFullPath(path);
-        if (Directory.Exists(full))
+        // Checks and parsing look at the file a link finally leads to; external data is found beside the path as given.
+        string full = Path.GetFullPath(path), file = FinalTarget(full);
+        if (Directory.Exists(file))
             throw Error("ModelPathIsDirectory", EngineErrorKind.InvalidArgument, full, $"'{full}' is a directory, not an ONNX model file.");
-        if (!File.Exists(full))
-            throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, full, $"Model file '{full}' does not exist (or is a link that leads nowhere).");
+        if (!File.Exists(file))
+            throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, full, $"Model file '{full}' does not exist.");
         // Devices, FIFOs and sockets report no size: refused here, before anything opens them.
-        if (new FileInfo(full).Length == 0)
+        if (new FileInfo(file).Length == 0)
             throw Error("ModelFileEmpty", EngineErrorKind.InvalidData, full, $"Model file '{full}' is empty (or not a regular file).");
 
         ModelProto proto;
         try
         {
-            proto = ParseMapped(full);
+            proto = ParseMapped(file);
         }
         catch (InvalidProtocolBufferException e)
         {
@@ -96,6 +97,21 @@ public static class ModelIO
         foreach (var t in AllTensors(loaded.Proto.Graph))
             if (ExternalTensor.TryGet(t, out var e)) ExternalTensor.Point(t, adopted[e.File], e.Offset, e.Length);
         return new OnnxModel(loaded.Proto, loaded.SourcePath, loaded.History);
+    }
+
+    /// <summary>The file a path finally leads to, following links (a link's own size and type say nothing of its target).</summary>
+    static string FinalTarget(string path)
+    {
+        FileSystemInfo? target;
+        try { target = new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true); }
+        catch (IOException e)
+        {
+            throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, path, $"Model file '{path}' is a link that leads nowhere: {e.Message}", e);
+        }
+        if (target is null) return path;
+        if (!target.Exists && !Directory.Exists(target.FullName))
+            throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, path, $"Model file '{path}' is a link to '{target.FullName}', which does not exist.");
+        return target.FullName;
     }
 
     /// <summary>Names an ONNX graph must keep unique; a model that repeats one is refused before anything indexes it.</summary>

@@ -124,29 +124,20 @@ public abstract class TensorFile
 /// </summary>
 public sealed class ModelDataFile : TensorFile
 {
-    ModelDataFile(string path, long length, DateTime lastWriteUtc) : base(path)
-    {
-        Length = length;
-        LastWriteUtc = lastWriteUtc;
-    }
+    ModelDataFile(FileIdentity identity) : base(identity.Path) => Identity = identity;
 
-    public long Length { get; }
-    public DateTime LastWriteUtc { get; }
+    /// <summary>The file as it was at load.</summary>
+    public FileIdentity Identity { get; }
+    public long Length => Identity.Length;
+    DateTime LastWriteUtc => Identity.LastWriteUtc;
 
-    /// <summary>Records the identity of <paramref name="path"/>; null when it is not a regular file that exists.</summary>
-    internal static ModelDataFile? Open(string path)
-    {
-        var info = new FileInfo(path);
-        if (!info.Exists) return null;
-        return new ModelDataFile(path, info.Length, info.LastWriteTimeUtc);
-    }
+    /// <summary>Records the identity of <paramref name="path"/>; null when no such file exists.</summary>
+    internal static ModelDataFile? Open(string path) => File.Exists(path) ? new ModelDataFile(FileIdentity.Of(path)) : null;
 
     public override void CheckUnchanged()
     {
-        var info = new FileInfo(Path);
-        if (!info.Exists) throw Changed("it is gone");
-        if (info.Length != Length || info.LastWriteTimeUtc != LastWriteUtc)
-            throw Changed($"{Length:N0} bytes written {LastWriteUtc:u} then, {info.Length:N0} bytes written {info.LastWriteTimeUtc:u} now");
+        if (!Identity.IsUnchanged())
+            throw Changed(File.Exists(Path) ? $"{Length:N0} bytes written {LastWriteUtc:u} at load, now {new FileInfo(Path).Length:N0} bytes written {File.GetLastWriteTimeUtc(Path):u}" : "it is gone");
     }
 
     protected override void CheckUnchanged(SafeFileHandle handle)

@@ -53,6 +53,7 @@ internal sealed class ShapeProbe
             {
                 var wanted = session.OutputMetadata.Keys.ToList();
                 using var run = new RunOptions();
+                using var stop = ModelSession.Terminate(run, cancel);
                 using var results = session.Run(run, names, values, wanted);
                 for (int i = 0; i < wanted.Count; i++)
                 {
@@ -61,6 +62,10 @@ internal sealed class ShapeProbe
                 }
             }
             finally { foreach (var v in values) v.Dispose(); }
+        }
+        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancel);
         }
         catch (OnnxRuntimeException e)
         {

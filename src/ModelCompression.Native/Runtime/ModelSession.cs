@@ -79,9 +79,10 @@ public sealed class ModelSession : IDisposable
     public OnnxModel Model { get; }
     public IReadOnlyList<string> OutputNames { get; }
 
-    /// <summary>Runs the model; every input must be given.</summary>
-    public IReadOnlyList<NamedArray> Run(IReadOnlyDictionary<string, NamedArray> inputs, IReadOnlyList<string>? outputs = null)
+    /// <summary>Runs the model; every input must be given. Cancelling the token stops ONNX Runtime mid-run.</summary>
+    public IReadOnlyList<NamedArray> Run(IReadOnlyDictionary<string, NamedArray> inputs, IReadOnlyList<string>? outputs = null, CancellationToken cancel = default)
     {
+        cancel.ThrowIfCancellationRequested();
         var names = inputs.Keys.ToList();
         var values = new List<OrtValue>(names.Count);
         try
@@ -89,8 +90,13 @@ public sealed class ModelSession : IDisposable
             foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
             var wanted = outputs ?? OutputNames;
             using var runOptions = new RunOptions();
+            using var stop = Terminate(runOptions, cancel);
             using var results = session.Run(runOptions, names, values, wanted);
             return results.Select((r, i) => FromOrtValue(wanted[i], r)).ToList();
+        }
+        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancel);
         }
         catch (OnnxRuntimeException e)
         {
@@ -101,6 +107,10 @@ public sealed class ModelSession : IDisposable
             foreach (var v in values) v.Dispose();
         }
     }
+
+    /// <summary>Makes a cancellation stop the ONNX Runtime run that <paramref name="options"/> belongs to.</summary>
+    internal static CancellationTokenRegistration Terminate(RunOptions options, CancellationToken cancel) =>
+        cancel.Register(() => options.Terminate = true);
 
     /// <summary>Runs with pre-built OrtValues and discards the outputs: the latency hot path.</summary>
     internal void RunDiscard(IReadOnlyList<string> inputNames, IReadOnlyList<OrtValue> values, RunOptions runOptions)
