@@ -7,6 +7,8 @@ $WineModel = Join-Path $RepoRoot 'models/wine_mlp.onnx'
 $WineData = Join-Path $RepoRoot 'data/wine_train.npz'
 if (-not (Test-Path $ModulePath)) { throw "The module is not built: $ModulePath is missing. Run 'dotnet build' first." }
 Import-Module $ModulePath
+# An error a test does not expect fails it (tests that expect one say -ErrorAction SilentlyContinue or catch it).
+$ErrorActionPreference = 'Stop'
 
 # A real skip (with its reason in the report) for tests that need ../shared; call it first thing in an It.
 function Skip-WithoutShared {
@@ -30,16 +32,27 @@ function Invoke-Pwsh {
     finally { Pop-Location }
 }
 
-# Progress records are not redirectable in PowerShell: run the script in a runspace of this process and return them.
-function Get-ProgressRecord {
-    param([Parameter(Mandatory)] [scriptblock] $Script, [object[]] $ArgumentList = @())
+# A PowerShell of this process (own runspace) with the module imported and the repository as location: for what a
+# script cannot do to itself (read its progress records, be stopped midway).
+function New-PowerShell {
     $ps = [powershell]::Create()
+    $null = $ps.AddScript("Import-Module '$ModulePath'; Set-Location '$RepoRoot'").Invoke()
+    $ps.Commands.Clear()
+    $ps
+}
+
+# Runs a script block in a new PowerShell (see New-PowerShell); returns its output and streams, progress included,
+# which PowerShell cannot redirect.
+function Invoke-WithStream {
+    param([Parameter(Mandatory)] [scriptblock] $Script, [object[]] $ArgumentList = @())
+    $ps = New-PowerShell
     try {
-        $null = $ps.AddScript("Import-Module '$ModulePath'").AddStatement().AddScript($Script.ToString())
+        $null = $ps.AddScript($Script.ToString())
         foreach ($a in $ArgumentList) { $null = $ps.AddArgument($a) }
-        $null = $ps.Invoke()
-        if ($ps.HadErrors) { throw $ps.Streams.Error[0] }
-        $ps.Streams.Progress
+        $output = $ps.Invoke()
+        [pscustomobject]@{
+            Output = @($output); Progress = @($ps.Streams.Progress); Error = @($ps.Streams.Error); Warning = @($ps.Streams.Warning)
+        }
     }
     finally { $ps.Dispose() }
 }

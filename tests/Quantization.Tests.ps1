@@ -34,11 +34,12 @@ Describe 'Invoke-ModelQuantization' {
 
     It 'Static calibrates from a file with progress, and the export has QDQ nodes' {
         $path = Join-Path $TestDrive 'wine_static.onnx'
-        $progress = Get-ProgressRecord -ArgumentList $WineModel, $WineData, $path {
+        $run = Invoke-WithStream -ArgumentList $WineModel, $WineData, $path {
             param($model, $data, $path)
             Get-Model $model | Invoke-ModelQuantization -Mode Static -CalibrationData $data -CalibrationBatchSize 16 | Export-Model $path
         }
-        $progress.StatusDescription | Where-Object { $_ -like 'Calibrating*' } | Should -Not -BeNullOrEmpty
+        $run.Error | Should -BeNullOrEmpty
+        $run.Progress.StatusDescription | Where-Object { $_ -like 'Calibrating*' } | Should -Not -BeNullOrEmpty
         $ops = (Get-ModelInfo $path).Operators
         $ops.Keys | Should -Contain 'QuantizeLinear'
         $ops.Keys | Should -Contain 'DequantizeLinear'
