@@ -35,6 +35,8 @@ try
                 worker ??= Worker.Start(options);
                 var result = FuzzCase.Run(i, options, corpus, root, worker);
                 results.Add(result);
+                if (results.Count % 500 == 0)
+                    Console.Error.WriteLine($"  {results.Count} of {options.Cases} cases, {results.Count(r => r.Failure is not null)} failed, {clock.Elapsed.TotalSeconds:F0} s");
                 if (!worker.Alive) { worker.Dispose(); worker = null; }
             }
         }
