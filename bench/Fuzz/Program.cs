@@ -7,6 +7,7 @@
 //   changed    an input file was modified
 //   partial    a failed export left a file behind
 // Usage: fuzz [--cases N] [--seed S] [--workers W] [--timeout seconds] [--quick] [--shared dir] [--module psd1] [--json file]
+//             [--only N]: run case N of the seed alone and print everything about it (to reproduce a failure)
 // Prints "cases N, crashes C, hangs H, unspecific U, memory M, changed I, partial P" and exits 1 if any is not 0.
 using System.Collections.Concurrent;
 using System.Diagnostics;
@@ -32,6 +33,7 @@ try
         {
             for (int i = Interlocked.Increment(ref next); i < options.Cases; i = Interlocked.Increment(ref next))
             {
+                if (options.Only is { } only && i != only) continue;
                 worker ??= Worker.Start(options);
                 var result = FuzzCase.Run(i, options, corpus, root, worker);
                 results.Add(result);
@@ -51,6 +53,11 @@ finally
 }
 
 var all = results.OrderBy(r => r.Id).ToList();
+if (options.Only is not null)
+{
+    Console.WriteLine(JsonSerializer.Serialize(all, new JsonSerializerOptions { WriteIndented = true }));
+    return all.Single().Failure is null ? 0 : 1;
+}
 var failures = all.Where(r => r.Failure is not null).ToList();
 int Count(string kind) => failures.Count(f => f.Failure == kind);
 var refusedIds = all.SelectMany(r => r.ErrorIds).Distinct().Count();
@@ -75,7 +82,7 @@ return failures.Count == 0 && all.Count == options.Cases ? 0 : 1;
 
 namespace ModelCompression.Fuzz
 {
-    sealed record FuzzOptions(int Cases, int Seed, int Workers, double Timeout, bool Quick, string Shared, string Module, string? Json)
+    sealed record FuzzOptions(int Cases, int Seed, int Workers, double Timeout, bool Quick, string Shared, string Module, string? Json, int? Only = null)
     {
         public static FuzzOptions Parse(string[] args)
         {
@@ -95,6 +102,7 @@ namespace ModelCompression.Fuzz
                     "--shared" => o with { Shared = Path.GetFullPath(Value()) },
                     "--module" => o with { Module = Path.GetFullPath(Value()) },
                     "--json" => o with { Json = Path.GetFullPath(Value()) },
+                    "--only" => o with { Only = int.Parse(Value(), CultureInfo.InvariantCulture) },
                     _ => throw new ArgumentException($"unknown option {args[i]}"),
                 };
             }
@@ -115,6 +123,7 @@ namespace ModelCompression.Fuzz
     {
         readonly Process process;
         readonly BlockingCollection<string> lines = [];
+        readonly ConcurrentQueue<string> errors = new();
 
         Worker(Process process)
         {
@@ -135,9 +144,9 @@ namespace ModelCompression.Fuzz
                 psi.ArgumentList.Add(a);
             psi.WorkingDirectory = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetDirectoryName(options.Module)))!;
             var p = Process.Start(psi)!;
-            p.ErrorDataReceived += (_, _) => { };
-            p.BeginErrorReadLine();
             var w = new Worker(p);
+            p.ErrorDataReceived += (_, e) => { if (e.Data is { } line) { w.errors.Enqueue(line); while (w.errors.Count > 20) w.errors.TryDequeue(out string? _); } };
+            p.BeginErrorReadLine();
             if (w.Next(TimeSpan.FromSeconds(120)) != "ready") throw new InvalidOperationException("the pwsh worker did not start");
             return w;
         }
@@ -159,6 +168,9 @@ namespace ModelCompression.Fuzz
         }
 
         public int? ExitCode => process.HasExited ? process.ExitCode : null;
+
+        /// <summary>The last lines the worker wrote to standard error (what a dying process said).</summary>
+        public string LastErrors => string.Join(" | ", errors);
 
         public void Dispose()
         {
@@ -214,7 +226,7 @@ namespace ModelCompression.Fuzz
                 if (answer is null)
                 {
                     bool died = !worker.Alive && worker.ExitCode != 3;
-                    return died ? Result(0, 0, [], "crash", $"worker exited ({worker.ExitCode})", null)
+                    return died ? Result(0, 0, [], "crash", $"worker exited ({worker.ExitCode})", worker.LastErrors)
                                 : Result(options.Timeout, 0, [], "hang", "no answer and could not be stopped", null);
                 }
                 var json = JsonNode.Parse(answer)!;

@@ -7,11 +7,15 @@
 param([Parameter(Mandatory)] [string] $ModulePath)
 $ErrorActionPreference = 'Stop'
 $PSStyle.OutputRendering = 'PlainText'
-$runspace = [runspacefactory]::CreateRunspace([initialsessionstate]::CreateDefault2())
-$runspace.Open()
-$setup = [powershell]::Create($runspace)
-$null = $setup.AddScript("Import-Module '$ModulePath'; `$ProgressPreference = 'SilentlyContinue'; `$WarningPreference = 'SilentlyContinue'").Invoke()
-$setup.Dispose()
+function New-CaseRunspace {
+    $r = [runspacefactory]::CreateRunspace([initialsessionstate]::CreateDefault2())
+    $r.Open()
+    $setup = [powershell]::Create($r)
+    $null = $setup.AddScript("Import-Module '$ModulePath'; `$ProgressPreference = 'SilentlyContinue'; `$WarningPreference = 'SilentlyContinue'").Invoke()
+    $setup.Dispose()
+    $r
+}
+$runspace = New-CaseRunspace
 $linux = Test-Path /proc/self/clear_refs
 
 function Get-Status([string] $Key) {
@@ -35,6 +39,8 @@ function ConvertTo-ErrorInfo($record) {
 "ready"
 while ($null -ne ($line = [Console]::In.ReadLine())) {
     $case = $line | ConvertFrom-Json
+    # A case stopped at its limit may leave its runspace busy a moment longer: the next case gets a fresh one.
+    if ($runspace.RunspaceAvailability -ne 'Available') { $runspace = New-CaseRunspace }
     [GC]::Collect(); [GC]::WaitForPendingFinalizers(); [GC]::Collect()
     $before = if ($linux) { [IO.File]::WriteAllText('/proc/self/clear_refs', '5'); Get-Status 'VmRSS:' } else { [Environment]::WorkingSet }
     $peak = $before
@@ -67,7 +73,7 @@ while ($null -ne ($line = [Console]::In.ReadLine())) {
     if ($linux) { $peak = Get-Status 'VmHWM:' }
     [ordered]@{
         id = $case.id; seconds = $seconds; timedOut = $timedOut; stopped = $stopped
-        addedBytes = [Math]::Max(0, $peak - $before); errors = $errors
+        addedBytes = [Math]::Max([long]0, $peak - $before); errors = $errors
     } | ConvertTo-Json -Compress -Depth 5
     if ($timedOut -and -not $stopped) { exit 3 }   # the runspace is stuck: the driver starts a new worker
     $ps.Dispose()

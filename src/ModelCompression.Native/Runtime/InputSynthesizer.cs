@@ -18,10 +18,12 @@ public sealed record SynthesisOptions
     /// <summary>Value used for symbolic dimensions other than the batch one when nothing else says; 0 means refuse.</summary>
     public long DefaultDimension { get; init; }
     /// <summary>
-    /// Most elements the inputs together may have when their shapes come from the model file (a file may declare any
-    /// size; the caller's own -InputShape is trusted up to what one array can hold).
+    /// Most elements the inputs together may have when their shapes come from the model file, and the largest single
+    /// dimension taken from it: a file may declare any size, and what a model computes grows with its inputs, so
+    /// declared shapes are trusted only this far (the caller's own -InputShape up to what one array can hold).
     /// </summary>
     public long MaxModelDeclaredElements { get; init; } = InputSynthesizer.DefaultElementBudget;
+    public long MaxModelDeclaredDimension { get; init; } = InputSynthesizer.DefaultDimensionBudget;
 }
 
 /// <summary>
@@ -30,8 +32,8 @@ public sealed record SynthesisOptions
 /// </summary>
 public static class InputSynthesizer
 {
-    /// <summary>64M elements (256 MB of float32) over all inputs whose shapes the model declares.</summary>
-    public const long DefaultElementBudget = 1L << 26;
+    /// <summary>1M elements (4 MB of float32) over all inputs whose shapes the model declares, none longer than 4096.</summary>
+    public const long DefaultElementBudget = 1L << 20, DefaultDimensionBudget = 4096;
 
     public static IReadOnlyList<ValueSignature> Inputs(OnnxModel model)
     {
@@ -58,7 +60,15 @@ public static class InputSynthesizer
             for (int i = 0; i < shape.Length; i++)
             {
                 string d = input.Shape[i];
-                if (long.TryParse(d, out long v) && v > 0) { shape[i] = v; declared = true; }
+                if (long.TryParse(d, out long v) && v > 0)
+                {
+                    if (v > options.MaxModelDeclaredDimension)
+                        throw new EngineException("InputTooLarge", EngineErrorKind.LimitsExceeded,
+                            $"Input '{input.Name}' of model '{model.Name}' declares dimension {i} as {v:N0}, more than the {options.MaxModelDeclaredDimension:N0} taken from a model file; " +
+                            $"give the shape to use with -InputShape (e.g. @{{ {input.Name} = {string.Join(",", input.Shape.Select(s => long.TryParse(s, out long n) && n > 0 ? Math.Min(n, 16) : 1))} }}) or data with -InputData.");
+                    shape[i] = v;
+                    declared = true;
+                }
                 else if (options.Dimensions.TryGetValue(d, out long named)) shape[i] = named;
                 else if (i == 0) shape[i] = options.BatchSize;
                 else if (options.DefaultDimension > 0) shape[i] = options.DefaultDimension;
