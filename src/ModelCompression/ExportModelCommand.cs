@@ -42,7 +42,9 @@ public sealed class ExportModelCommand : ModelCmdletBase
 
         TryInvoke(() =>
         {
-            var result = ModelIO.Save(model.Engine, target, new SaveOptions { ExternalData = ExternalData, Overwrite = Force }, CancellationToken);
+            // -ExternalData: always; -ExternalData:$false: one file unless over 2 GB; neither: as the model came.
+            bool? external = MyInvocation.BoundParameters.ContainsKey(nameof(ExternalData)) ? ExternalData.IsPresent : null;
+            var result = ModelIO.Save(model.Engine, target, new SaveOptions { ExternalData = external, Overwrite = Force }, CancellationToken);
             if (result.ExternalDataForced)
                 WriteWarning($"Model '{model.Name}' is too large for a single protobuf file; its tensors were written to '{result.DataPath}'.");
             WriteVerbose($"Wrote '{result.ModelPath}'" + (result.DataPath is null ? "." : $" and '{result.DataPath}'."));

@@ -8,8 +8,12 @@ namespace ModelCompression.Native.Onnx;
 /// <summary>Options for <see cref="ModelIO.Save"/>.</summary>
 public sealed record SaveOptions
 {
-    /// <summary>Store tensors of at least <see cref="ExternalThreshold"/> bytes in a "&lt;file&gt;.data" file beside the model.</summary>
-    public bool ExternalData { get; init; }
+    /// <summary>
+    /// Store tensors of at least <see cref="ExternalThreshold"/> bytes in a "&lt;file&gt;.data" file beside the model.
+    /// Null: as the model came (external data when any of its tensors is in a data file), and always when one file
+    /// would pass protobuf's 2 GB; false: one file unless it would pass 2 GB.
+    /// </summary>
+    public bool? ExternalData { get; init; }
     public int ExternalThreshold { get; init; } = 1024;
     public bool Overwrite { get; init; }
     /// <summary>Models whose single-file form would reach this size are written with external data regardless.</summary>
@@ -181,8 +185,9 @@ public static class ModelIO
 
         var proto = model.Proto.Clone();
         SetHistory(proto, model.History);
-        bool forced = !options.ExternalData && SerializedSize(proto) >= options.SingleFileLimit;
-        bool external = options.ExternalData || forced;
+        bool external = options.ExternalData ?? AllTensors(proto.Graph).Any(ExternalTensor.IsBound);
+        bool forced = !external && SerializedSize(proto) >= options.SingleFileLimit;
+        external |= forced;
 
         string dataName = Path.GetFileName(full) + ".data";
         string dataPath = Path.Combine(dir, dataName);
