@@ -23,8 +23,10 @@ public abstract class TensorFile
     protected TensorFile(string path)
     {
         Path = path;
-        Id = Interlocked.Increment(ref nextId).ToString(CultureInfo.InvariantCulture);
+        long id = Interlocked.Increment(ref nextId);
+        Id = id.ToString(CultureInfo.InvariantCulture);
         Registry[Id] = new WeakReference<TensorFile>(this);
+        if (id % 256 == 0) Sweep();
     }
 
     /// <summary>Process-unique id, the value of <see cref="IdKey"/>.</summary>
@@ -111,7 +113,7 @@ public abstract class TensorFile
     }
 
     /// <summary>Drops registry entries of files nobody references any more.</summary>
-    internal static void Sweep()
+    static void Sweep()
     {
         foreach (var (id, weak) in Registry)
             if (!weak.TryGetTarget(out _)) Registry.TryRemove(id, out _);
