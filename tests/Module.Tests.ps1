@@ -121,10 +121,14 @@ Describe 'Export-Model' {
         (Get-Item $WineModel).Length | Should -Be 281293
     }
 
-    It 'round-trips models with external data' {
+    It 'round-trips models with external data, writing them as they came unless told' {
         Get-Model $WineModel | Export-Model ./ext.onnx -ExternalData
-        Get-Model ./ext.onnx | Export-Model ./back.onnx
+        Get-Model ./ext.onnx | Export-Model ./kept.onnx
+        Get-Model ./ext.onnx | Export-Model ./back.onnx -ExternalData:$false
         (Get-Item ./ext.onnx).Length | Should -BeLessThan 10000
+        (Get-Item ./kept.onnx).Length | Should -BeLessThan 10000
+        './kept.onnx.data' | Should -Exist
         (Get-Item ./back.onnx).Length | Should -Be (Get-Item $WineModel).Length
+        './back.onnx.data' | Should -Not -Exist
     }
 }
