@@ -99,6 +99,10 @@ Describe 'Export-Model' {
 
         $file = Get-Model $WineModel | Export-Model ./a.onnx -PassThru
         $file | Should -BeOfType System.IO.FileInfo
+        # As Get-Item returns it: provider properties, so the FileSystem view shows Mode and Length.
+        $file.PSPath | Should -Be (Get-Item ./a.onnx).PSPath
+        $file.PSProvider.Name | Should -Be 'FileSystem'
+        ($file | Out-String) | Should -Match ([regex]::Escape($file.Length.ToString()))
         (Get-Item ./a.onnx).Length | Should -Be (Get-Item $WineModel).Length
 
         Set-Content ./b.onnx 'keep me'
