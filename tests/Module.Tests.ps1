@@ -74,6 +74,29 @@ Describe 'Get-Model' {
     }
 }
 
+Describe 'A derived model' {
+    It 'is not its source: its own name, no file until exported, and reports tell the two apart' {
+        $m = Get-Model $WineModel
+        $q = $m | Invoke-ModelPruning -Rate 0.5 -WarningAction SilentlyContinue | Invoke-ModelQuantization
+        $q.Name | Should -Be 'wine_mlp.pruning.quantize'
+        $q.Path | Should -BeNullOrEmpty
+        (Get-ModelInfo -InputObject $q).Path | Should -BeNullOrEmpty
+        (Get-ModelInfo -InputObject $q).FileSize | Should -BeNullOrEmpty
+        $json = Compare-Model $m $q | ConvertTo-Json -Depth 4 | ConvertFrom-Json
+        $json.Reference, $json.Difference | Should -Be 'wine_mlp', 'wine_mlp.pruning.quantize'
+        $json.ReferencePath | Should -Be $WineModel
+        $json.DifferencePath | Should -BeNullOrEmpty
+        $latency = Measure-ModelLatency $q -Baseline $m -Iterations 3 -Warmup 0
+        $latency.Model | Should -Be 'wine_mlp', 'wine_mlp.pruning.quantize'
+        $latency.Path | Should -Be $WineModel, $null
+        $latency[1].Baseline | Should -Be 'wine_mlp'
+        # Export-Model -Directory still names the file after the model's origin.
+        $q | Export-Model -Directory $TestDrive
+        Join-Path $TestDrive 'wine_mlp.onnx' | Should -Exist
+        (Get-Model (Join-Path $TestDrive 'wine_mlp.onnx')).Name | Should -Be 'wine_mlp'
+    }
+}
+
 Describe 'Get-ModelInfo' {
     It 'describes the model, from a Model or a path' {
         $info = Get-Model $WineModel | Get-ModelInfo

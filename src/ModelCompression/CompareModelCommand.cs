@@ -67,7 +67,7 @@ public sealed class CompareModelCommand : ModelCmdletBase
         }, difference);
         CompleteProgress(activity);
         if (!ok || comparison is null) return;
-        var report = ModelComparisonReport.From(comparison);
+        var report = ModelComparisonReport.From(comparison, reference, difference);
         WriteObject(report);
         foreach (var gate in report.FailedGates)
             WriteError(new ErrorRecord(new ModelGateException(gate), gate.ErrorId, ErrorCategory.InvalidResult, report));

@@ -36,7 +36,7 @@ public sealed class ExportModelCommand : ModelCmdletBase
     {
         var model = InputObject!;
         string target = ParameterSetName == DirectorySet
-            ? System.IO.Path.Combine(ResolveOutputPath(Directory), (model.Path is null ? model.Name + ".onnx" : System.IO.Path.GetFileName(model.Path)))
+            ? System.IO.Path.Combine(ResolveOutputPath(Directory), (model.OriginPath is null ? model.Name + ".onnx" : System.IO.Path.GetFileName(model.OriginPath)))
             : ResolveOutputPath(Path);
         if (!ShouldProcess(target, $"Export model '{model.Name}'")) return;
 

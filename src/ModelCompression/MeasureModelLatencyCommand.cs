@@ -105,7 +105,9 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
             return LatencyMeter.Measure(engineModels, Baseline?.Engine, options, new PhaseProgress(this), CancellationToken);
         }, models[0]);
         CompleteProgress(Activity);
-        foreach (var r in results) WriteObject(LatencyReport.From(r));
+        // The engine reports the baseline first, then the models in order.
+        var measured = Baseline is null ? models : [Baseline, .. models];
+        for (int i = 0; i < results.Count; i++) WriteObject(LatencyReport.From(results[i], measured[i], Baseline));
         base.EndProcessing();
     }
 
