@@ -41,6 +41,33 @@ Get-Model '$WineModel' | Export-Model ./copy.onnx
     }
 }
 
+Describe 'The package' {
+    It 'is made by build.ps1 -Task Package without touching PSResource repositories, installs by name and imports' {
+        $before = @(Get-PSResourceRepository | ForEach-Object { "$($_.Name)=$($_.Uri)" })
+        $out = Invoke-Pwsh -WorkingDirectory $TestDrive -Command "& '$RepoRoot/build.ps1' -Task Package -PackagePath '$TestDrive/package' | ForEach-Object Name"
+        $LASTEXITCODE | Should -Be 0 -Because ($out -join "`n")
+        $out | Should -Be 'ModelCompression.0.1.0.nupkg'
+        @(Get-PSResourceRepository | ForEach-Object { "$($_.Name)=$($_.Uri)" }) | Should -Be $before
+
+        # Installing needs a repository: register one in a throw-away user profile (XDG folders in the test drive).
+        $out = Invoke-Pwsh -WorkingDirectory $TestDrive -Command @"
+`$ErrorActionPreference = 'Stop'
+`$env:XDG_DATA_HOME = '$TestDrive/data'; `$env:XDG_CONFIG_HOME = '$TestDrive/config'
+Register-PSResourceRepository -Name ModelCompressionTest -Uri '$TestDrive/package' -Trusted
+New-Item -ItemType Directory '$TestDrive/modules' | Out-Null
+Save-PSResource -Name ModelCompression -Repository ModelCompressionTest -Path '$TestDrive/modules' -TrustRepository
+`$env:PSModulePath = '$TestDrive/modules' + [IO.Path]::PathSeparator + `$env:PSModulePath
+Import-Module ModelCompression
+(Get-Module ModelCompression).ModuleBase
+(Get-Model '$WineModel' | Get-ModelInfo).Parameters
+"@
+        $LASTEXITCODE | Should -Be 0 -Because ($out -join "`n")
+        $out[0] | Should -BeLike "$TestDrive/modules/ModelCompression*"
+        $out[1] | Should -Be '70147'
+        @(Get-PSResourceRepository | ForEach-Object { "$($_.Name)=$($_.Uri)" }) | Should -Be $before
+    }
+}
+
 Describe 'Get-Model' {
     It 'returns a Model per file' {
         $models = @(Get-Model (Join-Path $RepoRoot 'models/*.onnx'))
