@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
@@ -10,7 +11,7 @@ namespace ModelCompression.Bench;
 /// Does Measure-ModelLatency measure what ONNX Runtime does? For each model, short blocks of LatencyMeter runs alternate
 /// with short blocks of a plain ONNX Runtime loop (InferenceSession, OrtValues built once, Stopwatch around Run) in the
 /// same process, with the same session options and inputs; the medians of all timed runs of both are compared
-/// (target: within 5%).
+/// (target: within 5%). Then A/B as -Baseline runs it against each model alone in a process of its own (target: 10%).
 /// Usage: bench latency [seconds per block, default 0.2] [blocks, default 40] [model paths...]
 /// </summary>
 static class LatencyBench
@@ -51,7 +52,78 @@ static class LatencyBench
             Console.WriteLine($"{Path.GetFileName(path),-36} {shape,-14} {m,12:F4} {p,12:F4} {ratio,7:F3} {$"[{est.Lower:F3}, {est.Upper:F3}]",16} {meter.Count,6}");
         }
         Console.WriteLine(allWithin ? "all medians within 5% of the plain loop" : "SOME MEDIANS DIFFER BY MORE THAN 5%");
+        allWithin &= AB(paths, seconds * blocks);
         return allWithin ? 0 : 1;
+    }
+
+    /// <summary>
+    /// A/B as Measure-ModelLatency -Baseline runs it (two sessions of the model, interleaved, 2 intra-op threads each)
+    /// against what a deployment sees: one session alone, in a process of its own. Also the plain interleaved loop with
+    /// ONNX Runtime's default spinning, the condition the meter avoids. Target: meter within 10% of the model alone.
+    /// </summary>
+    static bool AB(IEnumerable<string> paths, double seconds)
+    {
+        const int threads = 2;
+        Console.WriteLine();
+        Console.WriteLine($"A/B: two sessions of each model interleaved vs one session alone in its own process; intra-op threads {threads}, ~{seconds:G3} s per figure");
+        Console.WriteLine($"{"model",-36} {"alone ms",9} {"plain A/B spin ms",18} {"meter A ms",11} {"meter B ms",11} {"meter/alone",12}");
+        bool ok = true;
+        foreach (var (path, dims) in paths.Select(Spec))
+        {
+            string dimText = string.Join(",", dims.Select(d => $"{d.Key}={d.Value}"));
+            double alone = Child(path, dimText, threads, seconds, sessions: 1);
+            double fighting = Child(path, dimText, threads, seconds, sessions: 2);
+            var model = ModelIO.Load(path);
+            var synthesis = new SynthesisOptions { Dimensions = dims, BatchSize = 1 };
+            var results = LatencyMeter.Measure([model], ModelIO.Load(path), new LatencyOptions
+            {
+                Warmup = 5, Duration = TimeSpan.FromSeconds(seconds), Session = new SessionSettings { IntraOpThreads = threads }, Synthesis = synthesis,
+            });
+            double a = results[0].P50Ms, b = results[1].P50Ms, ratio = (a + b) / 2 / alone;
+            ok &= Math.Abs(ratio - 1) <= 0.10;
+            Console.WriteLine($"{Path.GetFileName(path),-36} {alone,9:F4} {fighting,18:F4} {a,11:F4} {b,11:F4} {ratio,12:F3}");
+        }
+        Console.WriteLine(ok ? "the meter's A/B medians are within 10% of each model alone" : "SOME A/B MEDIANS DIFFER FROM THE MODEL ALONE BY MORE THAN 10%");
+        return ok;
+    }
+
+    /// <summary>Runs <see cref="ChildLoop"/> in a process of its own and returns its median in ms.</summary>
+    static double Child(string path, string dims, int threads, double seconds, int sessions)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
+        foreach (var a in new[] { "latency-child", path, dims, threads.ToString(CultureInfo.InvariantCulture), seconds.ToString(CultureInfo.InvariantCulture), sessions.ToString(CultureInfo.InvariantCulture) })
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"latency-child failed: {output}");
+        return double.Parse(output.Trim(), CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>
+    /// `bench latency-child path dims threads seconds sessions`: a plain ONNX Runtime loop (default session options,
+    /// spinning included) over 1 session, or 2 sessions of the model taking turns; prints the median of all runs in ms.
+    /// </summary>
+    public static int ChildLoop(string[] args)
+    {
+        string path = args[0];
+        var dims = args[1].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(d => d.Split('='))
+            .ToDictionary(d => d[0], d => long.Parse(d[1], CultureInfo.InvariantCulture));
+        int threads = int.Parse(args[2], CultureInfo.InvariantCulture), sessions = int.Parse(args[4], CultureInfo.InvariantCulture);
+        double seconds = double.Parse(args[3], CultureInfo.InvariantCulture);
+        var model = ModelIO.Load(path);
+        var inputs = InputSynthesizer.Synthesize(model, new SynthesisOptions { Dimensions = dims, BatchSize = 1 });
+        var settings = new SessionSettings { IntraOpThreads = threads };
+        var loops = Enumerable.Range(0, sessions).Select(_ => new PlainLoop(model, inputs, settings)).ToList();
+        foreach (var l in loops) l.Times(5, 1);
+        var times = new List<double>();
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed.TotalSeconds < seconds)
+            foreach (var l in loops) times.AddRange(l.Times(0, 1));
+        foreach (var l in loops) l.Dispose();
+        Console.WriteLine(Statistics.Median(times).ToString("R", CultureInfo.InvariantCulture));
+        return 0;
     }
 
     /// <summary>The repository's model, and the shared ones beside the repository when they are there, with dimensions for their symbolic axes.</summary>
