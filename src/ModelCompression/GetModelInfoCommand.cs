@@ -30,11 +30,11 @@ public sealed class GetModelInfoCommand : ModelCmdletBase
     {
         if (InputObject is not null)
         {
-            TryInvoke(() => WriteObject(ModelInfo.From(InputObject.Engine)), InputObject);
+            TryInvoke(() => WriteObject(ModelInfo.From(InputObject)), InputObject);
             return;
         }
         bool literal = ParameterSetName == LiteralPathSet;
         foreach (string file in PathResolution.Resolve(this, literal ? LiteralPath : Path, literal))
-            TryInvoke(() => WriteObject(ModelInfo.From(ModelIO.Load(file, CancellationToken))), file);
+            TryInvoke(() => WriteObject(ModelInfo.From(new Model(ModelIO.Load(file, CancellationToken)))), file);
     }
 }
