@@ -28,7 +28,8 @@ function Invoke-Pwsh {
     # Under `dotnet pwsh` the process is dotnet itself, running pwsh.dll.
     $first = @(if ([IO.Path]::GetFileNameWithoutExtension($exe) -eq 'dotnet') { Join-Path $PSHOME 'pwsh.dll' })
     Push-Location $WorkingDirectory
-    try { & $exe @first -NoProfile -NonInteractive -Command $Command 2>&1 | ForEach-Object { "$_" } }
+    # Lines as plain text: pwsh colours table headers even when its output is redirected.
+    try { & $exe @first -NoProfile -NonInteractive -Command $Command 2>&1 | ForEach-Object { "$_" -replace '\e\[[0-9;]*m' } }
     finally { Pop-Location }
 }
 

@@ -35,6 +35,30 @@ Describe 'Get-Help <cmdlet> -Full' -ForEach $cmdlets {
     }
 }
 
+Describe 'Get-Help <cmdlet> syntax' -ForEach $cmdlets {
+    It 'matches Get-Command -Syntax: same parameters in the same order per set, switches without a value' {
+        $help = Get-Help $cmdlet -Full
+        ($help.syntax | Out-String) | Should -Not -BeLike '*<SwitchParameter>*'
+        $inCode = @(foreach ($set in (Get-Command $cmdlet).ParameterSets) {
+            , @([regex]::Matches($set.ToString(), '(?<![\w<])-(\w+)').ForEach({ $_.Groups[1].Value }) | Where-Object { $_ -notin $CommonParameters -or $_ -in 'WhatIf', 'Confirm' })
+        })
+        $inHelp = @(foreach ($item in $help.syntax.syntaxItem) { , @($item.parameter.name) })
+        $inHelp.Count | Should -Be $inCode.Count
+        foreach ($names in $inHelp) {
+            $match = $inCode | Where-Object { ($_ | Sort-Object) -join ',' -eq (($names | Sort-Object) -join ',') }
+            $match | Should -Not -BeNullOrEmpty -Because "help has a syntax with $($names -join ', ')"
+            $names -join ' ' | Should -Be ($match -join ' ')
+        }
+    }
+}
+
+Describe 'The manifest' {
+    It 'has release notes that name every cmdlet' {
+        $notes = (Test-ModuleManifest $ModulePath).ReleaseNotes
+        foreach ($cmdlet in (Get-Module ModelCompression).ExportedCmdlets.Keys) { $notes | Should -BeLike "*$cmdlet*" }
+    }
+}
+
 Describe 'Get-Help about_ModelCompression' {
     It 'is installed' {
         $text = Get-Help about_ModelCompression | Out-String

@@ -60,6 +60,18 @@ Describe 'Measure-ModelLatency' {
         { Measure-ModelLatency $WineModel -Iterations 2 @arguments } | Should -Throw -ErrorId "$id,*"
     }
 
+    It 'refuses options that would be ignored: <name>' -ForEach @(
+        @{ name = '-InputShape with -InputData'; arguments = @{ InputData = 'data/wine_test.npz'; InputShape = @{ batch = 4 } }; id = 'InputParameterNotApplicable' }
+        @{ name = '-IntegerRange with -InputData'; arguments = @{ InputData = 'data/wine_test.npz'; IntegerRange = 0, 5 }; id = 'InputParameterNotApplicable' }
+        @{ name = '-ConfidenceLevel without -Baseline'; arguments = @{ ConfidenceLevel = 0.9 }; id = 'LatencyParameterNotApplicable' }
+    ) {
+        Push-Location $RepoRoot
+        try { { Measure-ModelLatency $WineModel -Iterations 2 @arguments } | Should -Throw -ErrorId "$id,*" }
+        finally { Pop-Location }
+        # Beside a baseline -ConfidenceLevel applies.
+        if ($arguments.ContainsKey('ConfidenceLevel')) { (Measure-ModelLatency $WineModel -Baseline $WineModel -Iterations 3 -Warmup 0 @arguments)[1].ConfidenceLevel | Should -Be 0.9 }
+    }
+
     It 'names a missing symbolic dimension, and -InputShape resolves it' {
         Skip-WithoutShared
         $dim = (Get-ModelInfo $Bert).Inputs[0].Shape[1]
@@ -120,6 +132,12 @@ Describe 'Compare-Model' {
         $caught = try { Compare-Model $WineModel $Damaged -MinCosine 0.99999 -OutVariable rep -ErrorAction Stop | Out-Null } catch { $_ }
         $caught | Get-ErrorId | Should -Be CosineBelowMinimum
         $rep[0].Passed | Should -BeFalse
+    }
+
+    It 'refuses -InputShape and -IntegerRange beside -InputData (they would be ignored)' {
+        $caught = try { Compare-Model $WineModel $WineModel -InputData $WineTest -InputShape @{ batch = 4 } -IntegerRange 0, 5 -ErrorAction Stop } catch { $_ }
+        $caught | Get-ErrorId | Should -Be InputParameterNotApplicable
+        $caught.Exception.Message | Should -BeLike '*-InputShape and -IntegerRange*'
     }
 
     It 'refuses an accuracy gate without labels' {

@@ -41,6 +41,33 @@ Get-Model '$WineModel' | Export-Model ./copy.onnx
     }
 }
 
+Describe 'The package' {
+    It 'is made by build.ps1 -Task Package without touching PSResource repositories, installs by name and imports' {
+        $before = @(Get-PSResourceRepository | ForEach-Object { "$($_.Name)=$($_.Uri)" })
+        $out = Invoke-Pwsh -WorkingDirectory $TestDrive -Command "& '$RepoRoot/build.ps1' -Task Package -PackagePath '$TestDrive/package' | ForEach-Object Name"
+        $LASTEXITCODE | Should -Be 0 -Because ($out -join "`n")
+        $out | Should -Be 'ModelCompression.0.1.0.nupkg'
+        @(Get-PSResourceRepository | ForEach-Object { "$($_.Name)=$($_.Uri)" }) | Should -Be $before
+
+        # Installing needs a repository: register one in a throw-away user profile (XDG folders in the test drive).
+        $out = Invoke-Pwsh -WorkingDirectory $TestDrive -Command @"
+`$ErrorActionPreference = 'Stop'
+`$env:XDG_DATA_HOME = '$TestDrive/data'; `$env:XDG_CONFIG_HOME = '$TestDrive/config'
+Register-PSResourceRepository -Name ModelCompressionTest -Uri '$TestDrive/package' -Trusted
+New-Item -ItemType Directory '$TestDrive/modules' | Out-Null
+Save-PSResource -Name ModelCompression -Repository ModelCompressionTest -Path '$TestDrive/modules' -TrustRepository
+`$env:PSModulePath = '$TestDrive/modules' + [IO.Path]::PathSeparator + `$env:PSModulePath
+Import-Module ModelCompression
+(Get-Module ModelCompression).ModuleBase
+(Get-Model '$WineModel' | Get-ModelInfo).Parameters
+"@
+        $LASTEXITCODE | Should -Be 0 -Because ($out -join "`n")
+        $out[0] | Should -BeLike "$TestDrive/modules/ModelCompression*"
+        $out[1] | Should -Be '70147'
+        @(Get-PSResourceRepository | ForEach-Object { "$($_.Name)=$($_.Uri)" }) | Should -Be $before
+    }
+}
+
 Describe 'Get-Model' {
     It 'returns a Model per file' {
         $models = @(Get-Model (Join-Path $RepoRoot 'models/*.onnx'))
@@ -74,6 +101,29 @@ Describe 'Get-Model' {
     }
 }
 
+Describe 'A derived model' {
+    It 'is not its source: its own name, no file until exported, and reports tell the two apart' {
+        $m = Get-Model $WineModel
+        $q = $m | Invoke-ModelPruning -Rate 0.5 -WarningAction SilentlyContinue | Invoke-ModelQuantization
+        $q.Name | Should -Be 'wine_mlp.pruning.quantize'
+        $q.Path | Should -BeNullOrEmpty
+        (Get-ModelInfo -InputObject $q).Path | Should -BeNullOrEmpty
+        (Get-ModelInfo -InputObject $q).FileSize | Should -BeNullOrEmpty
+        $json = Compare-Model $m $q | ConvertTo-Json -Depth 4 | ConvertFrom-Json
+        $json.Reference, $json.Difference | Should -Be 'wine_mlp', 'wine_mlp.pruning.quantize'
+        $json.ReferencePath | Should -Be $WineModel
+        $json.DifferencePath | Should -BeNullOrEmpty
+        $latency = Measure-ModelLatency $q -Baseline $m -Iterations 3 -Warmup 0
+        $latency.Model | Should -Be 'wine_mlp', 'wine_mlp.pruning.quantize'
+        $latency.Path | Should -Be $WineModel, $null
+        $latency[1].Baseline | Should -Be 'wine_mlp'
+        # Export-Model -Directory still names the file after the model's origin.
+        $q | Export-Model -Directory $TestDrive
+        Join-Path $TestDrive 'wine_mlp.onnx' | Should -Exist
+        (Get-Model (Join-Path $TestDrive 'wine_mlp.onnx')).Name | Should -Be 'wine_mlp'
+    }
+}
+
 Describe 'Get-ModelInfo' {
     It 'describes the model, from a Model or a path' {
         $info = Get-Model $WineModel | Get-ModelInfo
@@ -99,6 +149,10 @@ Describe 'Export-Model' {
 
         $file = Get-Model $WineModel | Export-Model ./a.onnx -PassThru
         $file | Should -BeOfType System.IO.FileInfo
+        # As Get-Item returns it: provider properties, so the FileSystem view shows Mode and Length.
+        $file.PSPath | Should -Be (Get-Item ./a.onnx).PSPath
+        $file.PSProvider.Name | Should -Be 'FileSystem'
+        ($file | Out-String) | Should -Match ([regex]::Escape($file.Length.ToString()))
         (Get-Item ./a.onnx).Length | Should -Be (Get-Item $WineModel).Length
 
         Set-Content ./b.onnx 'keep me'

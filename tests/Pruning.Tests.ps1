@@ -32,6 +32,17 @@ Describe 'Invoke-ModelPruning' {
         (Get-Model $path).History[-1].Parameters['Method'] | Should -Be 'Structured'
     }
 
+    It 'reproduces a -Seed in another process (the seed in the history means something)' {
+        # Two processes prune with one seed; their models compute the same outputs (the files differ in timings).
+        foreach ($n in 1, 2) {
+            $null = Invoke-Pwsh -WorkingDirectory $TestDrive -Command ("Import-Module '$ModulePath'; Get-Model '$WineModel' | " +
+                "Invoke-ModelPruning -Rate 0.5 -Criterion Random -Seed 7 -WarningAction Ignore | Export-Model ./seed7-$n.onnx")
+            $LASTEXITCODE | Should -Be 0
+        }
+        $r = Compare-Model (Join-Path $TestDrive 'seed7-1.onnx') (Join-Path $TestDrive 'seed7-2.onnx') -InputData (Join-Path $RepoRoot 'data/wine_test.npz')
+        $r.MaxAbsError | Should -Be 0
+    }
+
     It 'refuses <arguments> with <id>' -ForEach @(
         @{ arguments = '-Rate 1'; id = 'PruningRateOutOfRange' }
         @{ arguments = '-Rate -0.2'; id = 'PruningRateOutOfRange' }

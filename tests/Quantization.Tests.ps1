@@ -25,6 +25,15 @@ Describe 'Invoke-ModelQuantization' {
         $errs | Get-ErrorId | Should -Be QuantizationCalibrationDataMissing
     }
 
+    It 'refuses float16 options that -StorageOnly would ignore: <option>' -ForEach @(
+        @{ option = 'KeepIOTypes'; arguments = @{ KeepIOTypes = $true } }
+        @{ option = 'Float16BlockList'; arguments = @{ Float16BlockList = 'Softmax' } }
+    ) {
+        Get-Model $WineModel | Invoke-ModelQuantization -Mode Float16 -StorageOnly @arguments -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationParameterNotApplicable
+        $errs[0].Exception.Message | Should -BeLike "*-$option*"
+    }
+
     It 'refuses an already quantized model unless -Force' {
         $q = Get-Model $WineModel | Invoke-ModelQuantization -ExcludeNode '/fc3/*'
         $q | Invoke-ModelQuantization -ErrorVariable errs -ErrorAction SilentlyContinue

@@ -9,6 +9,7 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["quant-latency"] = QuantizationBench.Latency,
     ["quant-time"] = QuantizationBench.Time,
     ["latency"] = LatencyBench.Run,
+    ["latency-child"] = LatencyBench.ChildLoop,
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
     ["large"] = LargeModelBench.Run,

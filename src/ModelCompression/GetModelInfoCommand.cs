@@ -34,11 +34,11 @@ public sealed class GetModelInfoCommand : ModelCmdletBase
     {
         if (InputObject is not null)
         {
-            TryInvoke(() => WriteObject(ModelInfo.From(InputObject.Engine, ScanWeights)), InputObject);
+            TryInvoke(() => WriteObject(ModelInfo.From(InputObject, ScanWeights)), InputObject);
             return;
         }
         bool literal = ParameterSetName == LiteralPathSet;
         foreach (string file in PathResolution.Resolve(this, literal ? LiteralPath : Path, literal))
-            TryInvoke(() => WriteObject(ModelInfo.From(LoadModel(file), ScanWeights)), file);
+            TryInvoke(() => WriteObject(ModelInfo.From(new Model(LoadModel(file)), ScanWeights)), file);
     }
 }

@@ -28,14 +28,14 @@ public sealed class ModelInfo
     public string InputText => string.Join("; ", Inputs.Select(i => i.ToString()));
     public string OutputText => string.Join("; ", Outputs.Select(i => i.ToString()));
 
-    internal static ModelInfo From(OnnxModel model, bool scanWeights)
+    internal static ModelInfo From(Model model, bool scanWeights)
     {
-        var s = ModelSummary.Of(model, scanWeights ? long.MaxValue : ModelSummary.DefaultScanLimit);
+        var s = ModelSummary.Of(model.Engine, scanWeights ? long.MaxValue : ModelSummary.DefaultScanLimit);
         return new ModelInfo
         {
-            Name = s.Name,
-            Path = s.Path,
-            FileSize = s.FileSize >= 0 ? s.FileSize : null,
+            Name = model.Name,
+            Path = model.Path,
+            FileSize = model.Path is not null && s.FileSize >= 0 ? s.FileSize : null,
             SizeBytes = s.SerializedSize,
             Parameters = s.Parameters,
             BytesByElementType = new Dictionary<string, long>(s.BytesByElementType),
@@ -48,7 +48,7 @@ public sealed class ModelInfo
             NodeCount = s.NodeCount,
             Sparsity = s.Sparsity,
             History = s.History.Select(ModelStageInfo.From).ToArray(),
-            Report = model.Report is null ? null : CompressionReport.From(model.Report),
+            Report = model.Report,
         };
     }
 }

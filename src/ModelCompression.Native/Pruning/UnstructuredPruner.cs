@@ -145,7 +145,7 @@ internal sealed class UnstructuredPruner : IScoreSource
         {
             case PruningCriterion.Random:
                 {
-                    var rng = new Random(HashCode.Combine(seed, t, target.Name.Length));
+                    var rng = RandomScores.For(seed, target.Name, t);
                     for (int i = 0; i < destination.Length; i++) destination[i] = rng.NextSingle();
                     break;
                 }

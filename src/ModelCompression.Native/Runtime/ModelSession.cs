@@ -13,6 +13,11 @@ public sealed record SessionSettings
     public int InterOpThreads { get; init; }
     /// <summary>Basic, Extended, All or None; null keeps ONNX Runtime's default (All).</summary>
     public string? GraphOptimization { get; init; }
+    /// <summary>
+    /// Whether idle intra- and inter-op threads spin waiting for work (ONNX Runtime's default). Sessions that take turns
+    /// (an A/B measurement) turn it off: each session's idle pool would otherwise spin on the cores the other needs.
+    /// </summary>
+    public bool AllowSpinning { get; init; } = true;
 
     internal SessionOptions Create()
     {
@@ -20,6 +25,11 @@ public sealed record SessionSettings
         if (IntraOpThreads > 0) o.IntraOpNumThreads = IntraOpThreads;
         if (InterOpThreads > 0) o.InterOpNumThreads = InterOpThreads;
         if (GraphOptimization is not null) o.GraphOptimizationLevel = OptimizationLevel(GraphOptimization);
+        if (!AllowSpinning)
+        {
+            o.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+            o.AddSessionConfigEntry("session.inter_op.allow_spinning", "0");
+        }
         ExecutionProviders.Append(o, Provider);
         return o;
     }
