@@ -199,7 +199,7 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
             var result = tokens is not null
                 ? Distiller.Distill(teacher.Engine, student, tokens, validation, options, Report, CancellationToken)
                 : Distiller.Distill(teacher.Engine, student, training!, validation, options, Report, CancellationToken);
-            var model = new Model(result.Student);
+            var model = new Model(result.Student, InputObject ?? teacher);
             if (result.Cancelled)
             {
                 // A stopped pipeline cannot output objects: the best student so far goes into the variable instead.

@@ -90,7 +90,7 @@ internal sealed class TeacherModel : IDisposable
 
     public TeacherModel(OnnxModel teacher, List<(string Teacher, string Student)> pairing, string output, SessionSettings? settings)
     {
-        session = new ModelSession(teacher, (settings ?? new SessionSettings()) with { AllowSpinning = settings?.AllowSpinning ?? false });
+        session = new ModelSession(teacher, (settings ?? new SessionSettings()) with { AllowSpinning = false });
         this.pairing = pairing;
         Output = output;
         Name = teacher.Name;
@@ -108,9 +108,9 @@ internal sealed class TeacherModel : IDisposable
     }, StringComparer.Ordinal);
 
     /// <summary>Runs one batch of <paramref name="rows"/> rows: the output's shape per row, and the values as they come.</summary>
-    public (int[] RowShape, float[] Values) Probe(Dictionary<string, Tensor> inputs, int rows)
+    public (int[] RowShape, float[] Values) Probe(Dictionary<string, Tensor> inputs, int rows, CancellationToken cancel)
     {
-        var result = session.Run(Feeds(inputs), [Output])[0];
+        var result = session.Run(Feeds(inputs), [Output], cancel)[0];
         if (result.Shape.Length == 0 || result.Shape[0] != rows)
             throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
                 $"Teacher output '{Output}' has shape [{string.Join(",", result.Shape)}] for {rows} rows; its first dimension must be the batch.");
@@ -118,10 +118,10 @@ internal sealed class TeacherModel : IDisposable
     }
 
     /// <summary>Runs a batch whose output has <paramref name="rowShape"/> per row into <paramref name="destination"/>.</summary>
-    public void Run(Dictionary<string, Tensor> inputs, int rows, int[] rowShape, float[] destination)
+    public void Run(Dictionary<string, Tensor> inputs, int rows, int[] rowShape, float[] destination, CancellationToken cancel)
     {
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        session.RunInto(Feeds(inputs), Output, destination, [rows, .. rowShape.Select(d => (long)d)]);
+        session.RunInto(Feeds(inputs), Output, destination, [rows, .. rowShape.Select(d => (long)d)], cancel);
         if (Probabilities) ToLogProbabilities(destination.AsSpan(0, rows * Tensor.Count(rowShape)));
         RunTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
     }
@@ -184,7 +184,7 @@ internal sealed class RowBatches : IBatchSource
             {
                 cancellation.ThrowIfCancellationRequested();
                 int count = Math.Min(teacherBatchSize, data.Rows - start);
-                teacher.Run(data.Batch(order.AsSpan(start, count)), count, rowShape, buffer);
+                teacher.Run(data.Batch(order.AsSpan(start, count)), count, rowShape, buffer, cancellation);
                 Array.Copy(buffer, 0, cache, (long)start * rowSize, (long)count * rowSize);
             }
         }
@@ -222,7 +222,7 @@ internal sealed class RowBatches : IBatchSource
         else
         {
             values = perBatch ??= new float[(long)batchSize * rowSize];
-            teacher.Run(inputs, count, RowShape, values);
+            teacher.Run(inputs, count, RowShape, values, cancellation);
             for (int r = 0; r < count; r++) teacherStart[r] = r * rowSize;
         }
         var labelStart = new int[count];
@@ -299,7 +299,7 @@ internal sealed class WindowBatches : IBatchSource
     {
         windows.Next();
         var inputs = new Dictionary<string, Tensor>(StringComparer.Ordinal) { [input] = Tensor.Int64([windows.Batch, windows.Length], windows.Ids) };
-        teacher.Run(inputs, windows.Batch, rowShape, teacherValues);
+        teacher.Run(inputs, windows.Batch, rowShape, teacherValues, cancellation);
         return new StepBatch { Inputs = inputs, Rows = windows.Batch, Targets = new Targets(teacherValues, teacherStart, windows.Labels, labelStart) };
     }
 }

@@ -126,7 +126,7 @@ public static class Distiller
                 throw new EngineException("SequenceLengthUnsupported", EngineErrorKind.InvalidArgument,
                     $"Student '{student.Name}' cannot run windows of {options.SequenceLength} tokens (is it longer than the model's context?): {e.Message}", e);
             }
-            var (teacherShape, values) = teacher.Probe(inputs, rows);
+            var (teacherShape, values) = teacher.Probe(inputs, rows, cancellation);
             if (!shape.SequenceEqual(teacherShape))
                 throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
                     $"On the {role} data, teacher output '{teacherOutput}' has shape [batch,{string.Join(",", teacherShape)}] per input row but student output '{studentOutput}' has [batch,{string.Join(",", shape)}].");

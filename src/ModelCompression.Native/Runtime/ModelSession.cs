@@ -14,11 +14,10 @@ public sealed record SessionSettings
     /// <summary>Basic, Extended, All or None; null keeps ONNX Runtime's default (All).</summary>
     public string? GraphOptimization { get; init; }
     /// <summary>
-    /// Whether ONNX Runtime's worker threads spin after a run waiting for the next one; null keeps its default (they do).
-    /// A session that takes turns with other parallel work (the teacher during distillation) turns it off, or its
-    /// spinning threads take the cores from that work.
+    /// Whether idle intra- and inter-op threads spin waiting for work (ONNX Runtime's default). Sessions that take turns
+    /// (an A/B measurement) turn it off: each session's idle pool would otherwise spin on the cores the other needs.
     /// </summary>
-    public bool? AllowSpinning { get; init; }
+    public bool AllowSpinning { get; init; } = true;
 
     internal SessionOptions Create()
     {
@@ -26,10 +25,10 @@ public sealed record SessionSettings
         if (IntraOpThreads > 0) o.IntraOpNumThreads = IntraOpThreads;
         if (InterOpThreads > 0) o.InterOpNumThreads = InterOpThreads;
         if (GraphOptimization is not null) o.GraphOptimizationLevel = OptimizationLevel(GraphOptimization);
-        if (AllowSpinning is { } spin)
+        if (!AllowSpinning)
         {
-            o.AddSessionConfigEntry("session.intra_op.allow_spinning", spin ? "1" : "0");
-            o.AddSessionConfigEntry("session.inter_op.allow_spinning", spin ? "1" : "0");
+            o.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+            o.AddSessionConfigEntry("session.inter_op.allow_spinning", "0");
         }
         ExecutionProviders.Append(o, Provider);
         return o;
@@ -78,7 +77,7 @@ public sealed class ModelSession : IDisposable
     {
         Model = model;
         using var options = (settings ?? new SessionSettings()).Create();
-        try { session = new InferenceSession(ModelIO.ToBytes(model), options); }
+        try { session = RuntimeModel.Open(model, options); }
         catch (OnnxRuntimeException e)
         {
             throw new EngineException("ModelSessionFailed", EngineErrorKind.InvalidData,
@@ -90,9 +89,10 @@ public sealed class ModelSession : IDisposable
     public OnnxModel Model { get; }
     public IReadOnlyList<string> OutputNames { get; }
 
-    /// <summary>Runs the model; every input must be given.</summary>
-    public IReadOnlyList<NamedArray> Run(IReadOnlyDictionary<string, NamedArray> inputs, IReadOnlyList<string>? outputs = null)
+    /// <summary>Runs the model; every input must be given. Cancelling the token stops ONNX Runtime mid-run.</summary>
+    public IReadOnlyList<NamedArray> Run(IReadOnlyDictionary<string, NamedArray> inputs, IReadOnlyList<string>? outputs = null, CancellationToken cancel = default)
     {
+        cancel.ThrowIfCancellationRequested();
         var names = inputs.Keys.ToList();
         var values = new List<OrtValue>(names.Count);
         try
@@ -100,8 +100,13 @@ public sealed class ModelSession : IDisposable
             foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
             var wanted = outputs ?? OutputNames;
             using var runOptions = new RunOptions();
+            using var stop = Terminate(runOptions, cancel);
             using var results = session.Run(runOptions, names, values, wanted);
             return results.Select((r, i) => FromOrtValue(wanted[i], r)).ToList();
+        }
+        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancel);
         }
         catch (OnnxRuntimeException e)
         {
@@ -117,8 +122,9 @@ public sealed class ModelSession : IDisposable
     /// Runs the model and writes one float output straight into <paramref name="destination"/>, whose shape the caller
     /// knows (<paramref name="outputShape"/>): no copy of the output, for a model run every training step.
     /// </summary>
-    public void RunInto(IReadOnlyDictionary<string, NamedArray> inputs, string output, float[] destination, long[] outputShape)
+    public void RunInto(IReadOnlyDictionary<string, NamedArray> inputs, string output, float[] destination, long[] outputShape, CancellationToken cancel = default)
     {
+        cancel.ThrowIfCancellationRequested();
         var names = inputs.Keys.ToList();
         var values = new List<OrtValue>(names.Count);
         try
@@ -126,7 +132,12 @@ public sealed class ModelSession : IDisposable
             foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
             using var result = OrtValue.CreateTensorValueFromMemory(destination, outputShape);
             using var runOptions = new RunOptions();
+            using var stop = Terminate(runOptions, cancel);
             session.Run(runOptions, names, values, [output], [result]);
+        }
+        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancel);
         }
         catch (OnnxRuntimeException e)
         {
@@ -137,6 +148,10 @@ public sealed class ModelSession : IDisposable
             foreach (var v in values) v.Dispose();
         }
     }
+
+    /// <summary>Makes a cancellation stop the ONNX Runtime run that <paramref name="options"/> belongs to.</summary>
+    internal static CancellationTokenRegistration Terminate(RunOptions options, CancellationToken cancel) =>
+        cancel.Register(() => options.Terminate = true);
 
     /// <summary>Runs with pre-built OrtValues and discards the outputs: the latency hot path.</summary>
     internal void RunDiscard(IReadOnlyList<string> inputNames, IReadOnlyList<OrtValue> values, RunOptions runOptions)
