@@ -124,8 +124,12 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
 
     protected override void BeginProcessing()
     {
-        if (SequenceLength is not null) tokens = InvokeOrTerminate(() => OpenTokens(ResolveOutputPath(TrainingData)), TrainingData);
-        else training = InvokeOrTerminate(() => DataSet.Load(ResolveOutputPath(TrainingData)), TrainingData);
+        // With -SequenceLength a .npy is a token stream (mapped, not loaded); any other file is loaded as data, which the
+        // engine then refuses with the error that names the parameter that does not apply.
+        string path = ResolveOutputPath(TrainingData);
+        if (SequenceLength is not null && string.Equals(Path.GetExtension(path), ".npy", StringComparison.OrdinalIgnoreCase))
+            tokens = InvokeOrTerminate(() => TokenStream.Open(path), TrainingData);
+        else training = InvokeOrTerminate(() => DataSet.Load(path), TrainingData);
         if (ValidationData is not null) validation = InvokeOrTerminate(() => DataSet.Load(ResolveOutputPath(ValidationData)), ValidationData);
         bool kl = string.Equals(Loss, "KL", StringComparison.OrdinalIgnoreCase);
         if (!kl && MyInvocation.BoundParameters.ContainsKey(nameof(Temperature)))
@@ -210,15 +214,6 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
             if (result.StoppedEarly) WriteVerbose($"Stopped early after {result.Epochs.Count} records; kept the weights of record {result.BestEpoch}.");
             WriteObject(model);
         }, target);
-    }
-
-    static TokenStream OpenTokens(string path)
-    {
-        // A data file that is not a token stream gets the error that names the parameter that does not apply.
-        if (!string.Equals(Path.GetExtension(path), ".npy", StringComparison.OrdinalIgnoreCase) && File.Exists(path))
-            throw new EngineException("SequenceLengthNeedsTokenData", EngineErrorKind.InvalidArgument,
-                $"-SequenceLength reads the training data as a token stream, one 1-D .npy array of token ids; '{path}' is not a .npy file.") { Target = path };
-        return TokenStream.Open(path);
     }
 
     public void Dispose() => tokens?.Dispose();
