@@ -59,7 +59,14 @@ public sealed class ModelReport
 }
 
 /// <summary>One node or tensor a stage touched or skipped, and why.</summary>
-public sealed record ReportEntry(string Target, string OpType, string Action, string Detail);
+public sealed record ReportEntry(string Target, string OpType, string Action, string Detail)
+{
+    /// <summary>
+    /// The stage's error measure for this target, when it has one (weight-only quantization with calibration data: the
+    /// layer's relative output error ||X W - X W_q|| / ||X W|| on the calibration activations).
+    /// </summary>
+    public double? Error { get; init; }
+}
 
 public static class EngineInfo
 {
