@@ -18,6 +18,7 @@ internal static class HessianCollector
     /// <summary>Memory for the H matrices of one pass.</summary>
     public const long BudgetBytes = 512L << 20;
     const int RowsPerUpdate = 512;
+    const int Tile = 256;
 
     /// <summary>Cuts activations (name, width) into groups whose K x K float matrices fit the budget; order is kept.</summary>
     public static List<List<(string Name, int K)>> Groups(IEnumerable<(string Name, int K)> activations)
@@ -33,6 +34,13 @@ internal static class HessianCollector
             bytes += size;
         }
         return groups;
+    }
+
+    /// <summary>Rows per run when not given: a fixed batch dimension of the first input, else 16 (one row per run is several times slower).</summary>
+    public static int DefaultBatchSize(OnnxModel model)
+    {
+        var first = Runtime.InputSynthesizer.Inputs(model).FirstOrDefault();
+        return first is { Shape.Count: > 0 } && long.TryParse(first.Shape[0], out long fixedBatch) && fixedBatch > 0 ? (int)Math.Min(fixedBatch, int.MaxValue) : 16;
     }
 
     /// <summary>Runs <paramref name="model"/> over <paramref name="data"/> once and returns H for each activation.</summary>
@@ -89,7 +97,13 @@ internal static class HessianCollector
         {
             if (rows == 0) return;
             QuantMath.MinMax(buffer.AsSpan(0, rows * k), $"activation '{name}'");
-            Gemm.Multiply(true, false, k, k, rows, 1f, buffer, k, buffer, k, 1f, h, k);
+            // H is symmetric: only the tiles on and below the diagonal (half the work), mirrored at the end.
+            for (int i0 = 0; i0 < k; i0 += Tile)
+                for (int j0 = 0; j0 <= i0; j0 += Tile)
+                {
+                    int m = Math.Min(Tile, k - i0), n = Math.Min(Tile, k - j0);
+                    Gemm.Multiply(true, false, m, n, rows, 1f, buffer.AsSpan(i0), k, buffer.AsSpan(j0), k, 1f, h.AsSpan(i0 * k + j0), k);
+                }
             tokens += rows;
             rows = 0;
         }
@@ -99,6 +113,10 @@ internal static class HessianCollector
             Flush();
             if (tokens == 0)
                 throw new EngineException("CalibrationTensorNotObserved", EngineErrorKind.InvalidData, $"Calibration never observed activation '{name}' (no calibration rows?).");
+            for (int i0 = 0; i0 < k; i0 += Tile)
+                for (int j0 = i0 + Tile; j0 < k; j0 += Tile)
+                    for (int i = i0; i < Math.Min(k, i0 + Tile); i++)
+                        for (int j = j0; j < Math.Min(k, j0 + Tile); j++) h[(long)i * k + j] = h[(long)j * k + i];
             return h;
         }
     }

@@ -53,7 +53,7 @@ internal sealed class WeightOnlyQuantizer
         BlockSize = o.BlockSize ?? 32;
         Format = o.Format ?? WeightOnlyFormat.MatMulNBits;
         algorithm = o.Algorithm ?? new RoundToNearestAlgorithm();
-        Symmetric = o.Symmetric ?? algorithm is not HqqAlgorithm; // HQQ fits a zero point per block
+        Symmetric = o.Symmetric ?? true;
         var matmul = new MatMulLayers();
         handlers = new(StringComparer.Ordinal) { ["MatMul"] = matmul, ["Gemm"] = matmul, ["Gather"] = new GatherLayers() };
     }
@@ -129,7 +129,7 @@ internal sealed class WeightOnlyQuantizer
             {
                 int d = done;
                 var phase = new Progress(f => progress?.Report(new QuantizationProgress("Collecting activation statistics", (d + f * group.Count) / Math.Max(1, keys.Count))));
-                moments = HessianCollector.Collect(source, activations, data, Options.CalibrationBatchSize ?? 1, phase, cancel);
+                moments = HessianCollector.Collect(source, activations, data, Options.CalibrationBatchSize ?? HessianCollector.DefaultBatchSize(source), phase, cancel);
             }
             foreach (var key in group)
             {

@@ -27,6 +27,10 @@ internal sealed record WeightSource(string Name, TensorProto Tensor, DT Storage,
             if (!FloatTypes.Contains(type)) { reason = $"weight is {ElementTypes.Name(direct.DataType)}, not a float type"; return null; }
             return new WeightSource(index.ConstantSource(name)!, direct, type, type, false);
         }
+        // Shared weights reach their consumers through Identity chains (exporters deduplicate equal initializers).
+        for (int hops = 0; hops < index.Graph.Node.Count && index.Producer.TryGetValue(name, out var identity)
+            && identity.OpType == "Identity" && identity.Domain is "" or "ai.onnx" && identity.Input.Count == 1; hops++)
+            name = identity.Input[0];
         if (index.Producer.TryGetValue(name, out var cast) && cast.OpType == "Cast" && cast.Domain is "" or "ai.onnx" && cast.Input.Count == 1
             && index.Constant(cast.Input[0]) is { } stored)
         {
