@@ -165,7 +165,7 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
             if (report.Metrics.TryGetValue("ReconstructionErrorMean", out double meanError))
                 WriteVerbose($"Output error of the quantized layers on the calibration activations: mean {meanError:P2}, largest {report.Metrics["ReconstructionErrorMax"]:P2} (per layer in Report.Entries' Error).");
             WriteVerbose($"'{model.Name}': {report.Metrics["SizeBefore"]:N0} → {report.Metrics["SizeAfter"]:N0} bytes.");
-            WriteObject(new Model(result));
+            WriteObject(new Model(result, model));
         }, model);
     }
 

@@ -32,12 +32,12 @@ public sealed class ModelComparisonReport
     /// <summary>The largest perplexity increase (percent) over the sequence outputs scored against labels per position; null without.</summary>
     public double? PerplexityIncrease => Outputs.Where(o => o.PerplexityIncrease is not null).Select(o => o.PerplexityIncrease).DefaultIfEmpty(null).Max();
 
-    internal static ModelComparisonReport From(ModelComparison c) => new()
+    internal static ModelComparisonReport From(ModelComparison c, Model reference, Model difference) => new()
     {
-        Reference = c.Reference,
-        Difference = c.Difference,
-        ReferencePath = c.ReferencePath,
-        DifferencePath = c.DifferencePath,
+        Reference = reference.Name,
+        Difference = difference.Name,
+        ReferencePath = reference.Path,
+        DifferencePath = difference.Path,
         ReferenceSizeBytes = c.ReferenceSize,
         DifferenceSizeBytes = c.DifferenceSize,
         SizeRatio = c.SizeRatio,

@@ -146,9 +146,7 @@ public static class ModelPruner
         long n = 0;
         foreach (var t in graph.Initializer)
             if (t.DataType == (int)TensorProto.Types.DataType.Float)
-                n += TensorData.ElementCount(t) - (t.HasRawData
-                    ? UnstructuredPruner.ZeroCount(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span))
-                    : TensorData.CountZeros(t));
+                n += TensorData.ElementCount(t) - TensorData.CountZeros(t);
         return n;
     }
 

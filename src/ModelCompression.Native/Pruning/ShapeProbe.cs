@@ -28,6 +28,9 @@ internal sealed class ShapeProbe
 
     public long[]? Shape(string tensor) => Shapes.TryGetValue(tensor, out var s) ? s : null;
 
+    /// <summary>How many runs the node outputs are spread over, at most.</summary>
+    const int OutputSlices = 8;
+
     public static ShapeProbe Run(OnnxModel model, long dimension, CancellationToken cancel)
     {
         cancel.ThrowIfCancellationRequested();
@@ -46,21 +49,29 @@ internal sealed class ShapeProbe
         try
         {
             using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
-            using var session = new InferenceSession(probe.ToByteArray(), options);
+            using var session = RuntimeModel.Open(probe, model.Name, options);
             var names = inputs.Keys.ToList();
             var values = names.Select(n => ModelSession.ToOrtValue(inputs[n])).ToList();
             try
             {
-                var wanted = session.OutputMetadata.Keys.ToList();
+                // Every node output at once would hold all of the model's activations together: ask for them in
+                // slices (the same session, a few runs), so memory stays near one run's.
+                var all = session.OutputMetadata.Keys.ToList();
+                int slice = Math.Max(64, (all.Count + OutputSlices - 1) / OutputSlices);
                 using var run = new RunOptions();
-                using var results = session.Run(run, names, values, wanted);
-                for (int i = 0; i < wanted.Count; i++)
+                using var stop = ModelSession.Terminate(run, cancel);
+                foreach (var wanted in all.Chunk(slice))
                 {
-                    if (!results[i].IsTensor) continue;
-                    shapes[wanted[i]] = results[i].GetTensorTypeAndShape().Shape;
+                    using var results = session.Run(run, names, values, wanted);
+                    for (int i = 0; i < wanted.Length; i++)
+                        if (results[i].IsTensor) shapes[wanted[i]] = results[i].GetTensorTypeAndShape().Shape;
                 }
             }
             finally { foreach (var v in values) v.Dispose(); }
+        }
+        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancel);
         }
         catch (OnnxRuntimeException e)
         {

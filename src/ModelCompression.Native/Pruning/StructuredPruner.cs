@@ -660,7 +660,7 @@ internal static class StructuredPruner
         var score = new double[channels];
         if (options.Criterion == PruningCriterion.Random)
         {
-            var rng = new Random(HashCode.Combine(options.Seed ?? 0, g.Producer.Name.Length, channels));
+            var rng = RandomScores.For(options.Seed, g.Producer.Name, channels);
             for (int c = 0; c < channels; c++) score[c] = rng.NextDouble();
         }
         else

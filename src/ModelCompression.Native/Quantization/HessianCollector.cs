@@ -61,7 +61,7 @@ internal static class HessianCollector
         foreach (var (batch, _, fraction) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
-            var results = session.Run(batch, wanted);
+            var results = session.Run(batch, wanted, cancel);
             for (int i = 0; i < wanted.Count; i++) sums[wanted[i]].Add(results[i].AsFloat());
             foreach (var (name, acc) in sums)
                 if (graphInputs.Contains(name) && batch.TryGetValue(name, out var a)) acc.Add(a.AsFloat());

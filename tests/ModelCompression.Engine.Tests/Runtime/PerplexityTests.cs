@@ -121,7 +121,7 @@ public class ParameterCountTests
         var s = ModelSummary.Of(model);
         Assert.Equal(64, s.Parameters);
         Assert.Equal(256, s.BytesByElementType["float32"]);
-        Assert.Equal(0.5, s.Sparsity, 9);
+        Assert.Equal(0.5, s.Sparsity!.Value, 9);
     }
 
     [Theory]
