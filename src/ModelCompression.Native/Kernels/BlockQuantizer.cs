@@ -61,6 +61,8 @@ public sealed class BlockQuantized
     public byte[] PackedCodes()
     {
         int blocks = BlocksPerColumn, blob = BlockSize * Bits / 8;
+        // Without padding, each column's blocks are its codes in order: packing is one pass over all of them.
+        if (K % BlockSize == 0) return Bits == 8 ? (byte[])Codes.Clone() : PackPairs(Codes);
         var packed = new byte[(long)N * blocks * blob];
         Parallel.For(0, N, c =>
         {
@@ -90,6 +92,8 @@ public sealed class BlockQuantized
     /// <summary>Codes packed per column without block padding, [N, ceil(K*bits/8)] (GatherBlockQuantized's uint8 data, one row per table row).</summary>
     public byte[] PackedRows()
     {
+        if (Bits == 8) return (byte[])Codes.Clone();
+        if (K % 2 == 0) return PackPairs(Codes);
         int rowBytes = (K * Bits + 7) / 8;
         var packed = new byte[(long)N * rowBytes];
         Parallel.For(0, N, c =>
@@ -99,6 +103,29 @@ public sealed class BlockQuantized
             if (Bits == 8) { column.CopyTo(dst); return; }
             for (int i = 0; i < K; i += 2) dst[i >> 1] = (byte)((column[i] & 0x0F) | (i + 1 < K ? column[i + 1] << 4 : 0));
         });
+        return packed;
+    }
+
+    /// <summary>Two 4-bit codes per byte, low nibble first, over a whole array of even length (16 pairs per vector).</summary>
+    static unsafe byte[] PackPairs(byte[] codes)
+    {
+        var packed = new byte[codes.Length / 2];
+        fixed (byte* src = codes) fixed (byte* dst = packed)
+        {
+            long i = 0, pairs = packed.Length;
+            var low = Vector256.Create((ushort)0x000F);
+            var high = Vector256.Create((ushort)0x00F0);
+            for (; i + 32 <= pairs; i += 32)
+            {
+                // Each ushort holds a pair (first code in its low byte): (u & 0x0F) | ((u >> 4) & 0xF0).
+                var a = Vector256.Load((ushort*)(src + 2 * i));
+                var b = Vector256.Load((ushort*)(src + 2 * i + 32));
+                var pa = (a & low) | (Vector256.ShiftRightLogical(a, 4) & high);
+                var pb = (b & low) | (Vector256.ShiftRightLogical(b, 4) & high);
+                Vector256.Narrow(pa, pb).Store(dst + i);
+            }
+            for (; i < pairs; i++) dst[i] = (byte)((src[2 * i] & 0x0F) | (src[2 * i + 1] << 4));
+        }
         return packed;
     }
 
@@ -154,15 +181,16 @@ public static class RoundToNearest
         return q;
     }
 
-    readonly struct Rtn(int bits, bool symmetric, bool halfScales, string? what) : BlockTiles.ITileQuantizer
+    readonly unsafe struct Rtn(int bits, bool symmetric, bool halfScales, string? what) : BlockTiles.ITileQuantizer
     {
-        public void Quantize(Span<float> tile, int rows, Span<float> scales, Span<byte> zeroPoints, Span<byte> codes)
+        public void Quantize(float* tile, int stride, int rows, float* scales, byte* zeroPoints, byte* codes)
         {
-            Span<float> min = stackalloc float[BlockTiles.Lanes], max = stackalloc float[BlockTiles.Lanes];
-            BlockTiles.MinMax(tile, rows, min, max, what);
-            for (int j = 0; j < BlockTiles.Lanes; j++) (scales[j], zeroPoints[j]) = BlockQuantized.Params(min[j], max[j], bits, symmetric, halfScales, what);
+            const int L = BlockTiles.Lanes;
+            float* min = stackalloc float[L], max = stackalloc float[L];
+            BlockTiles.MinMax(tile, stride, rows, min, max, what);
+            for (int j = 0; j < L; j++) (scales[j], zeroPoints[j]) = BlockQuantized.Params(min[j], max[j], bits, symmetric, halfScales, what);
             var (qmin, qmax) = BlockQuantized.Range(bits, symmetric);
-            BlockTiles.Codes(tile, rows, scales, zeroPoints, qmin, qmax, codes);
+            BlockTiles.Codes(tile, stride, rows, scales, zeroPoints, qmin, qmax, codes);
         }
     }
 }
@@ -170,52 +198,56 @@ public static class RoundToNearest
 /// <summary>
 /// Walks a row-major [K, N] weight in tiles of one block (up to BlockSize rows) by <see cref="Lanes"/> columns, so every
 /// vector holds the same row of <see cref="Lanes"/> neighbouring columns (contiguous in memory) and per-column sums are
-/// plain vector additions. Tiles run in parallel; each gets its own copy, padded with zero columns at the right edge.
+/// plain vector additions; no transposed copy of the weight is made. Blocks run in parallel; a tile at the right edge
+/// is copied and padded with zero columns, the others are read in place.
 /// </summary>
-internal static class BlockTiles
+internal static unsafe class BlockTiles
 {
     public const int Lanes = 8;
 
     public interface ITileQuantizer
     {
-        /// <summary>Quantizes a tile of <paramref name="rows"/> x <see cref="Lanes"/> values (row-major): one scale and zero point per lane, codes row-major.</summary>
-        void Quantize(Span<float> tile, int rows, Span<float> scales, Span<byte> zeroPoints, Span<byte> codes);
+        /// <summary>
+        /// Quantizes a tile of <paramref name="rows"/> x <see cref="Lanes"/> values (rows <paramref name="stride"/> floats
+        /// apart): one scale and zero point per lane, codes row-major [rows, Lanes].
+        /// </summary>
+        void Quantize(float* tile, int stride, int rows, float* scales, byte* zeroPoints, byte* codes);
     }
 
-    public static unsafe void Run<T>(ReadOnlySpan<float> weight, BlockQuantized q, T quantizer) where T : struct, ITileQuantizer
+    public static void Run<T>(ReadOnlySpan<float> weight, BlockQuantized q, T quantizer) where T : struct, ITileQuantizer
     {
         int k = q.K, n = q.N, bs = q.BlockSize, blocks = q.BlocksPerColumn, strips = (n + Lanes - 1) / Lanes;
         if ((long)k * n > weight.Length) throw new ArgumentException("The weight holds fewer than K*N values.", nameof(weight));
-        int length = weight.Length;
-        fixed (float* w = weight)
+        fixed (float* w = weight) fixed (byte* codesOut = q.Codes) fixed (float* scalesOut = q.Scales) fixed (byte* zerosOut = q.ZeroPoints)
         {
-            nint wp = (nint)w;
+            nint wp = (nint)w, cp = (nint)codesOut, sp = (nint)scalesOut, zp = (nint)zerosOut;
             ParallelLoop.For(0, blocks, b =>
             {
                 int start = b * bs, rows = Math.Min(bs, k - start);
-                var tile = new float[rows * Lanes];
-                var codes = new byte[rows * Lanes];
-                Span<float> scales = stackalloc float[Lanes];
-                Span<byte> zps = stackalloc byte[Lanes];
+                float* pad = stackalloc float[rows * Lanes];
+                byte* codes = stackalloc byte[rows * Lanes];
+                float* scales = stackalloc float[Lanes];
+                byte* zps = stackalloc byte[Lanes];
                 for (int s = 0; s < strips; s++)
                 {
                     int c0 = s * Lanes, width = Math.Min(Lanes, n - c0);
-                    var src = new ReadOnlySpan<float>((float*)wp, length);
-                    for (int r = 0; r < rows; r++)
+                    float* src = (float*)wp + (long)start * n + c0;
+                    int stride = n;
+                    if (width < Lanes)
                     {
-                        var row = src.Slice((int)((long)(start + r) * n + c0), width);
-                        var dst = tile.AsSpan(r * Lanes, Lanes);
-                        row.CopyTo(dst);
-                        if (width < Lanes) dst[width..].Clear();
+                        for (int r = 0; r < rows; r++)
+                            for (int j = 0; j < Lanes; j++) pad[r * Lanes + j] = j < width ? src[(long)r * n + j] : 0;
+                        src = pad;
+                        stride = Lanes;
                     }
-                    quantizer.Quantize(tile, rows, scales, zps, codes);
+                    quantizer.Quantize(src, stride, rows, scales, zps, codes);
                     for (int j = 0; j < width; j++)
                     {
                         long c = c0 + j;
-                        q.Scales[c * blocks + b] = scales[j];
-                        q.ZeroPoints[c * blocks + b] = zps[j];
-                        long baseIndex = c * k + start;
-                        for (int r = 0; r < rows; r++) q.Codes[baseIndex + r] = codes[r * Lanes + j];
+                        ((float*)sp)[c * blocks + b] = scales[j];
+                        ((byte*)zp)[c * blocks + b] = zps[j];
+                        byte* dst = (byte*)cp + c * k + start;
+                        for (int r = 0; r < rows; r++) dst[r] = codes[r * Lanes + j];
                     }
                 }
             });
@@ -223,47 +255,41 @@ internal static class BlockTiles
     }
 
     /// <summary>Per-lane minimum and maximum; NaN or infinity is refused naming <paramref name="what"/>.</summary>
-    public static void MinMax(ReadOnlySpan<float> tile, int rows, Span<float> min, Span<float> max, string? what)
+    public static void MinMax(float* tile, int stride, int rows, float* min, float* max, string? what)
     {
         var mn = Vector256.Create(float.PositiveInfinity);
         var mx = Vector256.Create(float.NegativeInfinity);
         var bad = Vector256<float>.Zero;
         for (int r = 0; r < rows; r++)
         {
-            var v = Vector256.Create(tile.Slice(r * Lanes, Lanes));
+            var v = Vector256.Load(tile + (long)r * stride);
             mn = Vector256.Min(mn, v);
             mx = Vector256.Max(mx, v);
             bad |= ~Vector256.Equals(v - v, Vector256<float>.Zero); // NaN and ±infinity give NaN
         }
         if (bad != Vector256<float>.Zero) throw QuantMath.NonFiniteError(what);
-        mn.CopyTo(min);
-        mx.CopyTo(max);
+        mn.Store(min);
+        mx.Store(max);
     }
 
     /// <summary>codes = clamp(round_half_even(x / scale) + zero point, qmin, qmax) per lane.</summary>
-    public static void Codes(ReadOnlySpan<float> tile, int rows, ReadOnlySpan<float> scales, ReadOnlySpan<byte> zeroPoints, int qmin, int qmax, Span<byte> codes)
+    public static void Codes(float* tile, int stride, int rows, float* scales, byte* zeroPoints, int qmin, int qmax, byte* codes)
     {
-        var s = Vector256.Create(scales);
+        var s = Vector256.Load(scales);
         var z = ZeroPointVector(zeroPoints);
-        Span<float> q = stackalloc float[Lanes];
         var lo = Vector256.Create((float)qmin);
         var hi = Vector256.Create((float)qmax);
         for (int r = 0; r < rows; r++)
         {
-            var v = Vector256.Create(tile.Slice(r * Lanes, Lanes));
-            var c = Vector256.Min(Vector256.Max(Simd.RoundEven(v / s) + z, lo), hi);
-            c.CopyTo(q);
-            var dst = codes.Slice(r * Lanes, Lanes);
-            for (int j = 0; j < Lanes; j++) dst[j] = (byte)q[j];
+            var v = Vector256.Load(tile + (long)r * stride);
+            var c = Vector256.ConvertToInt32(Vector256.Min(Vector256.Max(Simd.RoundEven(v / s) + z, lo), hi));
+            var shorts = Vector128.Narrow(c.GetLower(), c.GetUpper());
+            *(ulong*)(codes + r * Lanes) = Vector128.Narrow(shorts, shorts).AsUInt64().ToScalar();
         }
     }
 
-    public static Vector256<float> ZeroPointVector(ReadOnlySpan<byte> zeroPoints)
-    {
-        Span<float> z = stackalloc float[Lanes];
-        for (int j = 0; j < Lanes; j++) z[j] = zeroPoints[j];
-        return Vector256.Create((ReadOnlySpan<float>)z);
-    }
+    public static Vector256<float> ZeroPointVector(byte* zeroPoints) =>
+        Vector256.Create((float)zeroPoints[0], zeroPoints[1], zeroPoints[2], zeroPoints[3], zeroPoints[4], zeroPoints[5], zeroPoints[6], zeroPoints[7]);
 }
 
 /// <summary>Small vector helpers the kernels share.</summary>

@@ -23,23 +23,23 @@ public static class Hqq
         return q;
     }
 
-    readonly struct Tile(int bits, bool symmetric, HqqSettings settings, bool halfScales, string? what) : BlockTiles.ITileQuantizer
+    readonly unsafe struct Tile(int bits, bool symmetric, HqqSettings settings, bool halfScales, string? what) : BlockTiles.ITileQuantizer
     {
-        public void Quantize(Span<float> tile, int rows, Span<float> scales, Span<byte> zeroPoints, Span<byte> codes)
+        public void Quantize(float* tile, int stride, int rows, float* scales, byte* zeroPoints, byte* codes)
         {
             const int L = BlockTiles.Lanes;
-            Span<float> min = stackalloc float[L], max = stackalloc float[L], buffer = stackalloc float[L];
-            BlockTiles.MinMax(tile, rows, min, max, what);
+            float* min = stackalloc float[L], max = stackalloc float[L], buffer = stackalloc float[L];
+            BlockTiles.MinMax(tile, stride, rows, min, max, what);
             for (int j = 0; j < L; j++) (scales[j], zeroPoints[j]) = BlockQuantized.Params(min[j], max[j], bits, symmetric, halfScale: false, what);
             var (qmin, qmax) = BlockQuantized.Range(bits, symmetric);
             var lo = Vector256.Create((float)qmin);
-            var scale = Vector256.Create((ReadOnlySpan<float>)scales);
+            var hi = Vector256.Create((float)qmax);
+            var scale = Vector256.Load(scales);
             var zero = BlockTiles.ZeroPointVector(zeroPoints);
             var bestScale = scale;
             var bestZero = zero;
             var bestError = Vector256.Create(float.PositiveInfinity);
             var active = Vector256<float>.AllBitsSet;
-            var hi = Vector256.Create((float)qmax);
             var count = Vector256.Create((float)rows);
             float beta = (float)settings.Beta, p = (float)settings.LpNorm;
 
@@ -47,24 +47,25 @@ public static class Hqq
             {
                 // Above this |error| the l_p shrinkage leaves something: |e| > (1/beta)|e|^(p-1)  <=>  |e| > beta^(-1/(2-p)).
                 var threshold = Vector256.Create(MathF.Pow(beta, -1f / (2f - p)));
+                var inverse = Vector256<float>.One / scale;
                 Vector256<float> error = Vector256<float>.Zero, sq = error, sqq = error, st = error, sqt = error;
                 for (int r = 0; r < rows; r++)
                 {
-                    var w = Vector256.Create(tile.Slice(r * L, L));
-                    var c = Vector256.Min(Vector256.Max(Simd.RoundEven(w / scale) + zero, lo), hi);
+                    var w = Vector256.Load(tile + (long)r * stride);
+                    var c = Vector256.Min(Vector256.Max(Simd.RoundEven(w * inverse) + zero, lo), hi);
                     var e = w - (c - zero) * scale;
                     error += e * e;
                     var target = w;
                     if (Vector256.GreaterThanAny(Vector256.Abs(e), threshold))
                     {
                         // Rare (large weights or outliers): the sparse part W_e, by generalized soft-thresholding.
-                        e.CopyTo(buffer);
+                        e.Store(buffer);
                         for (int j = 0; j < L; j++)
                         {
                             float a = MathF.Abs(buffer[j]);
                             buffer[j] = MathF.Sign(buffer[j]) * MathF.Max(a - MathF.Pow(a + 1e-8f, p - 1f) / beta, 0f);
                         }
-                        target = w - Vector256.Create((ReadOnlySpan<float>)buffer);
+                        target = w - Vector256.Load(buffer);
                     }
                     sq += c; sqq += c * c; st += target; sqt += c * target;
                 }
@@ -77,7 +78,7 @@ public static class Hqq
                 if (active == Vector256<float>.Zero || iteration == settings.Iterations) break;
 
                 // Least-squares line target = s*c + b through the codes, then the zero point -b/s rounded to an
-                // integer and the scale refitted for it: s = sum((c - z) t) / sum((c - z)^2).
+                // integer (kept when symmetric) and the scale refitted for it: s = sum((c - z) t) / sum((c - z)^2).
                 var denominator = count * sqq - sq * sq;
                 var slope = (count * sqt - sq * st) / denominator;
                 var z = symmetric ? zero : Vector256.Min(Vector256.Max(Simd.RoundEven((slope * sq - st) / (slope * count)), Vector256<float>.Zero), hi);
@@ -90,14 +91,14 @@ public static class Hqq
                 if (active == Vector256<float>.Zero) break;
                 beta *= (float)settings.Kappa;
             }
-            bestScale.CopyTo(scales);
-            bestZero.CopyTo(buffer);
+            bestScale.Store(scales);
+            bestZero.Store(buffer);
             for (int j = 0; j < L; j++)
             {
                 zeroPoints[j] = (byte)buffer[j];
                 if (halfScales) scales[j] = QuantMath.RoundToHalfScale(scales[j]);
             }
-            BlockTiles.Codes(tile, rows, scales, zeroPoints, qmin, qmax, codes);
+            BlockTiles.Codes(tile, stride, rows, scales, zeroPoints, qmin, qmax, codes);
         }
     }
 }

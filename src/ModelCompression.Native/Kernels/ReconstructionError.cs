@@ -3,11 +3,13 @@ namespace ModelCompression.Native.Kernels;
 /// <summary>
 /// How far a quantized layer's outputs are from the original's on given inputs, from the inputs' second moments
 /// H = X^T X alone: ||X W - X W_q||_F / ||X W||_F = sqrt(tr(D^T H D) / tr(W^T H W)) with D = W - W_q.
-/// Computed in stripes of columns with the engine's GEMM, so memory stays a few stripes wide.
+/// H is symmetric, so tr(M^T H M) = sum over tiles i, j of M_i^T H_ij M_j needs only the tiles on and below the
+/// diagonal (those below counted twice): half a GEMM's work, in stripes of columns so memory stays a few stripes wide.
 /// </summary>
 public static class ReconstructionError
 {
     const int StripeColumns = 256;
+    const int Tile = 256;
 
     /// <summary>The relative error; 0 when both the outputs and the error are zero.</summary>
     public static double Relative(ReadOnlySpan<float> hessian, ReadOnlySpan<float> weight, BlockQuantized quantized)
@@ -17,11 +19,11 @@ public static class ReconstructionError
         double errorEnergy = 0, outputEnergy = 0;
         int stripe = Math.Min(StripeColumns, n);
         var m = new float[(long)k * 2 * stripe];
-        var y = new float[(long)k * 2 * stripe];
+        var z = new float[(long)Tile * 2 * stripe];
         for (int c0 = 0; c0 < n; c0 += stripe)
         {
             int width = Math.Min(stripe, n - c0), ld = 2 * width;
-            // M = [W_stripe | D_stripe], Y = H M
+            // M = [W_stripe | D_stripe]
             for (int r = 0; r < k; r++)
                 for (int c = 0; c < width; c++)
                 {
@@ -30,12 +32,24 @@ public static class ReconstructionError
                     m[(long)r * ld + c] = wv;
                     m[(long)r * ld + width + c] = wv - (quantized.Codes[col * k + r] - quantized.ZeroPoints[p]) * quantized.Scales[p];
                 }
-            Gemm.Multiply(false, false, k, ld, k, 1f, hessian, k, m, ld, 0f, y, ld);
-            for (long i = 0; i < (long)k * ld; i++)
-            {
-                if (i % ld < width) outputEnergy += (double)m[i] * y[i];
-                else errorEnergy += (double)m[i] * y[i];
-            }
+            for (int i0 = 0; i0 < k; i0 += Tile)
+                for (int j0 = 0; j0 <= i0; j0 += Tile)
+                {
+                    int rows = Math.Min(Tile, k - i0), inner = Math.Min(Tile, k - j0);
+                    // Z = H_ij M_j, then M_i . Z
+                    Gemm.Multiply(false, false, rows, ld, inner, 1f, hessian[(i0 * k + j0)..], k, m.AsSpan(j0 * ld), ld, 0f, z, ld);
+                    double weightPart = 0, errorPart = 0;
+                    for (int r = 0; r < rows; r++)
+                    {
+                        var mi = m.AsSpan((i0 + r) * ld, ld);
+                        var zr = z.AsSpan(r * ld, ld);
+                        for (int c = 0; c < width; c++) weightPart += (double)mi[c] * zr[c];
+                        for (int c = width; c < ld; c++) errorPart += (double)mi[c] * zr[c];
+                    }
+                    double factor = i0 == j0 ? 1 : 2;
+                    outputEnergy += factor * weightPart;
+                    errorEnergy += factor * errorPart;
+                }
         }
         if (outputEnergy <= 0) return errorEnergy <= 0 ? 0 : double.PositiveInfinity;
         return Math.Sqrt(Math.Max(0, errorEnergy) / outputEnergy);
