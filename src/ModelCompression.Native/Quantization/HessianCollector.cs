@@ -11,7 +11,8 @@ namespace ModelCompression.Native.Quantization;
 /// the per-layer reconstruction error. The float model runs in ONNX Runtime with the wanted activations added as graph
 /// outputs, batch by batch; each batch's rows are gathered until a GEMM's worth (<see cref="RowsPerUpdate"/>) and folded
 /// into H, so no more than one batch and one buffer of activations is ever held. When all the matrices would not fit in
-/// <see cref="BudgetBytes"/>, the quantizer asks for them in several groups, one pass over the data each.
+/// <see cref="BudgetBytes"/>, the quantizer asks for them in several groups, one pass over the data each
+/// (<see cref="WeightOnlyQuantizer"/>).
 /// </summary>
 internal static class HessianCollector
 {
@@ -19,22 +20,6 @@ internal static class HessianCollector
     public const long BudgetBytes = 512L << 20;
     const int RowsPerUpdate = 512;
     const int Tile = 256;
-
-    /// <summary>Cuts activations (name, width) into groups whose K x K float matrices fit the budget; order is kept.</summary>
-    public static List<List<(string Name, int K)>> Groups(IEnumerable<(string Name, int K)> activations)
-    {
-        var groups = new List<List<(string, int)>>();
-        List<(string, int)>? current = null;
-        long bytes = 0;
-        foreach (var a in activations)
-        {
-            long size = 4L * a.K * a.K;
-            if (current is null || (bytes + size > BudgetBytes && current.Count > 0)) { groups.Add(current = []); bytes = 0; }
-            current.Add(a);
-            bytes += size;
-        }
-        return groups;
-    }
 
     /// <summary>Rows per run when not given: a fixed batch dimension of the first input, else 16 (one row per run is several times slower).</summary>
     public static int DefaultBatchSize(OnnxModel model)

@@ -64,7 +64,6 @@ internal sealed class WeightOnlyQuantizer
     public int BlockSize { get; }
     public bool Symmetric { get; }
     public WeightOnlyFormat Format { get; }
-    public string AlgorithmName => algorithm.Name;
 
     public static (long Before, long After) Run(OnnxModel source, ModelProto model, QuantizationOptions o, QuantizationReport report,
         IProgress<QuantizationProgress>? progress, CancellationToken cancel) =>
@@ -72,8 +71,6 @@ internal sealed class WeightOnlyQuantizer
 
     /// <summary>The report, for handlers that skip a node.</summary>
     public void Skip(NodeProto node, string reason) => report.Skip(node, reason);
-
-    public void Note(string note) => report.Note(note);
 
     /// <summary>A new initializer; its bytes count towards the quantized size.</summary>
     public string Add(TensorProto t)
@@ -162,13 +159,13 @@ internal sealed class WeightOnlyQuantizer
         var current = new List<List<Layer>>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         long bytes = 0;
+        long Added(List<Layer> key) => key.Where(l => l.Activation is not null && !seen.Contains(l.Activation)).DistinctBy(l => l.Activation).Sum(l => 4L * l.K * l.K);
         foreach (var key in keys)
         {
-            long add = key.Where(l => l.Activation is not null && !seen.Contains(l.Activation)).DistinctBy(l => l.Activation).Sum(l => 4L * l.K * l.K);
-            if (current.Count > 0 && bytes + add > HessianCollector.BudgetBytes) { yield return current; current = []; seen.Clear(); bytes = 0; add = key.Where(l => l.Activation is not null).DistinctBy(l => l.Activation).Sum(l => 4L * l.K * l.K); }
+            if (current.Count > 0 && bytes + Added(key) > HessianCollector.BudgetBytes) { yield return current; current = []; seen.Clear(); bytes = 0; }
+            bytes += Added(key);
             current.Add(key);
             foreach (var l in key) if (l.Activation is not null) seen.Add(l.Activation);
-            bytes += add;
         }
         if (current.Count > 0) yield return current;
     }
