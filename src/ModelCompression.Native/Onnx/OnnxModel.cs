@@ -56,7 +56,11 @@ public sealed class OnnxModel
         ModelReport? report;
         using (before >= SpillThreshold ? TensorSpill.Begin() : null) report = transform(copy);
         var stage = new ModelStage(stageName, parameters, before, ModelIO.SerializedSize(copy), sw.Elapsed.TotalSeconds, DateTimeOffset.UtcNow, "ModelCompression " + EngineInfo.Version);
-        return new OnnxModel(copy, SourcePath, [.. History, stage], report);
+        var derived = new OnnxModel(copy, SourcePath, [.. History, stage], report);
+        // The copy's external tensors name this model's data files, which only this model holds until the new one
+        // does: optimized code could otherwise let a GC release them in between (a weak registry entry gone).
+        GC.KeepAlive(this);
+        return derived;
     }
 
     public IEnumerable<TensorProto> Initializers => Proto.Graph?.Initializer ?? Enumerable.Empty<TensorProto>();
