@@ -24,7 +24,7 @@ public static class ModelPruner
             throw new EngineException("ModelHasNoGraph", EngineErrorKind.InvalidData, $"Model '{model.Name}' has no graph.") { Target = model.SourcePath };
 
         model = WeightConstantsAsInitializers(model);
-        if (options.Structured) return StructuredPruner.Prune(model, options, progress, cancel);
+        if (options.Structured || options.RemovesBlocks) return StructuredPruner.Prune(model, options, progress, cancel);
 
         // Activation statistics come from the original model, before any edit.
         Dictionary<string, double[]>? activations = null;
