@@ -56,6 +56,19 @@ public class InvokeModelPruningTests
             ("-Pattern 2:4 -Structured", "AmbiguousParameterSet"),
             ("-Pattern 2:4 -Scope Global", "AmbiguousParameterSet"),
             ("-Rate 0.999 -Structured -MinElements 0", "PruningWouldEmptyLayer"),
+            ("-Rate 0.5 -Target Heads", "PruningOptionConflict"),
+            ("-Rate 0.5 -HiddenRate 0.5", "PruningOptionConflict"),
+            ("-Structured -Target Ffn -HeadRate 0.5", "PruningOptionConflict"),
+            ("-Structured -FfnRate 1.5", "PruningRateOutOfRange"),
+            ("-Structured", "PruningRateRequired"),
+            ("-Structured -Rate 0.5 -Target Depth", "ParameterArgumentValidationError"),
+            ("-Structured -Rate 0.5 -Target Heads", "PruningNoPrunableChannels"),
+            ("-RemoveBlocks 0 -CalibrationData ./data/wine_train.npz", "PruningRemoveBlocksInvalid"),
+            ("-RemoveBlocks 1", "PruningCalibrationDataRequired"),
+            ("-RemoveBlocks 1 -RemoveBlockName x -CalibrationData ./data/wine_train.npz", "PruningOptionConflict"),
+            ("-Rate 0.5 -RemoveBlockName x", "PruningOptionConflict"),
+            ("-Pattern 2:4 -RemoveBlockName x", "AmbiguousParameterSet"),
+            ("-RemoveBlockName x", "PruningNoBlocks"),
         ];
         using var ps = new PowerShellHost();
         foreach (var (arguments, errorId) in cases)
@@ -73,5 +86,27 @@ public class InvokeModelPruningTests
             }
             Assert.True(id?.StartsWith(errorId, StringComparison.Ordinal) == true, $"{arguments}: expected {errorId}, got {id ?? "no error"}");
         }
+    }
+
+    [SharedFact]
+    public void TransformerPartsAndBlocksFromTheCommandLine()
+    {
+        using var ps = new PowerShellHost();
+        var result = ps.Run(
+            "$lm = Get-Model $p; " +
+            "$a = $lm | Invoke-ModelPruning -Structured -Target Heads, Ffn -Rate 0.5; " +
+            "$b = $lm | Invoke-ModelPruning -RemoveBlockName 'blocks.3' -Structured -HiddenRate 0.25 -Verbose; " +
+            "$a.Report.Metrics['HeadsAfter']; $a.Report.Metrics['HiddenAfter']; $a.Report.Metrics['FfnAfter']; $a.History[-1].Parameters['Target']; " +
+            "$b.Report.Metrics['BlocksRemoved']; $b.Report.Metrics['HiddenAfter']; $b.Report.Metrics['FfnAfter']; $b.History[-1].Parameters['RemoveBlockName']; " +
+            "($b.Report.Entries | Where-Object OpType -eq 'Block' | Where-Object Action -eq 'Removed').Target; $b.SizeBytes -lt $lm.SizeBytes",
+            new Dictionary<string, object?> { ["p"] = Path.Combine(PowerShellHost.SharedRoot, "models", "tiny_lm.onnx") });
+        Assert.Empty(ps.Streams.Error);
+        Assert.Equal([8.0, 256.0, 2048.0], result.Take(3).Select(r => (double)r.BaseObject));
+        Assert.Equal("Heads,Ffn", result[3].BaseObject);
+        Assert.Equal([1.0, 192.0, 3072.0], result.Skip(4).Take(3).Select(r => (double)r.BaseObject));
+        Assert.Equal("blocks.3", result[7].BaseObject);
+        Assert.Equal("blocks.3", result[8].BaseObject);
+        Assert.True((bool)result[9].BaseObject);
+        Assert.Contains(ps.Streams.Verbose, v => v.Message.Contains("Not exact for the kept channels"));
     }
 }

@@ -56,6 +56,16 @@ internal static class StructuredPruner
                     throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
                         $"Model '{model.Name}' has no layer whose channels can be removed: {string.Join("; ", reasons)}" + (groups.Count > 6 ? $"; and {groups.Count - 6} more." : ".")) { Target = model.SourcePath };
                 }
+                var asked = Enum.GetValues<PrunedPart>().Where(p => options.RateFor(p) > 0).ToList();
+                if (asked.Count > 0 && removedBlocks.Count == 0 && !groups.Any(g => g.Viable && asked.Contains(g.Part)))
+                {
+                    var found = groups.Where(g => g.Viable).Select(g => g.Part).Distinct().ToList();
+                    throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
+                        $"Model '{model.Name}' has nothing of {string.Join(", ", asked)} that can be removed" +
+                        (found.Count > 0 ? $"; it has {string.Join(", ", found)} (see -Target)." : ".")) { Target = model.SourcePath };
+                }
+                foreach (var part in asked.Where(p => !groups.Any(g => g.Viable && g.Part == p)))
+                    notes.Add($"The model has no {part} that can be removed.");
                 Dictionary<string, double[]>? activations = null;
                 if (options.Criterion == PruningCriterion.Activation)
                     activations = ActivationStats.ChannelNorms(new OnnxModel(proto.Clone(), model.SourcePath, []), ChannelScores.ActivationInputs(groups.Where(g => g.Viable), index),
