@@ -11,6 +11,7 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["latency"] = LatencyBench.Run,
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
+    ["pruning-transformers"] = TransformerPruningBench.Run,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {

@@ -261,6 +261,23 @@ public class TransformerPruningTests(ITestOutputHelper output)
     }
 
     [SharedFact]
+    public void CalibrationDataRefitsTheNormalizationsOverThePrunedHiddenSize()
+    {
+        // Half the hidden size, scored on 8 calibration windows; every LayerNormalization then gets a scale and bias
+        // fitted to its original outputs. Without the refit these 16 test windows measured 26.6 (with it, 22.3).
+        var model = ModelIO.Load(SharedFiles.Model("tiny_lm.onnx"));
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, Targets = [PrunedPart.Hidden], Criterion = PruningCriterion.Activation, CalibrationData = Calibration(8) });
+        Print(pruned);
+        double after = Perplexity(pruned, 16);
+        output.WriteLine($"perplexity on 16 test windows after removing half the hidden size: {after:F2}");
+        var norms = pruned.Proto.Graph.Node.Where(n => n.OpType == "LayerNormalization").ToList();
+        Assert.Equal(9, norms.Count);
+        Assert.All(norms, n => Assert.EndsWith(".refit_scale", n.Input[1], StringComparison.Ordinal));
+        Assert.Contains(pruned.Report!.Notes, n => n.StartsWith("9 normalization(s) over pruned channels got their scale and bias refitted", StringComparison.Ordinal));
+        Assert.InRange(after, 4, 25);
+    }
+
+    [SharedFact]
     public void TinyBertAtHalfWidthKeepsItsOutputAndItsSharedWeights()
     {
         var model = ModelIO.Load(SharedFiles.Model("tiny_bert.onnx"));
@@ -280,14 +297,20 @@ public class TransformerPruningTests(ITestOutputHelper output)
     public void TinyLmLosesTheBlockThatChangesItsInputLeast()
     {
         var model = ModelIO.Load(SharedFiles.Model("tiny_lm.onnx"));
-        var calibration = DataSet.Load(SharedFiles.Data("tiny_lm_calib.npz"));
-        var pruned = ModelPruner.Prune(model, new PruningOptions { RemoveBlocks = 1, CalibrationData = calibration });
+        var pruned = ModelPruner.Prune(model, new PruningOptions { RemoveBlocks = 1, CalibrationData = Calibration(16) });
         Print(pruned);
         Assert.Equal(4, pruned.Report!.Entries.Count(e => e.OpType == "Block"));
         Assert.Single(pruned.Report.Entries, e => e.Action == "Removed");
-        double after = Perplexity(pruned, 32);
-        output.WriteLine($"perplexity without {pruned.Report.Entries.Single(e => e.Action == "Removed").Target}: {after:F2}");
+        double after = Perplexity(pruned, 16);
+        output.WriteLine($"perplexity on 16 test windows without {pruned.Report.Entries.Single(e => e.Action == "Removed").Target}: {after:F2}");
         Assert.InRange(after, 3.5, 256);
+    }
+
+    /// <summary>The first windows of tiny_lm's calibration set.</summary>
+    static DataSet Calibration(int rows)
+    {
+        var all = DataSet.Load(SharedFiles.Data("tiny_lm_calib.npz"));
+        return new DataSet(all.Source, all.Arrays.Select(a => a.Slice(0, rows)).ToList());
     }
 
     /// <summary>exp(mean cross-entropy) of a byte-level language model on the first rows of tiny_lm_test.npz.</summary>

@@ -29,6 +29,7 @@ internal sealed class LayerNormRule(string domain) : ChannelRule
             w.Slice(node, i, a, t.Pos);
         }
         w.Approximate($"{node.OpType} '{ChannelWalk.Label(node)}' normalizes over the pruned channels: its mean and variance now come from the kept channels only");
+        if (t.Axis == t.Rank - 1 && first == t.Rank - 1) w.Group.Norms.Add(node);
         return t;
     }
 }

@@ -104,6 +104,8 @@ internal sealed class ChannelGroup
     public List<string> Sinks { get; } = [];
     /// <summary>Why the rewrite is not exact for the kept channels (a normalization over the pruned axis).</summary>
     public List<string> Approximations { get; } = [];
+    /// <summary>Fused normalizations over the group's channels (their scale and bias can be refitted on calibration data).</summary>
+    public List<NodeProto> Norms { get; } = [];
     public string? Failure { get; set; }
     /// <summary>The computed tensor the channels met when the walk failed as coupled (residual Add, gate, attention product).</summary>
     public string? CoupledWith { get; set; }

@@ -74,7 +74,12 @@ internal static class StructuredPruner
                 var pruned = groups.Where(g => g.Viable && g.RemovedCount > 0).ToList();
                 if (pruned.Count > 0)
                 {
+                    var unpruned = options.CalibrationData is not null ? new OnnxModel(proto.Clone(), model.SourcePath, []) : null;
+                    var norms = NormRefit.Prepare(index, pruned);
                     notes.AddRange(GraphRewriter.Apply(graph, index, pruned));
+                    int refits = unpruned is null ? 0 : NormRefit.Run(proto, index, norms, unpruned, options.CalibrationData!, options.CalibrationBatchSize, cancel);
+                    if (refits > 0)
+                        notes.Add($"{refits} normalization(s) over pruned channels got their scale and bias refitted on the calibration data (least squares, one after the other, the original outputs as targets).");
                     if (folded > 0) notes.Add($"{folded} shape value(s) computed at run time but fixed for the model (sizes read back with Shape, head sizes, reshape targets) became constants so they could be rewritten.");
                 }
             }
