@@ -27,7 +27,13 @@
         PSData = @{
             Tags         = @('ONNX', 'Quantization', 'Pruning', 'Distillation', 'MachineLearning', 'MLOps', 'OnnxRuntime')
             LicenseUri   = 'https://opensource.org/licenses/MIT'
-            ReleaseNotes = 'First release: load, inspect and save ONNX models.'
+            ReleaseNotes = @'
+0.1.0: Get-Model, Get-ModelInfo and Export-Model load, inspect and atomically save ONNX models (external data, the
+history of stages in the file). Invoke-ModelQuantization: dynamic int8, static QDQ with calibration (and an accuracy
+target), weight-only 4/8-bit, float16. Optimize-Model: ONNX Runtime's offline graph optimizations.
+Invoke-ModelPruning: unstructured, N:M and structured pruning. Invoke-Distillation: training a student from a teacher.
+Compare-Model: fidelity in ONNX Runtime with CI gates. Measure-ModelLatency: A/B latency with a confidence interval.
+'@
         }
     }
 }

@@ -1,18 +1,22 @@
 #!/usr/bin/env pwsh
 <#
 .SYNOPSIS
-    Builds, tests, documents and packages ModelCompression. Every task is a plain dotnet command, so machines
-    without pwsh run the same steps directly (see README.md).
+    Builds, tests, documents and packages ModelCompression. Every task is a plain dotnet or PSResourceGet command, so
+    machines without this script run the same steps directly (see README.md).
 .PARAMETER Task
     Build: the module in out/ModelCompression. Test: all tests. Help: the MAML help only. Package: a .nupkg of the
-    module for a PowerShell repository (needs pwsh's Publish-PSResource or Publish-Module).
+    module as built in out/ModelCompression (run Build first), made by PSResourceGet's Compress-PSResource, which
+    registers no repository: publish or install it from wherever you put it.
+.PARAMETER PackagePath
+    The folder the .nupkg is written to (default out/package).
 #>
 [CmdletBinding()]
 param(
     [ValidateSet('Build', 'Test', 'Help', 'Package')]
     [string[]] $Task = @('Build', 'Test'),
     [ValidateSet('Debug', 'Release')]
-    [string] $Configuration = 'Release'
+    [string] $Configuration = 'Release',
+    [string] $PackagePath = (Join-Path $PSScriptRoot 'out/package')
 )
 $ErrorActionPreference = 'Stop'
 Set-Location $PSScriptRoot
@@ -31,14 +35,11 @@ foreach ($t in $Task) {
             Invoke-Dotnet "build/HelpCompiler/bin/$Configuration/net8.0/HelpCompiler.dll" docs/en-US out/ModelCompression/en-US
         }
         'Package' {
-            Invoke-Dotnet build src/ModelCompression -c $Configuration
-            $repo = Join-Path $PSScriptRoot 'out/repository'
-            New-Item -ItemType Directory -Force $repo | Out-Null
-            if (-not (Get-PSResourceRepository -Name ModelCompressionLocal -ErrorAction Ignore)) {
-                Register-PSResourceRepository -Name ModelCompressionLocal -Uri $repo -Trusted
-            }
-            Publish-PSResource -Path (Join-Path $PSScriptRoot 'out/ModelCompression') -Repository ModelCompressionLocal
-            Write-Output "Package written to $repo"
+            $module = Join-Path $PSScriptRoot 'out/ModelCompression'
+            if (-not (Test-Path (Join-Path $module 'ModelCompression.psd1'))) { throw "The module is not built in $module; run -Task Build first." }
+            New-Item -ItemType Directory -Force $PackagePath | Out-Null
+            Compress-PSResource -Path $module -DestinationPath $PackagePath
+            Get-ChildItem (Join-Path $PackagePath 'ModelCompression.*.nupkg')
         }
     }
 }

@@ -68,4 +68,34 @@ static class BenchSupport
 
     public static string SharedRoot(string[] args, int index) =>
         Path.GetFullPath(args.Length > index ? args[index] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "..", "shared"));
+
+    /// <summary>Runs this benchmark program again with <paramref name="args"/> (a "-child" command) and returns its output line.</summary>
+    public static string RunChild(params string[] args)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
+        // Under `dotnet bench.dll` the host is dotnet and the program is the first argument; under the apphost it is not.
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd().Trim();
+        p.WaitForExit();
+        return output.Split('\n')[^1];
+    }
+
+    /// <summary>Peak resident set size of this process (VmHWM), or the working-set peak where /proc is absent.</summary>
+    public static long PeakRss()
+    {
+        long peak = StatusValue("VmHWM:");
+        return peak > 0 ? peak : Process.GetCurrentProcess().PeakWorkingSet64;
+    }
+
+    /// <summary>A size from /proc/self/status in bytes (0 where there is no /proc).</summary>
+    public static long StatusValue(string key)
+    {
+        if (!File.Exists("/proc/self/status")) return 0;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(key, StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return 0;
+    }
 }

@@ -9,9 +9,12 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["quant-latency"] = QuantizationBench.Latency,
     ["quant-time"] = QuantizationBench.Time,
     ["latency"] = LatencyBench.Run,
+    ["latency-child"] = LatencyBench.ChildLoop,
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
     ["pruning-transformers"] = TransformerPruningBench.Run,
+    ["large"] = LargeModelBench.Run,
+    ["large-child"] = LargeModelBench.Child,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {

@@ -26,7 +26,8 @@ static class RoundTripBench
             {
                 copy.Add(BenchSupport.TimeFileCopy(source));
 
-                var (wall, cpuSeconds, peak) = RunChild(source, Path.Combine(dir, $"rt{i}.onnx"));
+                var parts = BenchSupport.RunChild("io-child", source, Path.Combine(dir, $"rt{i}.onnx")).Split(' ');
+                var (wall, cpuSeconds, peak) = (double.Parse(parts[0]), double.Parse(parts[1]), long.Parse(parts[2]));
                 roundTrip.Add((wall, cpuSeconds));
                 peaks.Add(peak);
                 File.Delete(Path.Combine(dir, $"rt{i}.onnx"));
@@ -51,41 +52,11 @@ static class RoundTripBench
         var sw = Stopwatch.StartNew();
         var model = ModelIO.Load(args[0]);
         double load = sw.Elapsed.TotalSeconds;
-        long anon = StatusValue("RssAnon:");
+        long anon = BenchSupport.StatusValue("RssAnon:");
         ModelIO.Save(model, args[1]);
         Console.Error.WriteLine($"  child: load {load:F2} s, save {sw.Elapsed.TotalSeconds - load:F2} s, anonymous memory after load {anon / 1e6:N0} MB");
         BenchSupport.Flush(args[1]);
-        Console.WriteLine($"{sw.Elapsed.TotalSeconds:R} {(Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds:R} {PeakRss()}");
-        return 0;
-    }
-
-    static (double Wall, double Cpu, long Peak) RunChild(string source, string target)
-    {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
-        // Under `dotnet bench.dll` the host is dotnet and the program is the first argument; under the apphost it is not.
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
-        psi.ArgumentList.Add("io-child"); psi.ArgumentList.Add(source); psi.ArgumentList.Add(target);
-        using var p = Process.Start(psi)!;
-        string line = p.StandardOutput.ReadToEnd().Trim();
-        p.WaitForExit();
-        var parts = line.Split(' ');
-        return (double.Parse(parts[0]), double.Parse(parts[1]), long.Parse(parts[2]));
-    }
-
-    /// <summary>Peak resident set size of this process (VmHWM), or the working-set peak where /proc is absent.</summary>
-    public static long PeakRss()
-    {
-        long peak = StatusValue("VmHWM:");
-        return peak > 0 ? peak : Process.GetCurrentProcess().PeakWorkingSet64;
-    }
-
-    /// <summary>A size from /proc/self/status in bytes (0 where there is no /proc).</summary>
-    static long StatusValue(string key)
-    {
-        if (!File.Exists("/proc/self/status")) return 0;
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith(key, StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        Console.WriteLine($"{sw.Elapsed.TotalSeconds:R} {(Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds:R} {BenchSupport.PeakRss()}");
         return 0;
     }
 }

@@ -35,6 +35,8 @@ sealed class CommandHelp
 {
     public string Name = "", Synopsis = "", Description = "", Notes = "";
     public List<string> SetNames = [];
+    /// <summary>Per parameter set, the parameter names in the order of the page's SYNTAX block (Get-Command -Syntax's order).</summary>
+    public Dictionary<string, List<string>> SyntaxOrder = [];
     public List<ParameterHelp> Parameters = [];
     public List<ExampleHelp> Examples = [];
     public List<TypeHelp> Inputs = [], Outputs = [];
@@ -54,7 +56,14 @@ sealed class CommandHelp
                 case "DESCRIPTION": help.Description = body.Trim(); break;
                 case "NOTES": help.Notes = body.Trim(); break;
                 case "SYNTAX":
-                    help.SetNames = Markdown.Sections(body, "### ").Select(s => s.Heading.Replace("(Default)", "").Trim()).ToList();
+                    var setSections = Markdown.Sections(body, "### ");
+                    if (setSections.Count == 0) setSections = [("__AllParameterSets", body)];
+                    foreach (var (setHeading, setBody) in setSections)
+                    {
+                        string set = setHeading.Replace("(Default)", "").Trim();
+                        if (set != "__AllParameterSets") help.SetNames.Add(set);
+                        help.SyntaxOrder[set] = Regex.Matches(Markdown.TakeCodeBlocks(setBody).Code, @"(?<![\w<])-(\w+)").Select(m => m.Groups[1].Value).ToList();
+                    }
                     break;
                 case "EXAMPLES":
                     foreach (var (title, ex) in Markdown.Sections(body, "### "))
@@ -201,15 +210,17 @@ static class Maml
         {
             w.WriteStartElement("command", "syntaxItem", CommandNs);
             w.WriteElementString("maml", "name", MamlNs, c.Name);
+            // In the order of the page's SYNTAX block, as Get-Command -Syntax shows it; parameters it lacks follow.
+            var order = c.SyntaxOrder.GetValueOrDefault(set) ?? [];
             foreach (var p in c.Parameters.Where(p => p.Sets.Contains("(All)") || p.Sets.Contains(set) || set == "__AllParameterSets")
-                         .OrderBy(p => int.TryParse(p.Position, out int n) ? n : int.MaxValue))
-                Parameter(w, p);
+                         .OrderBy(p => order.IndexOf(p.Name) is int i and >= 0 ? i : int.MaxValue))
+                Parameter(w, p, inSyntax: true);
             w.WriteEndElement();
         }
         w.WriteEndElement();
 
         w.WriteStartElement("command", "parameters", CommandNs);
-        foreach (var p in c.Parameters) Parameter(w, p);
+        foreach (var p in c.Parameters) Parameter(w, p, inSyntax: false);
         w.WriteEndElement();
 
         Types(w, "inputTypes", "inputType", c.Inputs);
@@ -246,7 +257,7 @@ static class Maml
         w.WriteEndElement();
     }
 
-    static void Parameter(XmlWriter w, ParameterHelp p)
+    static void Parameter(XmlWriter w, ParameterHelp p, bool inSyntax)
     {
         w.WriteStartElement("command", "parameter", CommandNs);
         w.WriteAttributeString("required", p.Required ? "true" : "false");
@@ -258,11 +269,15 @@ static class Maml
         w.WriteElementString("maml", "name", MamlNs, p.Name);
         Description(w, p.Description);
         bool isSwitch = p.Type == "SwitchParameter";
-        w.WriteStartElement("command", "parameterValue", CommandNs);
-        w.WriteAttributeString("required", isSwitch ? "false" : "true");
-        w.WriteAttributeString("variableLength", "false");
-        w.WriteString(p.Type);
-        w.WriteEndElement();
+        // A switch takes no value: without parameterValue, Get-Help writes [-Force], not [-Force <SwitchParameter>].
+        if (!(isSwitch && inSyntax))
+        {
+            w.WriteStartElement("command", "parameterValue", CommandNs);
+            w.WriteAttributeString("required", isSwitch ? "false" : "true");
+            w.WriteAttributeString("variableLength", "false");
+            w.WriteString(p.Type);
+            w.WriteEndElement();
+        }
         w.WriteStartElement("dev", "type", DevNs);
         w.WriteElementString("maml", "name", MamlNs, p.Type);
         w.WriteEndElement();

@@ -12,6 +12,7 @@ public enum EngineErrorKind
     LimitsExceeded,
     ResourceExists,
     WriteError,
+    ReadError,
 }
 
 /// <summary>

@@ -60,14 +60,14 @@ public sealed class CompareModelCommand : ModelCmdletBase
             var synthesis = InputShapeSpec.Apply(
                 new SynthesisOptions { BatchSize = BatchSize, IntegerRange = InputArguments.Range(IntegerRange) },
                 [reference.Engine, difference.Engine], InputArguments.Shapes(InputShape));
-            var inputs = new ComparisonInputs { Data = InputArguments.Data(this, InputData), BatchSize = BatchSize, Synthesis = synthesis };
+            var inputs = new ComparisonInputs { Data = InputArguments.Data(this, InputData, InputShape, IntegerRange), BatchSize = BatchSize, Synthesis = synthesis };
             var gates = new ComparisonGates { MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement };
             comparison = ModelComparison.Run(reference.Engine, difference.Engine, inputs, gates, null,
                 Progress(activity, $"{difference.Name} against {reference.Name}"), CancellationToken);
         }, difference);
         CompleteProgress(activity);
         if (!ok || comparison is null) return;
-        var report = ModelComparisonReport.From(comparison);
+        var report = ModelComparisonReport.From(comparison, reference, difference);
         WriteObject(report);
         foreach (var gate in report.FailedGates)
             WriteError(new ErrorRecord(new ModelGateException(gate), gate.ErrorId, ErrorCategory.InvalidResult, report));

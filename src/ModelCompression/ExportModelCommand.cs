@@ -36,17 +36,20 @@ public sealed class ExportModelCommand : ModelCmdletBase
     {
         var model = InputObject!;
         string target = ParameterSetName == DirectorySet
-            ? System.IO.Path.Combine(ResolveOutputPath(Directory), (model.Path is null ? model.Name + ".onnx" : System.IO.Path.GetFileName(model.Path)))
+            ? System.IO.Path.Combine(ResolveOutputPath(Directory), (model.OriginPath is null ? model.Name + ".onnx" : System.IO.Path.GetFileName(model.OriginPath)))
             : ResolveOutputPath(Path);
         if (!ShouldProcess(target, $"Export model '{model.Name}'")) return;
 
         TryInvoke(() =>
         {
-            var result = ModelIO.Save(model.Engine, target, new SaveOptions { ExternalData = ExternalData, Overwrite = Force }, CancellationToken);
+            // -ExternalData: always; -ExternalData:$false: one file unless over 2 GB; neither: as the model came.
+            bool? external = MyInvocation.BoundParameters.ContainsKey(nameof(ExternalData)) ? ExternalData.IsPresent : null;
+            var result = ModelIO.Save(model.Engine, target, new SaveOptions { ExternalData = external, Overwrite = Force }, CancellationToken);
             if (result.ExternalDataForced)
                 WriteWarning($"Model '{model.Name}' is too large for a single protobuf file; its tensors were written to '{result.DataPath}'.");
             WriteVerbose($"Wrote '{result.ModelPath}'" + (result.DataPath is null ? "." : $" and '{result.DataPath}'."));
-            if (PassThru) WriteObject(new FileInfo(result.ModelPath));
+            // Through the provider, as Get-Item would: PSPath and the other provider properties, and the FileSystem view.
+            if (PassThru) WriteObject(InvokeProvider.Item.Get([result.ModelPath], force: true, literalPath: true), enumerateCollection: true);
         }, target);
     }
 }

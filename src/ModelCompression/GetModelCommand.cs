@@ -27,7 +27,7 @@ public sealed class GetModelCommand : ModelCmdletBase
         foreach (string file in PathResolution.Resolve(this, ParameterSetName == LiteralPathSet ? LiteralPath : Path, ParameterSetName == LiteralPathSet))
         {
             WriteVerbose($"Loading '{file}'.");
-            TryInvoke(() => WriteObject(new Model(ModelIO.Load(file, CancellationToken))), file);
+            TryInvoke(() => WriteObject(new Model(LoadModel(file))), file);
         }
     }
 }

@@ -26,15 +26,19 @@ public sealed class GetModelInfoCommand : ModelCmdletBase
     [ValidateNotNullOrEmpty]
     public string[] LiteralPath { get; set; } = [];
 
+    /// <summary>Read every weight in external data to measure sparsity, however large (otherwise only up to 1 GB of them).</summary>
+    [Parameter]
+    public SwitchParameter ScanWeights { get; set; }
+
     protected override void ProcessRecord()
     {
         if (InputObject is not null)
         {
-            TryInvoke(() => WriteObject(ModelInfo.From(InputObject.Engine)), InputObject);
+            TryInvoke(() => WriteObject(ModelInfo.From(InputObject, ScanWeights)), InputObject);
             return;
         }
         bool literal = ParameterSetName == LiteralPathSet;
         foreach (string file in PathResolution.Resolve(this, literal ? LiteralPath : Path, literal))
-            TryInvoke(() => WriteObject(ModelInfo.From(ModelIO.Load(file, CancellationToken))), file);
+            TryInvoke(() => WriteObject(ModelInfo.From(new Model(LoadModel(file)), ScanWeights)), file);
     }
 }

@@ -36,8 +36,19 @@ static class InputArguments
     /// <summary>-IntegerRange min,max: integer inputs are drawn from [min, max).</summary>
     public static (long Min, long Max)? Range(long[]? range) => range is { Length: 2 } r ? (r[0], r[1]) : null;
 
-    public static DataSet? Data(PSCmdlet cmdlet, string? path) =>
-        string.IsNullOrEmpty(path) ? null : DataSet.Load(cmdlet.SessionState.Path.GetUnresolvedProviderPathFromPSPath(path));
+    /// <summary>
+    /// The -InputData file, loaded. -InputShape and -IntegerRange shape synthesized inputs only: beside a data file,
+    /// whose arrays have their own shapes and values, they would be ignored, so they are refused.
+    /// </summary>
+    public static DataSet? Data(PSCmdlet cmdlet, string? path, Hashtable? shape, long[]? range)
+    {
+        if (string.IsNullOrEmpty(path)) return null;
+        if (shape is not null || range is not null)
+            throw new EngineException("InputParameterNotApplicable", EngineErrorKind.InvalidArgument,
+                $"{(shape is null ? "-IntegerRange" : range is null ? "-InputShape" : "-InputShape and -IntegerRange")} shape synthesized inputs; " +
+                "with -InputData the data file's arrays are used as they are. Remove one or the other.");
+        return DataSet.Load(cmdlet.SessionState.Path.GetUnresolvedProviderPathFromPSPath(path));
+    }
 }
 
 /// <summary>Completes -Provider with the execution providers this machine's ONNX Runtime offers.</summary>

@@ -169,7 +169,7 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase
                 }
                 catch (PipelineStoppedException) { }
             }, CancellationToken);
-            var model = new Model(result.Student);
+            var model = new Model(result.Student, InputObject ?? teacher);
             if (result.Cancelled)
             {
                 // A stopped pipeline cannot output objects: the best student so far goes into the variable instead.

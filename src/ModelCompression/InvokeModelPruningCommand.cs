@@ -126,7 +126,7 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
             int skipped = report.Entries.Count(e => e.Action == "Skipped");
             if (skipped > 0)
                 WriteWarning($"Model '{model.Name}': {skipped} layer(s) were left unpruned; their reasons are in the output's Report.Entries.");
-            WriteObject(new Model(pruned));
+            WriteObject(new Model(pruned, model));
         }, model);
         CompleteProgress(Activity);
     }

@@ -146,7 +146,7 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
             if (keptFloat.Count > 0)
                 WriteVerbose($"-TargetCosine kept {keptFloat.Count} node(s) in float32: {string.Join(", ", keptFloat.Take(10).Select(e => e.Target))}{(keptFloat.Count > 10 ? ", ..." : "")}.");
             WriteVerbose($"'{model.Name}': {report.Metrics["SizeBefore"]:N0} → {report.Metrics["SizeAfter"]:N0} bytes.");
-            WriteObject(new Model(result));
+            WriteObject(new Model(result, model));
         }, model);
     }
 

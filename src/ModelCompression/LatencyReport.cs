@@ -47,10 +47,11 @@ public sealed class LatencyReport
         ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{r:F3} [{RatioLower:F3}, {RatioUpper:F3}]{(Significant == true ? "*" : "")}")
         : "";
 
-    internal static LatencyReport From(LatencyResult r) => new()
+    /// <summary>Names and paths come from the cmdlet's models (<see cref="ModelCompression.Model.Name"/>), not the engine's.</summary>
+    internal static LatencyReport From(LatencyResult r, Model model, Model? baseline) => new()
     {
-        Model = r.Model,
-        Path = r.Path,
+        Model = model.Name,
+        Path = model.Path,
         Role = r.IsBaseline ? "Baseline" : "Model",
         Provider = r.Provider,
         IntraOpThreads = r.IntraOpThreads,
@@ -74,7 +75,7 @@ public sealed class LatencyReport
         InferencesPerSecond = r.InferencesPerSecond,
         ItemsPerSecond = r.ItemsPerSecond,
         PeakWorkingSetBytes = r.PeakWorkingSetBytes,
-        Baseline = r.Baseline,
+        Baseline = r.IsBaseline ? null : baseline?.Name,
         RatioToBaseline = r.RatioToBaseline,
         RatioLower = r.RatioLower,
         RatioUpper = r.RatioUpper,

@@ -83,6 +83,8 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
         if (models.Count == 0) return;
         if (ParameterSetName == DurationSet && Duration <= TimeSpan.Zero)
             ThrowArgumentError("LatencyDurationOutOfRange", $"-Duration must be positive, not {Duration}.", Duration);
+        if (Baseline is null && MyInvocation.BoundParameters.ContainsKey(nameof(ConfidenceLevel)))
+            ThrowArgumentError("LatencyParameterNotApplicable", "-ConfidenceLevel is the level of the interval on the ratio to -Baseline; without -Baseline there is no ratio.", ConfidenceLevel);
         var results = InvokeOrTerminate(() =>
         {
             var engineModels = models.Select(m => m.Engine).ToList();
@@ -97,7 +99,7 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
                 Duration = ParameterSetName == DurationSet ? Duration : null,
                 Session = new SessionSettings { Provider = Provider, IntraOpThreads = IntraOpThreads, InterOpThreads = InterOpThreads, GraphOptimization = GraphOptimization },
                 Synthesis = synthesis,
-                Data = InputArguments.Data(this, InputData),
+                Data = InputArguments.Data(this, InputData, InputShape, IntegerRange),
                 ConfidenceLevel = ConfidenceLevel,
             };
             WriteVerbose($"Measuring {models.Count} model(s){(Baseline is null ? "" : $" against baseline '{Baseline.Name}'")}: " +
@@ -105,7 +107,9 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
             return LatencyMeter.Measure(engineModels, Baseline?.Engine, options, new PhaseProgress(this), CancellationToken);
         }, models[0]);
         CompleteProgress(Activity);
-        foreach (var r in results) WriteObject(LatencyReport.From(r));
+        // The engine reports the baseline first, then the models in order.
+        var measured = Baseline is null ? models : [Baseline, .. models];
+        for (int i = 0; i < results.Count; i++) WriteObject(LatencyReport.From(results[i], measured[i], Baseline));
         base.EndProcessing();
     }
 

@@ -8,11 +8,14 @@ namespace ModelCompression;
 /// </summary>
 public sealed class Model
 {
-    internal Model(OnnxModel engine)
+    /// <param name="derivedFrom">The model a stage made this one from; null for a model loaded from a file.</param>
+    internal Model(OnnxModel engine, Model? derivedFrom = null)
     {
         Engine = engine;
-        Name = engine.Name;
-        Path = engine.SourcePath;
+        // A derived model is not its source: it has no file until exported, and its name says what was done
+        // (wine_mlp.pruning.quantize), so reports that set it against its source tell the two apart.
+        Name = derivedFrom is null ? engine.Name : $"{derivedFrom.Name}.{engine.History[^1].Name.ToLowerInvariant()}";
+        Path = derivedFrom is null ? engine.SourcePath : null;
         SizeBytes = engine.SerializedSize;
         Parameters = engine.Initializers.Sum(t => TensorData.ElementCount(t));
         History = engine.History.Select(ModelStageInfo.From).ToArray();
@@ -22,8 +25,10 @@ public sealed class Model
     internal OnnxModel Engine { get; }
 
     public string Name { get; }
-    /// <summary>The file the model was loaded from (for a compressed model, the file its first ancestor came from).</summary>
+    /// <summary>The file the model was loaded from; null for a model a stage made in memory (until it is exported).</summary>
     public string? Path { get; }
+    /// <summary>The file this model or its first ancestor was loaded from: Export-Model -Directory names its file after it.</summary>
+    internal string? OriginPath => Engine.SourcePath;
     /// <summary>Size of the model serialized into one file.</summary>
     public long SizeBytes { get; }
     public long Parameters { get; }

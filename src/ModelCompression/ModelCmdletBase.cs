@@ -1,5 +1,6 @@
 using System.Management.Automation;
 using ModelCompression.Native;
+using ModelCompression.Native.Onnx;
 
 namespace ModelCompression;
 
@@ -34,6 +35,11 @@ public abstract class ModelCmdletBase : PSCmdlet
         {
             throw new PipelineStoppedException();
         }
+        catch (Exception e) when (IsUnexpected(e))
+        {
+            WriteError(Unexpected(e, target));
+            return false;
+        }
     }
 
     /// <summary>Runs engine work that nothing can go on without; a failure terminates the cmdlet.</summary>
@@ -52,6 +58,34 @@ public abstract class ModelCmdletBase : PSCmdlet
         {
             throw new PipelineStoppedException();
         }
+        catch (Exception e) when (IsUnexpected(e))
+        {
+            ThrowTerminatingError(Unexpected(e, target));
+            throw; // not reached
+        }
+    }
+
+    /// <summary>Loads a model file and shows what loading found wrong but survivable (a damaged history) as warnings.</summary>
+    protected OnnxModel LoadModel(string file)
+    {
+        var model = ModelIO.Load(file, CancellationToken);
+        foreach (var warning in model.LoadWarnings) WriteWarning(warning);
+        return model;
+    }
+
+    /// <summary>PowerShell's own exceptions (a stopped pipeline, a downstream terminating error) pass through untouched.</summary>
+    static bool IsUnexpected(Exception e) => e is not (OperationCanceledException or RuntimeException);
+
+    /// <summary>
+    /// The last resort: a failure the engine did not foresee still becomes an error record with a stable id, naming
+    /// the model or file, with the exception kept inside. The fuzz test treats this id as a defect to fix.
+    /// </summary>
+    static ErrorRecord Unexpected(Exception e, object? target)
+    {
+        if (e is AggregateException { InnerExceptions: [EngineException inner] }) return ToErrorRecord(inner, target);
+        string what = target switch { Model m => $"model '{m.Name}'", string s => $"'{s}'", null => "the input", _ => $"'{target}'" };
+        var wrapped = new InvalidOperationException($"Unexpected {e.GetType().Name} while processing {what}: {e.Message}", e);
+        return new ErrorRecord(wrapped, "UnexpectedError", ErrorCategory.NotSpecified, target);
     }
 
     protected static ErrorRecord ToErrorRecord(EngineException e, object? target) =>
@@ -71,6 +105,7 @@ public abstract class ModelCmdletBase : PSCmdlet
         EngineErrorKind.LimitsExceeded => ErrorCategory.LimitsExceeded,
         EngineErrorKind.ResourceExists => ErrorCategory.ResourceExists,
         EngineErrorKind.WriteError => ErrorCategory.WriteError,
+        EngineErrorKind.ReadError => ErrorCategory.ReadError,
         _ => ErrorCategory.NotSpecified,
     };
 

@@ -30,12 +30,12 @@ public sealed class ModelComparisonReport
     /// <summary>The largest accuracy drop over the outputs scored against labels; null without labels.</summary>
     public double? AccuracyDrop => Outputs.Where(o => o.AccuracyDrop is not null).Select(o => o.AccuracyDrop).DefaultIfEmpty(null).Max();
 
-    internal static ModelComparisonReport From(ModelComparison c) => new()
+    internal static ModelComparisonReport From(ModelComparison c, Model reference, Model difference) => new()
     {
-        Reference = c.Reference,
-        Difference = c.Difference,
-        ReferencePath = c.ReferencePath,
-        DifferencePath = c.DifferencePath,
+        Reference = reference.Name,
+        Difference = difference.Name,
+        ReferencePath = reference.Path,
+        DifferencePath = difference.Path,
         ReferenceSizeBytes = c.ReferenceSize,
         DifferenceSizeBytes = c.DifferenceSize,
         SizeRatio = c.SizeRatio,

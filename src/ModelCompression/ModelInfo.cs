@@ -19,8 +19,8 @@ public sealed class ModelInfo
     public required ModelValueInfo[] Outputs { get; init; }
     public required Dictionary<string, int> Operators { get; init; }
     public int NodeCount { get; init; }
-    /// <summary>Share of exactly-zero values among floating-point weights (0..1).</summary>
-    public double Sparsity { get; init; }
+    /// <summary>Share of exactly-zero values among floating-point weights (0..1); null when not measured (large weights in external data, without -ScanWeights).</summary>
+    public double? Sparsity { get; init; }
     public required ModelStageInfo[] History { get; init; }
     public CompressionReport? Report { get; init; }
 
@@ -28,14 +28,14 @@ public sealed class ModelInfo
     public string InputText => string.Join("; ", Inputs.Select(i => i.ToString()));
     public string OutputText => string.Join("; ", Outputs.Select(i => i.ToString()));
 
-    internal static ModelInfo From(OnnxModel model)
+    internal static ModelInfo From(Model model, bool scanWeights)
     {
-        var s = ModelSummary.Of(model);
+        var s = ModelSummary.Of(model.Engine, scanWeights ? long.MaxValue : ModelSummary.DefaultScanLimit);
         return new ModelInfo
         {
-            Name = s.Name,
-            Path = s.Path,
-            FileSize = s.FileSize >= 0 ? s.FileSize : null,
+            Name = model.Name,
+            Path = model.Path,
+            FileSize = model.Path is not null && s.FileSize >= 0 ? s.FileSize : null,
             SizeBytes = s.SerializedSize,
             Parameters = s.Parameters,
             BytesByElementType = new Dictionary<string, long>(s.BytesByElementType),
@@ -48,7 +48,7 @@ public sealed class ModelInfo
             NodeCount = s.NodeCount,
             Sparsity = s.Sparsity,
             History = s.History.Select(ModelStageInfo.From).ToArray(),
-            Report = model.Report is null ? null : CompressionReport.From(model.Report),
+            Report = model.Report,
         };
     }
 }

@@ -31,7 +31,7 @@ public sealed class OptimizeModelCommand : ModelCmdletBase
             CompleteProgress("Optimizing");
             foreach (var note in result.Report!.Notes) WriteWarning(note);
             WriteVerbose($"'{model.Name}': {result.Report.Metrics["NodesBefore"]} → {result.Report.Metrics["NodesAfter"]} nodes.");
-            WriteObject(new Model(result));
+            WriteObject(new Model(result, model));
         }, model);
     }
 }

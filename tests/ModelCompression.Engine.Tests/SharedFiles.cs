@@ -34,6 +34,17 @@ public sealed class SharedTheoryAttribute : TheoryAttribute
     public SharedTheoryAttribute() { if (!SharedFiles.Available) Skip = SharedFiles.SkipReason; }
 }
 
+/// <summary>A fact about Unix files (FIFOs, devices, links); skipped with the reason elsewhere.</summary>
+public sealed class UnixFactAttribute : FactAttribute
+{
+    public UnixFactAttribute() { if (OperatingSystem.IsWindows()) Skip = "needs Unix FIFOs, devices and links"; }
+}
+
+public sealed class UnixTheoryAttribute : TheoryAttribute
+{
+    public UnixTheoryAttribute() { if (OperatingSystem.IsWindows()) Skip = "needs Unix FIFOs, devices and links"; }
+}
+
 /// <summary>A temporary folder deleted at the end of a test.</summary>
 public sealed class TempDir : IDisposable
 {

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
@@ -10,7 +11,7 @@ namespace ModelCompression.Bench;
 /// Does Measure-ModelLatency measure what ONNX Runtime does? For each model, short blocks of LatencyMeter runs alternate
 /// with short blocks of a plain ONNX Runtime loop (InferenceSession, OrtValues built once, Stopwatch around Run) in the
 /// same process, with the same session options and inputs; the medians of all timed runs of both are compared
-/// (target: within 5%).
+/// (target: within 5%). Then A/B as -Baseline runs it against each model alone in a process of its own (target: 10%).
 /// Usage: bench latency [seconds per block, default 0.2] [blocks, default 40] [model paths...]
 /// </summary>
 static class LatencyBench
@@ -51,7 +52,87 @@ static class LatencyBench
             Console.WriteLine($"{Path.GetFileName(path),-36} {shape,-14} {m,12:F4} {p,12:F4} {ratio,7:F3} {$"[{est.Lower:F3}, {est.Upper:F3}]",16} {meter.Count,6}");
         }
         Console.WriteLine(allWithin ? "all medians within 5% of the plain loop" : "SOME MEDIANS DIFFER BY MORE THAN 5%");
+        allWithin &= AB(paths, seconds * blocks);
         return allWithin ? 0 : 1;
+    }
+
+    /// <summary>
+    /// A/B as Measure-ModelLatency -Baseline runs it (two sessions of the model, interleaved, 2 intra-op threads each)
+    /// against what a deployment sees: one session alone (ONNX Runtime's defaults) in a process of its own. Also a plain
+    /// loop over two sessions taking turns with ONNX Runtime's default spinning, the condition the meter avoids. Short
+    /// rounds of the three alternate, so they share the machine's busy and quiet spells; medians over all runs.
+    /// Target: the meter within 10% of the model alone.
+    /// </summary>
+    static bool AB(IEnumerable<string> paths, double seconds)
+    {
+        const int threads = 2, rounds = 6;
+        double perRound = seconds / rounds;
+        Console.WriteLine();
+        Console.WriteLine($"A/B: two sessions of each model interleaved vs one session alone in its own process; intra-op threads {threads}; {rounds} rounds of ~{perRound:G3} s per side");
+        Console.WriteLine($"{"model",-36} {"alone ms",9} {"alone no-spin",14} {"plain A/B spin",15} {"meter A ms",11} {"meter B ms",11} {"meter/alone",12} {"meter/no-spin",14}");
+        Console.WriteLine("(alone: one session, ONNX Runtime's defaults, a process of its own; no-spin: the same without spinning; plain A/B spin: two sessions taking turns with spinning, as the meter did before)");
+        bool ok = true;
+        foreach (var (path, dims) in paths.Select(Spec))
+        {
+            string dimText = string.Join(",", dims.Select(d => $"{d.Key}={d.Value}"));
+            var synthesis = new SynthesisOptions { Dimensions = dims, BatchSize = 1 };
+            List<double> alone = [], quiet = [], fighting = [], a = [], b = [];
+            for (int r = 0; r < rounds; r++)
+            {
+                alone.AddRange(Child(path, dimText, threads, perRound, sessions: 1, spin: true));
+                quiet.AddRange(Child(path, dimText, threads, perRound, sessions: 1, spin: false));
+                fighting.AddRange(Child(path, dimText, threads, perRound, sessions: 2, spin: true));
+                var results = LatencyMeter.Measure([ModelIO.Load(path)], ModelIO.Load(path), new LatencyOptions
+                {
+                    Warmup = 5, Duration = TimeSpan.FromSeconds(perRound), Session = new SessionSettings { IntraOpThreads = threads }, Synthesis = synthesis,
+                });
+                a.AddRange(results[0].SamplesMs); b.AddRange(results[1].SamplesMs);
+            }
+            double m = Statistics.Median(alone), q = Statistics.Median(quiet), meter = Statistics.Median([.. a, .. b]);
+            ok &= Math.Abs(meter / m - 1) <= 0.10;
+            Console.WriteLine($"{Path.GetFileName(path),-36} {m,9:F4} {q,14:F4} {Statistics.Median(fighting),15:F4} {Statistics.Median(a),11:F4} {Statistics.Median(b),11:F4} {meter / m,12:F3} {meter / q,14:F3}");
+        }
+        Console.WriteLine(ok ? "the meter's A/B medians are within 10% of each model alone" : "SOME A/B MEDIANS DIFFER FROM THE MODEL ALONE BY MORE THAN 10%");
+        return ok;
+    }
+
+    /// <summary>Runs <see cref="ChildLoop"/> in a process of its own and returns its times in ms.</summary>
+    static double[] Child(string path, string dims, int threads, double seconds, int sessions, bool spin)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
+        foreach (var arg in new[] { "latency-child", path, dims, threads.ToString(CultureInfo.InvariantCulture), seconds.ToString(CultureInfo.InvariantCulture), sessions.ToString(CultureInfo.InvariantCulture), spin ? "1" : "0" })
+            psi.ArgumentList.Add(arg);
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"latency-child failed: {output}");
+        return output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => double.Parse(l, CultureInfo.InvariantCulture)).ToArray();
+    }
+
+    /// <summary>
+    /// `bench latency-child path dims threads seconds sessions spin`: a plain ONNX Runtime loop (default session options,
+    /// spinning on or off) over 1 session, or 2 sessions of the model taking turns; prints every run's time in ms.
+    /// </summary>
+    public static int ChildLoop(string[] args)
+    {
+        string path = args[0];
+        var dims = args[1].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(d => d.Split('='))
+            .ToDictionary(d => d[0], d => long.Parse(d[1], CultureInfo.InvariantCulture));
+        int threads = int.Parse(args[2], CultureInfo.InvariantCulture), sessions = int.Parse(args[4], CultureInfo.InvariantCulture);
+        double seconds = double.Parse(args[3], CultureInfo.InvariantCulture);
+        var model = ModelIO.Load(path);
+        var inputs = InputSynthesizer.Synthesize(model, new SynthesisOptions { Dimensions = dims, BatchSize = 1 });
+        var settings = new SessionSettings { IntraOpThreads = threads, AllowSpinning = args[5] == "1" };
+        var loops = Enumerable.Range(0, sessions).Select(_ => new PlainLoop(model, inputs, settings)).ToList();
+        foreach (var l in loops) l.Times(5, 1);
+        var times = new List<double>();
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed.TotalSeconds < seconds)
+            foreach (var l in loops) times.AddRange(l.Times(0, 1));
+        foreach (var l in loops) l.Dispose();
+        Console.Write(string.Join('\n', times.Select(t => t.ToString("R", CultureInfo.InvariantCulture))));
+        return 0;
     }
 
     /// <summary>The repository's model, and the shared ones beside the repository when they are there, with dimensions for their symbolic axes.</summary>
@@ -106,7 +187,12 @@ static class LatencyBench
         public PlainLoop(OnnxModel model, Dictionary<string, NamedArray> inputs, SessionSettings settings)
         {
             using var options = new SessionOptions { IntraOpNumThreads = settings.IntraOpThreads, InterOpNumThreads = settings.InterOpThreads };
-            session = new InferenceSession(ModelIO.ToBytes(model), options);
+            if (!settings.AllowSpinning)
+            {
+                options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+                options.AddSessionConfigEntry("session.inter_op.allow_spinning", "0");
+            }
+            session = RuntimeModel.Open(model, options);
             inputNames = [.. inputs.Keys];
             outputNames = [.. session.OutputMetadata.Keys];
             values = inputs.Values.Select(a => a.Data switch

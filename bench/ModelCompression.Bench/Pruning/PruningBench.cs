@@ -87,7 +87,7 @@ static class PruningBench
             Console.WriteLine($"global magnitude 50%, in memory:    {p:F2} s (best of 3)   ratio to copy {p / c:F2}x");
             Console.WriteLine($"  CPU time of that pruning:         {pruneCpu.Min():F2} s (the machine is shared: wall time includes waiting for a core)");
             Console.WriteLine($"load + prune + save (+fsync):       {e:F2} s (best of 3)   ratio to copy {e / c:F2}x");
-            Console.WriteLine($"peak RSS: {RoundTripBench.PeakRss() / 1e6:N0} MB");
+            Console.WriteLine($"peak RSS: {BenchSupport.PeakRss() / 1e6:N0} MB");
             return 0;
         }
         finally { Directory.Delete(dir, true); }

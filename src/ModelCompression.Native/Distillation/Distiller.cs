@@ -319,7 +319,7 @@ public static class Distiller
                 var t = batch[p.Student];
                 return new NamedArray(p.Teacher, t.Shape.Select(d => (long)d).ToArray(), t.IsInt ? t.Ints! : t.Data);
             }, StringComparer.Ordinal);
-            var result = session.Run(feeds, [output])[0];
+            var result = session.Run(feeds, [output], cancellation)[0];
             if (result.Shape.Length == 0 || result.Shape[0] != count)
                 throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
                     $"Teacher output '{output}' has shape [{string.Join(",", result.Shape)}] for {count} rows; its first dimension must be the batch.");

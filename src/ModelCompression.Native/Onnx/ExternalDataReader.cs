@@ -5,16 +5,16 @@ using ModelCompression.Native.Onnx.Proto;
 namespace ModelCompression.Native.Onnx;
 
 /// <summary>
-/// Reads tensors stored outside the model file. Locations are relative to the model's folder and may not
-/// leave it (no "..", no absolute paths, no links); declared offsets and lengths must fit the data file
-/// and the tensor's shape before any memory is allocated.
+/// Binds tensors stored outside the model file to their data files without reading them. Locations are relative to
+/// the model's folder and may not leave it (no "..", no absolute paths, no links); declared offsets and lengths must
+/// fit the data file and the tensor's shape. The bytes are read later, when a stage needs them (<see cref="ModelDataFile"/>).
 /// </summary>
-sealed class ExternalDataReader(string modelDir, string modelPath) : IDisposable
+sealed class ExternalDataReader(string modelDir, string modelPath)
 {
     readonly string root = Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDir)) + Path.DirectorySeparatorChar;
-    readonly Dictionary<string, FileStream> open = new(StringComparer.Ordinal);
+    readonly Dictionary<string, ModelDataFile> files = new(StringComparer.Ordinal);
 
-    public void Resolve(TensorProto tensor)
+    public void Bind(TensorProto tensor)
     {
         string? location = null; long offset = 0; long length = -1;
         foreach (var kv in tensor.ExternalData)
@@ -29,34 +29,27 @@ sealed class ExternalDataReader(string modelDir, string modelPath) : IDisposable
         if (string.IsNullOrEmpty(location))
             throw Fail("ExternalDataInvalid", EngineErrorKind.InvalidData, $"Tensor '{tensor.Name}' is marked external but names no location.");
 
-        string file = CheckedPath(tensor, location);
-        if (!open.TryGetValue(file, out var stream))
+        string path = CheckedPath(tensor, location);
+        if (!files.TryGetValue(path, out var file))
         {
-            if (!File.Exists(file))
-                throw Fail("ExternalDataNotFound", EngineErrorKind.ObjectNotFound, $"External data file '{file}' for tensor '{tensor.Name}' does not exist.");
-            open[file] = stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+            if (Directory.Exists(path))
+                throw Fail("ExternalDataNotFound", EngineErrorKind.ObjectNotFound, $"External data '{path}' for tensor '{tensor.Name}' is a folder, not a file.");
+            files[path] = file = ModelDataFile.Open(path)
+                ?? throw Fail("ExternalDataNotFound", EngineErrorKind.ObjectNotFound, $"External data file '{path}' for tensor '{tensor.Name}' does not exist.");
         }
 
-        long count;
-        try { count = TensorData.ElementCount(tensor); }
-        catch (OverflowException) { throw Fail("TensorShapeInvalid", EngineErrorKind.InvalidData, $"Tensor '{tensor.Name}' declares a shape whose size overflows."); }
-        long expected = ElementTypes.ByteCount(tensor.DataType, count);
-        if (length < 0) length = expected >= 0 ? expected : stream.Length - offset;
-        if (offset < 0 || length < 0 || offset > stream.Length || length > stream.Length - offset)
+        long expected = TensorData.StorageBytesOfShape(tensor, modelPath);
+        if (length < 0) length = expected >= 0 ? expected : file.Length - offset;
+        // The file's size is checked before it is ever opened: devices, FIFOs and sockets report no size and fail here.
+        if (offset > file.Length || length > file.Length - offset)
             throw Fail("ExternalDataOutOfRange", EngineErrorKind.InvalidData,
-                $"Tensor '{tensor.Name}' claims bytes {offset:N0}..{offset + length:N0} of '{file}', which holds only {stream.Length:N0} bytes.");
+                $"Tensor '{tensor.Name}' claims bytes {offset:N0}..{offset + length:N0} of '{path}', which holds only {file.Length:N0} bytes (or is not a regular file).");
         if (expected >= 0 && expected != length)
             throw Fail("TensorDataSizeMismatch", EngineErrorKind.InvalidData,
                 $"Tensor '{tensor.Name}' stores {length:N0} external bytes but its shape [{string.Join(",", tensor.Dims)}] needs {expected:N0}.");
         if (length > Array.MaxLength)
             throw Fail("TensorTooLarge", EngineErrorKind.LimitsExceeded, $"Tensor '{tensor.Name}' is {length:N0} bytes; single tensors over 2 GB are not supported.");
-
-        var bytes = new byte[length];
-        stream.Position = offset;
-        stream.ReadExactly(bytes);
-        tensor.RawData = UnsafeByteOperations.UnsafeWrap(bytes);
-        tensor.ExternalData.Clear();
-        tensor.ClearDataLocation();
+        ExternalTensor.Point(tensor, file, offset, length, location);
     }
 
     string CheckedPath(TensorProto tensor, string location)
@@ -86,9 +79,4 @@ sealed class ExternalDataReader(string modelDir, string modelPath) : IDisposable
 
     EngineException Fail(string id, EngineErrorKind kind, string message) =>
         ModelIO.Error(id, kind, modelPath, $"{message} (model '{modelPath}')");
-
-    public void Dispose()
-    {
-        foreach (var s in open.Values) s.Dispose();
-    }
 }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.IO.MemoryMappedFiles;
 using Google.Protobuf;
 using ModelCompression.Native.Onnx.Proto;
@@ -7,21 +8,30 @@ namespace ModelCompression.Native.Onnx;
 /// <summary>Options for <see cref="ModelIO.Save"/>.</summary>
 public sealed record SaveOptions
 {
-    /// <summary>Store tensors of at least <see cref="ExternalThreshold"/> bytes in a "&lt;file&gt;.data" file beside the model.</summary>
-    public bool ExternalData { get; init; }
+    /// <summary>
+    /// Store tensors of at least <see cref="ExternalThreshold"/> bytes in a "&lt;file&gt;.data" file beside the model.
+    /// Null: as the model came (external data when any of its tensors is in a data file), and always when one file
+    /// would pass protobuf's 2 GB; false: one file unless it would pass 2 GB.
+    /// </summary>
+    public bool? ExternalData { get; init; }
     public int ExternalThreshold { get; init; } = 1024;
     public bool Overwrite { get; init; }
     /// <summary>Models whose single-file form would reach this size are written with external data regardless.</summary>
     public long SingleFileLimit { get; init; } = ModelIO.SingleFileLimit;
+    /// <summary>
+    /// Tensors still in a data file are hard-linked beside the written model instead of copied, where the file system
+    /// allows: for the short-lived files ONNX Runtime loads (<see cref="RuntimeModel"/>), never for exports.
+    /// </summary>
+    internal bool LinkExternalFiles { get; init; }
 }
 
 /// <summary>What <see cref="ModelIO.Save"/> wrote.</summary>
 public sealed record SaveResult(string ModelPath, string? DataPath, bool ExternalDataForced);
 
 /// <summary>
-/// Loads and saves ONNX files. Loading resolves external data (refusing paths that leave the model's
-/// folder and sizes that do not fit the file) so that an <see cref="OnnxModel"/> is self-contained;
-/// saving is atomic (temporary file, then rename).
+/// Loads and saves ONNX files. Loading parses the graph and binds tensors stored in external data to their files
+/// without reading them (refusing paths that leave the model's folder and sizes that do not fit the file); saving
+/// streams tensors into the new data file and is atomic (temporary files, then rename).
 /// </summary>
 public static class ModelIO
 {
@@ -31,18 +41,20 @@ public static class ModelIO
 
     public static OnnxModel Load(string path, CancellationToken cancel = default)
     {
-        string full = Path.GetFullPath(path);
-        if (Directory.Exists(full))
+        // Checks and parsing look at the file a link finally leads to; external data is found beside the path as given.
+        string full = Path.GetFullPath(path), file = FinalTarget(full);
+        if (Directory.Exists(file))
             throw Error("ModelPathIsDirectory", EngineErrorKind.InvalidArgument, full, $"'{full}' is a directory, not an ONNX model file.");
-        if (!File.Exists(full))
+        if (!File.Exists(file))
             throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, full, $"Model file '{full}' does not exist.");
-        if (new FileInfo(full).Length == 0)
-            throw Error("ModelFileEmpty", EngineErrorKind.InvalidData, full, $"Model file '{full}' is empty.");
+        // Devices, FIFOs and sockets report no size: refused here, before anything opens them.
+        if (new FileInfo(file).Length == 0)
+            throw Error("ModelFileEmpty", EngineErrorKind.InvalidData, full, $"Model file '{full}' is empty (or not a regular file).");
 
         ModelProto proto;
         try
         {
-            proto = ParseMapped(full);
+            proto = ParseMapped(file);
         }
         catch (InvalidProtocolBufferException e)
         {
@@ -50,32 +62,79 @@ public static class ModelIO
             throw Error(truncated ? "ModelFileTruncated" : "ModelFileNotOnnx", EngineErrorKind.InvalidData, full,
                 truncated ? $"Model file '{full}' is truncated: {e.Message}" : $"'{full}' is not an ONNX model (it is not a valid ModelProto: {e.Message})", e);
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw Error("ModelFileUnreadable", EngineErrorKind.ReadError, full, $"Model file '{full}' cannot be read: {e.Message}", e);
+        }
         if (!proto.HasIrVersion || proto.Graph is null)
             throw Error("ModelFileNotOnnx", EngineErrorKind.InvalidData, full, $"'{full}' is not an ONNX model (no IR version or no graph).");
         if (proto.IrVersion >= 3 && proto.OpsetImport.Count == 0)
             throw Error("ModelFileTruncated", EngineErrorKind.InvalidData, full, $"Model file '{full}' is incomplete: it declares no operator set (a truncated file?).");
 
         cancel.ThrowIfCancellationRequested();
-        using (var external = new ExternalDataReader(Path.GetDirectoryName(full)!, full))
+        CheckUniqueNames(proto.Graph, full);
+        var external = new ExternalDataReader(Path.GetDirectoryName(full)!, full);
+        foreach (var tensor in AllTensors(proto.Graph))
         {
-            foreach (var tensor in AllTensors(proto.Graph))
-            {
-                cancel.ThrowIfCancellationRequested();
-                if (tensor.DataLocation == TensorProto.Types.DataLocation.External) external.Resolve(tensor);
-                else CheckEmbedded(tensor, full);
-            }
+            cancel.ThrowIfCancellationRequested();
+            if (tensor.DataLocation == TensorProto.Types.DataLocation.External) external.Bind(tensor);
+            else TensorData.Validate(tensor, full);
         }
 
         IReadOnlyList<ModelStage> history = [];
+        var warnings = new List<string>();
         var entry = proto.MetadataProps.FirstOrDefault(p => p.Key == ModelStage.MetadataKey);
-        if (entry is not null) history = ModelStage.Deserialize(entry.Value);
-        return new OnnxModel(proto, full, history);
+        if (entry is not null && !ModelStage.TryDeserialize(entry.Value, out history))
+            warnings.Add($"The compression history stored in '{full}' is damaged and was dropped; the model itself loaded normally.");
+        return new OnnxModel(proto, full, history) { LoadedFrom = FileIdentity.Of(full), LoadWarnings = warnings };
     }
 
     /// <summary>
-    /// Parses the file through a read-only memory map: the parser copies each tensor once, straight from the page
-    /// cache into the model, so memory stays at about the model's size and no intermediate buffer is filled.
-    /// The map is released before returning; the model owns ordinary managed memory.
+    /// Loads a model this process wrote to a temporary folder (ONNX Runtime's output, say) and takes over its data files:
+    /// they move to the scratch folder and live as long as the model does, so the folder can go.
+    /// </summary>
+    internal static OnnxModel LoadAndAdopt(string path, CancellationToken cancel = default)
+    {
+        var loaded = Load(path, cancel);
+        if (loaded.Files.Count == 0) return loaded;
+        var adopted = loaded.Files.ToDictionary(f => f, f => (TensorFile)ScratchFile.Adopt(f.Path));
+        foreach (var t in AllTensors(loaded.Proto.Graph))
+            if (ExternalTensor.TryGet(t, out var e)) ExternalTensor.Point(t, adopted[e.File], e.Offset, e.Length);
+        return new OnnxModel(loaded.Proto, loaded.SourcePath, loaded.History);
+    }
+
+    /// <summary>The file a path finally leads to, following links (a link's own size and type say nothing of its target).</summary>
+    static string FinalTarget(string path)
+    {
+        FileSystemInfo? target;
+        try { target = new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true); }
+        catch (IOException e)
+        {
+            throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, path, $"Model file '{path}' is a link that leads nowhere: {e.Message}", e);
+        }
+        if (target is null) return path;
+        if (!target.Exists && !Directory.Exists(target.FullName))
+            throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, path, $"Model file '{path}' is a link to '{target.FullName}', which does not exist.");
+        return target.FullName;
+    }
+
+    /// <summary>Names an ONNX graph must keep unique; a model that repeats one is refused before anything indexes it.</summary>
+    static void CheckUniqueNames(GraphProto graph, string file)
+    {
+        var initializers = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var t in graph.Initializer)
+            if (!initializers.Add(t.Name))
+                throw Error("ModelDuplicateName", EngineErrorKind.InvalidData, file, $"'{file}' defines the initializer '{t.Name}' more than once.");
+        var produced = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var node in graph.Node)
+            foreach (var o in node.Output)
+                if (o.Length > 0 && (!produced.Add(o) || initializers.Contains(o)))
+                    throw Error("ModelDuplicateName", EngineErrorKind.InvalidData, file, $"'{file}' produces the value '{o}' more than once (node '{node.Name}').");
+    }
+
+    /// <summary>
+    /// Parses the file through a read-only memory map: the parser copies each embedded tensor once, straight from the
+    /// page cache into the model. The map is released before returning; the model owns ordinary managed memory.
     /// </summary>
     static unsafe ModelProto ParseMapped(string path)
     {
@@ -106,7 +165,8 @@ public static class ModelIO
 
     /// <summary>
     /// Writes <paramref name="model"/> to <paramref name="path"/> atomically, with the stage history in metadata_props.
-    /// Nothing is left behind on failure or cancellation, and an existing file is replaced only when asked.
+    /// Tensors still in a data file are copied into the new one in chunks, never as whole arrays. Nothing is left
+    /// behind on failure or cancellation, and an existing file is replaced only when asked.
     /// </summary>
     public static SaveResult Save(OnnxModel model, string path, SaveOptions? options = null, CancellationToken cancel = default)
     {
@@ -121,37 +181,44 @@ public static class ModelIO
             throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' already exists. Use -Force to overwrite it.");
         if (model.SourcePath is not null && string.Equals(Path.GetFullPath(model.SourcePath), full, StringComparison.Ordinal) && !options.Overwrite)
             throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' is the model's own source file. Use -Force to overwrite it.");
+        foreach (var file in model.Files) file.CheckUnchanged();
 
         var proto = model.Proto.Clone();
         SetHistory(proto, model.History);
-        bool forced = !options.ExternalData && proto.CalculateSize() >= options.SingleFileLimit;
-        bool external = options.ExternalData || forced;
+        bool external = options.ExternalData ?? AllTensors(proto.Graph).Any(ExternalTensor.IsBound);
+        bool forced = !external && SerializedSize(proto) >= options.SingleFileLimit;
+        external |= forced;
 
         string dataName = Path.GetFileName(full) + ".data";
         string dataPath = Path.Combine(dir, dataName);
         string tempModel = TempPath(full), tempData = TempPath(dataPath);
+        var links = new List<(TensorFile File, string Name, string Temp)>();
         try
         {
             if (external)
             {
-                using (var data = new FileStream(tempData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+                using var data = new FileStream(tempData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+                foreach (var tensor in proto.Graph.Initializer)
                 {
-                    foreach (var tensor in proto.Graph.Initializer)
-                    {
-                        cancel.ThrowIfCancellationRequested();
-                        if (TensorData.StorageBytes(tensor) < options.ExternalThreshold || tensor.DataType == (int)TensorProto.Types.DataType.String) continue;
-                        MoveToExternal(tensor, data, dataName);
-                    }
-                    data.Flush(flushToDisk: true);
+                    cancel.ThrowIfCancellationRequested();
+                    if (options.LinkExternalFiles && ExternalTensor.TryGet(tensor, out var source) && LinkedName(source.File, full, links) is { } linked)
+                        Relocate(tensor, linked, source.Offset, source.Length);
+                    else if (TensorData.StorageBytes(tensor) >= options.ExternalThreshold && tensor.DataType != (int)TensorProto.Types.DataType.String)
+                        MoveToExternal(tensor, data, dataName, cancel);
                 }
+                data.Flush(flushToDisk: !options.LinkExternalFiles);
             }
+            // Whatever the model file holds itself is embedded: tensors still in a data file are read back in.
+            foreach (var tensor in AllTensors(proto.Graph))
+                if (ExternalTensor.IsBound(tensor)) Embed(tensor);
             using (var file = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             using (var guarded = new CancellableStream(file, cancel))
             {
                 using (var coded = new CodedOutputStream(guarded, 1 << 20)) proto.WriteTo(coded);
-                file.Flush(flushToDisk: true);
+                file.Flush(flushToDisk: !options.LinkExternalFiles);
             }
             if (external) File.Move(tempData, dataPath, overwrite: true);
+            foreach (var link in links) File.Move(link.Temp, Path.Combine(dir, link.Name), overwrite: true);
             File.Move(tempModel, full, overwrite: true);
             return new SaveResult(full, external ? dataPath : null, forced);
         }
@@ -159,20 +226,43 @@ public static class ModelIO
         {
             TryDelete(tempModel);
             TryDelete(tempData);
+            foreach (var link in links) TryDelete(link.Temp);
             if (e is IOException or UnauthorizedAccessException)
                 throw Error("ExportWriteFailed", EngineErrorKind.WriteError, full, $"Could not write '{full}': {e.Message}", e);
             throw;
         }
     }
 
-    /// <summary>Serialized bytes of a model with its history, for ONNX Runtime sessions (single-file models only).</summary>
-    public static byte[] ToBytes(OnnxModel model)
+    /// <summary>
+    /// Size of the model written into one file, in 64 bits: the structure as protobuf sizes it plus every tensor's
+    /// bytes wherever they are (protobuf's own count is 32-bit and wraps for a model over 2 GB).
+    /// </summary>
+    public static long SerializedSize(ModelProto proto)
     {
-        if (model.SerializedSize >= SingleFileLimit)
-            throw new EngineException("ModelTooLargeForMemorySession", EngineErrorKind.LimitsExceeded,
-                $"Model '{model.Name}' is {model.SerializedSize:N0} bytes, too large for an in-memory session; export it with -ExternalData and load the file.");
-        return model.Proto.ToByteArray();
+        if (proto.Graph is null) return proto.CalculateSize();
+        long payload = 0;
+        foreach (var t in AllTensors(proto.Graph))
+            payload += TensorData.IsExternal(t) ? TensorData.StorageBytes(t) + 8 : t.RawData.Length;
+        // The structure without the bytes: a clone shares tensor bytes, so dropping them from it costs nothing.
+        var shell = proto.Clone();
+        foreach (var t in AllTensors(shell.Graph)) { t.ClearRawData(); t.ExternalData.Clear(); t.ClearDataLocation(); }
+        return shell.CalculateSize() + payload;
     }
+
+    /// <summary>Serialized bytes of a model with every tensor embedded (small models only: ONNX Runtime gets large ones by file, <see cref="RuntimeModel"/>).</summary>
+    public static byte[] ToBytes(ModelProto model, string name)
+    {
+        long size = SerializedSize(model);
+        if (size >= SingleFileLimit)
+            throw new EngineException("ModelTooLargeForMemorySession", EngineErrorKind.LimitsExceeded,
+                $"Model '{name}' is {size:N0} bytes, too large to serialize into one buffer.");
+        if (!AllTensors(model.Graph).Any(TensorData.IsExternal)) return model.ToByteArray();
+        var copy = model.Clone();
+        foreach (var t in AllTensors(copy.Graph)) if (ExternalTensor.TryGet(t, out _)) Embed(t);
+        return copy.ToByteArray();
+    }
+
+    public static byte[] ToBytes(OnnxModel model) => ToBytes(model.Proto, model.Name);
 
     public static void SetHistory(ModelProto proto, IReadOnlyList<ModelStage> history)
     {
@@ -205,34 +295,59 @@ public static class ModelIO
             }
     }
 
-    static void CheckEmbedded(TensorProto tensor, string file)
-    {
-        long count;
-        try { count = TensorData.ElementCount(tensor); }
-        catch (OverflowException e)
-        {
-            throw Error("TensorShapeInvalid", EngineErrorKind.InvalidData, file, $"Tensor '{tensor.Name}' in '{file}' declares a shape whose size overflows.", e);
-        }
-        if (!tensor.HasRawData) return;
-        long expected = ElementTypes.ByteCount(tensor.DataType, count);
-        if (expected >= 0 && expected != tensor.RawData.Length)
-            throw Error("TensorDataSizeMismatch", EngineErrorKind.InvalidData, file,
-                $"Tensor '{tensor.Name}' in '{file}' holds {tensor.RawData.Length:N0} bytes but its shape [{string.Join(",", tensor.Dims)}] needs {expected:N0}.");
-    }
-
-    static void MoveToExternal(TensorProto tensor, FileStream data, string location)
+    static void MoveToExternal(TensorProto tensor, FileStream data, string location, CancellationToken cancel)
     {
         long offset = (data.Position + ExternalAlignment - 1) / ExternalAlignment * ExternalAlignment;
         if (offset > data.Position) data.Write(new byte[offset - data.Position]);
-        var bytes = TensorData.RawBytes(tensor);
-        data.Write(bytes.Span);
+        long length;
+        if (ExternalTensor.TryGet(tensor, out var source))
+        {
+            source.File.CopyTo(source.Offset, source.Length, data, cancel);
+            length = source.Length;
+        }
+        else
+        {
+            var bytes = TensorData.RawBytes(tensor);
+            data.Write(bytes.Span);
+            length = bytes.Length;
+        }
+        Relocate(tensor, location, offset, length);
+    }
+
+    /// <summary>Points a tensor at bytes of a data file beside the written model, in the form ONNX files use.</summary>
+    static void Relocate(TensorProto tensor, string location, long offset, long length)
+    {
         tensor.ClearRawData();
         tensor.FloatData.Clear(); tensor.Int32Data.Clear(); tensor.Int64Data.Clear(); tensor.DoubleData.Clear(); tensor.Uint64Data.Clear();
         tensor.ExternalData.Clear();
         tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
-        tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
-        tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = bytes.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
+        tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(CultureInfo.InvariantCulture) });
         tensor.DataLocation = TensorProto.Types.DataLocation.External;
+    }
+
+    /// <summary>Reads a tensor's external bytes into raw_data.</summary>
+    static void Embed(TensorProto tensor)
+    {
+        var bytes = TensorData.RawBytes(tensor);
+        tensor.ExternalData.Clear();
+        tensor.ClearDataLocation();
+        tensor.RawData = UnsafeByteOperations.UnsafeWrap(bytes);
+    }
+
+    /// <summary>
+    /// The name of a hard link to <paramref name="file"/> beside the model being written (ONNX Runtime refuses data
+    /// reached through symbolic links or outside the model's folder); null when the file system cannot link it.
+    /// </summary>
+    static string? LinkedName(TensorFile file, string modelPath, List<(TensorFile File, string Name, string Temp)> links)
+    {
+        foreach (var link in links) if (link.File == file) return link.Name;
+        file.CheckUnchanged();
+        string name = Path.GetFileName(modelPath) + $".{links.Count}.data";
+        string temp = TempPath(Path.Combine(Path.GetDirectoryName(modelPath)!, name));
+        if (!NativeFiles.TryHardLink(file.Path, temp)) return null;
+        links.Add((file, name, temp));
+        return name;
     }
 
     static string TempPath(string target) =>

@@ -20,10 +20,16 @@ public sealed record ModelStage(
 
     public static string Serialize(IReadOnlyList<ModelStage> stages) => JsonSerializer.Serialize(stages, Json);
 
-    /// <summary>Reads a history written by <see cref="Serialize"/>; a damaged entry yields an empty history, not a failed load.</summary>
-    public static IReadOnlyList<ModelStage> Deserialize(string json)
+    /// <summary>Reads a history written by <see cref="Serialize"/>; false (and an empty history) when it is damaged.</summary>
+    public static bool TryDeserialize(string json, out IReadOnlyList<ModelStage> history)
     {
-        try { return JsonSerializer.Deserialize<List<ModelStage>>(json, Json) ?? []; }
-        catch (JsonException) { return []; }
+        history = [];
+        List<ModelStage?>? stages;
+        try { stages = JsonSerializer.Deserialize<List<ModelStage?>>(json, Json); }
+        catch (JsonException) { return false; }
+        if (stages is null || stages.Any(s => s is null || s.Name is null || s.Parameters is null || s.Tool is null || s.Parameters.Values.Any(v => v is null)))
+            return false;
+        history = [.. stages.Select(s => s!)];
+        return true;
     }
 }

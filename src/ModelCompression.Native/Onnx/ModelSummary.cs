@@ -36,14 +36,23 @@ public sealed record ModelSummary(
     IReadOnlyList<ValueSignature> Outputs,
     IReadOnlyDictionary<string, int> OperatorCounts,
     int NodeCount,
-    double Sparsity,
+    double? Sparsity,
     IReadOnlyList<ModelStage> History)
 {
-    public static ModelSummary Of(OnnxModel model)
+    /// <summary>Weights in external data are read for sparsity up to this many bytes unless the caller asks for more.</summary>
+    public const long DefaultScanLimit = 1L << 30;
+
+    /// <summary>
+    /// The summary of <paramref name="model"/>. Sparsity needs every weight's values: weights in external data are read
+    /// only when they total at most <paramref name="scanLimit"/> bytes, otherwise sparsity is left unmeasured (null),
+    /// so that a 4 GB model answers in well under a second.
+    /// </summary>
+    public static ModelSummary Of(OnnxModel model, long scanLimit = DefaultScanLimit)
     {
         var proto = model.Proto;
         var graph = proto.Graph;
         long parameters = 0, weightElements = 0, zeros = 0;
+        bool scan = graph.Initializer.Where(TensorData.IsExternal).Sum(TensorData.StorageBytes) <= scanLimit;
         var bytes = new SortedDictionary<string, long>(StringComparer.Ordinal);
         foreach (var t in graph.Initializer)
         {
@@ -51,7 +60,7 @@ public sealed record ModelSummary(
             parameters += n;
             string type = ElementTypes.Name(t.DataType);
             bytes[type] = bytes.GetValueOrDefault(type) + TensorData.StorageBytes(t);
-            if (ElementTypes.IsFloatingPoint(t.DataType) && n > 1)
+            if (scan && ElementTypes.IsFloatingPoint(t.DataType) && n > 1)
             {
                 weightElements += n;
                 zeros += TensorData.CountZeros(t);
@@ -75,7 +84,7 @@ public sealed record ModelSummary(
             graph.Input.Where(i => !initNames.Contains(i.Name)).Select(ValueSignature.From).ToList(),
             graph.Output.Select(ValueSignature.From).ToList(),
             ops, nodes,
-            weightElements == 0 ? 0 : (double)zeros / weightElements,
+            !scan ? null : weightElements == 0 ? 0 : (double)zeros / weightElements,
             model.History);
     }
 

@@ -16,6 +16,8 @@ public sealed class OnnxModel
         SourcePath = sourcePath;
         History = history;
         Report = report;
+        Files = TensorFile.ReferencedBy(proto);
+        serializedSize = new Lazy<long>(() => ModelIO.SerializedSize(Proto));
     }
 
     /// <summary>The model. Do not modify it in place: clone it (<see cref="Derive"/>) first.</summary>
@@ -24,25 +26,36 @@ public sealed class OnnxModel
     public IReadOnlyList<ModelStage> History { get; }
     /// <summary>What the last stage reported (layers touched, skipped, ...), when it reported anything.</summary>
     public ModelReport? Report { get; }
+    /// <summary>The file this model is, unchanged, when it was loaded and not derived (ONNX Runtime can take that file as it is).</summary>
+    public FileIdentity? LoadedFrom { get; init; }
+    /// <summary>Soft problems found while loading (a damaged history, say), for the caller to show as warnings.</summary>
+    public IReadOnlyList<string> LoadWarnings { get; init; } = [];
+    /// <summary>The data files this model's external tensors are in; holding them keeps scratch files alive.</summary>
+    public IReadOnlyList<TensorFile> Files { get; }
 
     public string Name => SourcePath is null ? (Proto.Graph?.Name ?? "model") : Path.GetFileNameWithoutExtension(SourcePath);
 
-    /// <summary>Serialized size in bytes, as it would be written into a single file.</summary>
-    public long SerializedSize => Proto.CalculateSize();
+    /// <summary>Size in bytes as it would be written into a single file (64-bit; tensors in data files included).</summary>
+    public long SerializedSize => serializedSize.Value;
+    readonly Lazy<long> serializedSize;
+
+    /// <summary>Stages of models at least this large write large new tensors to scratch files instead of memory.</summary>
+    public static long SpillThreshold { get; set; } = 512L << 20;
 
     /// <summary>
     /// Runs <paramref name="transform"/> on a copy of this model and records the stage. The copy shares
     /// tensor bytes with this model; the transform may edit the copy's structure freely. A stage that works before
     /// it edits (calibration, training) passes the clock it started, so the history records its whole time.
+    /// For a large model, tensors the transform creates go to a scratch file (<see cref="TensorSpill"/>).
     /// </summary>
     public OnnxModel Derive(string stageName, IReadOnlyDictionary<string, string> parameters, Func<ModelProto, ModelReport?> transform, Stopwatch? startedAt = null)
     {
         var sw = startedAt ?? Stopwatch.StartNew();
         long before = SerializedSize;
         var copy = Proto.Clone();
-        var report = transform(copy);
-        long after = copy.CalculateSize();
-        var stage = new ModelStage(stageName, parameters, before, after, sw.Elapsed.TotalSeconds, DateTimeOffset.UtcNow, "ModelCompression " + EngineInfo.Version);
+        ModelReport? report;
+        using (before >= SpillThreshold ? TensorSpill.Begin() : null) report = transform(copy);
+        var stage = new ModelStage(stageName, parameters, before, ModelIO.SerializedSize(copy), sw.Elapsed.TotalSeconds, DateTimeOffset.UtcNow, "ModelCompression " + EngineInfo.Version);
         return new OnnxModel(copy, SourcePath, [.. History, stage], report);
     }
 

@@ -33,7 +33,7 @@ internal static class ActivationStats
         foreach (var (batch, _, fraction) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
-            var results = fromSession.Count == 0 ? [] : session.Run(batch, fromSession);
+            var results = fromSession.Count == 0 ? [] : session.Run(batch, fromSession, cancel);
             var arrays = results.ToDictionary(r => r.Name, StringComparer.Ordinal);
             foreach (var name in axes.Keys)
             {

@@ -145,12 +145,8 @@ public static class ModelPruner
     {
         long n = 0;
         foreach (var t in graph.Initializer)
-            if (t.DataType == (int)TensorProto.Types.DataType.Float16 || t.DataType == (int)TensorProto.Types.DataType.Bfloat16)
+            if (t.DataType is (int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16)
                 n += TensorData.ElementCount(t) - TensorData.CountZeros(t);
-            else if (t.DataType == (int)TensorProto.Types.DataType.Float)
-                n += TensorData.ElementCount(t) - (t.HasRawData
-                    ? UnstructuredPruner.ZeroCount(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span))
-                    : TensorData.CountZeros(t));
         return n;
     }
 

@@ -36,7 +36,10 @@ internal sealed class ShapeProbe
 
     public long[]? Shape(string tensor) => Shapes.TryGetValue(tensor, out var s) ? s : null;
 
-    /// <summary>Runs the model once with symbolic dimensions at <paramref name="dimension"/> and the batch at <paramref name="batch"/>.</summary>
+    /// <summary>How many runs the node outputs are spread over, at most.</summary>
+    const int OutputSlices = 8;
+
+    /// <summary>Runs the model with symbolic dimensions at <paramref name="dimension"/> and the batch at <paramref name="batch"/>.</summary>
     public static ShapeProbe Run(OnnxModel model, long dimension, CancellationToken cancel, long batch = 1)
     {
         cancel.ThrowIfCancellationRequested();
@@ -57,23 +60,34 @@ internal sealed class ShapeProbe
         {
             // Failures come back as exceptions; ONNX Runtime's own log would repeat them on the console.
             using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
-            using var session = new InferenceSession(probe.ToByteArray(), options);
+            using var session = RuntimeModel.Open(probe, model.Name, options);
             var names = inputs.Keys.ToList();
             var values = names.Select(n => ModelSession.ToOrtValue(inputs[n])).ToList();
             try
             {
-                var wanted = session.OutputMetadata.Keys.ToList();
+                // Every node output at once would hold all of the model's activations together: ask for them in
+                // slices (the same session, a few runs), so memory stays near one run's.
+                var all = session.OutputMetadata.Keys.ToList();
+                int slice = Math.Max(64, (all.Count + OutputSlices - 1) / OutputSlices);
                 using var run = new RunOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
-                using var results = session.Run(run, names, values, wanted);
-                for (int i = 0; i < wanted.Count; i++)
+                using var stop = ModelSession.Terminate(run, cancel);
+                foreach (var wanted in all.Chunk(slice))
                 {
-                    if (!results[i].IsTensor) continue;
-                    var info = results[i].GetTensorTypeAndShape();
-                    shapes[wanted[i]] = info.Shape;
-                    if (info.ElementCount <= ValueLimit && SmallValues(results[i], info.ElementDataType) is { } v) small[wanted[i]] = v;
+                    using var results = session.Run(run, names, values, wanted);
+                    for (int i = 0; i < wanted.Length; i++)
+                    {
+                        if (!results[i].IsTensor) continue;
+                        var info = results[i].GetTensorTypeAndShape();
+                        shapes[wanted[i]] = info.Shape;
+                        if (info.ElementCount <= ValueLimit && SmallValues(results[i], info.ElementDataType) is { } v) small[wanted[i]] = v;
+                    }
                 }
             }
             finally { foreach (var v in values) v.Dispose(); }
+        }
+        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancel);
         }
         catch (OnnxRuntimeException e)
         {

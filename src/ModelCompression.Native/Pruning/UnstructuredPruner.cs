@@ -181,7 +181,7 @@ internal sealed class UnstructuredPruner : IScoreSource
         {
             case PruningCriterion.Random:
                 {
-                    var rng = new Random(HashCode.Combine(seed, t, target.Name.Length));
+                    var rng = RandomScores.For(seed, target.Name, t);
                     for (int i = 0; i < destination.Length; i++) destination[i] = rng.NextSingle();
                     break;
                 }
@@ -223,9 +223,9 @@ internal sealed class UnstructuredPruner : IScoreSource
 
     static void Replace(GraphProto graph, WeightTarget target, byte[] raw)
     {
-        var replacement = target.Tensor.Clone();
-        replacement.FloatData.Clear();
-        replacement.RawData = Google.Protobuf.UnsafeByteOperations.UnsafeWrap(raw);
+        var t = target.Tensor;
+        var replacement = TensorData.FromRaw(t.Name, (TensorProto.Types.DataType)t.DataType, [.. t.Dims], raw);
+        replacement.DocString = t.DocString;
         // By reference: TensorProto.Equals compares contents, which would read every tensor's bytes.
         int index = 0;
         while (!ReferenceEquals(graph.Initializer[index], target.Tensor)) index++;

@@ -50,7 +50,7 @@ internal sealed class AccuracyTuner(OnnxModel reference, DataSet validation, int
         using (var session = new ModelSession(reference, new SessionSettings { GraphOptimization = "None" }))
             foreach (var batch in batches)
             {
-                var results = session.Run(batch, outputs);
+                var results = session.Run(batch, outputs, cancel);
                 expected.Add(Enumerable.Range(0, outputs.Count).ToDictionary(i => outputs[i], i => results[i].AsFloat(), StringComparer.Ordinal));
             }
 
@@ -135,7 +135,7 @@ internal sealed class AccuracyTuner(OnnxModel reference, DataSet validation, int
         for (int b = 0; b < batches.Count; b++)
         {
             cancel.ThrowIfCancellationRequested();
-            var results = session.Run(batches[b], outputs);
+            var results = session.Run(batches[b], outputs, cancel);
             for (int i = 0; i < outputs.Count; i++)
                 acc[outputs[i]].Add(new NamedArray(outputs[i], results[i].Shape, expected[b][outputs[i]]), results[i]);
         }

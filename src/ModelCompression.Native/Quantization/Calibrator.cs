@@ -39,7 +39,7 @@ internal static class Calibrator
             foreach (var (batch, _, fraction) in ModelComparer.Batches(model, inputs))
             {
                 cancel.ThrowIfCancellationRequested();
-                var results = session.Run(batch, wanted);
+                var results = session.Run(batch, wanted, cancel);
                 for (int i = 0; i < wanted.Count; i++) Observe(wanted[i], results[i].AsFloat(), pass);
                 foreach (var t in tensors) if (graphInputs.Contains(t) && batch.TryGetValue(t, out var a)) Observe(t, a.AsFloat(), pass);
                 progress?.Report(new QuantizationProgress($"Calibrating ({method}{(passes > 1 ? $", pass {pass + 1} of {passes}" : "")})", (pass + fraction) / passes));

@@ -35,7 +35,10 @@ public static class GraphOptimizer
             {
                 options.GraphOptimizationLevel = ortLevel;
                 options.OptimizedModelFilePath = output;
-                try { using var session = new InferenceSession(ModelIO.ToBytes(model), options); }
+                // A model over protobuf's 2 GB can only be written with its weights beside it.
+                options.AddSessionConfigEntry("session.optimized_model_external_initializers_file_name", "optimized.onnx.data");
+                options.AddSessionConfigEntry("session.optimized_model_external_initializers_min_size_in_bytes", "1048576");
+                try { using var session = RuntimeModel.Open(model, options); }
                 catch (OnnxRuntimeException e)
                 {
                     throw new EngineException("ModelSessionFailed", EngineErrorKind.InvalidData,
@@ -43,7 +46,7 @@ public static class GraphOptimizer
                 }
             }
             cancel.ThrowIfCancellationRequested();
-            var optimized = ModelIO.Load(output, cancel).Proto;
+            var optimized = ModelIO.LoadAndAdopt(output, cancel).Proto;
             var before = OpCounts(model.Proto.Graph);
             return model.Derive(StageName, new Dictionary<string, string> { ["Level"] = canonical, ["Provider"] = provider }, proto =>
             {

@@ -118,6 +118,9 @@ public sealed record QuantizationOptions
             throw Invalid("QuantizationCalibrationDataMissing", "-Mode Static needs -CalibrationData (a .npz/.npy/.csv file or a folder of them) to measure activation ranges.");
         if (ExcludeNodes.Count > 0 && StorageOnly == true)
             throw Invalid("QuantizationParameterNotApplicable", "-ExcludeNode does not apply to -StorageOnly (it converts weights, not nodes).");
+        if (StorageOnly == true && (KeepIOTypes is not null || Float16BlockList is not null))
+            throw Invalid("QuantizationParameterNotApplicable",
+                "-KeepIOTypes and -Float16BlockList shape the float16 conversion of computation; -StorageOnly converts stored weights only (nodes and I/O stay float32).");
         if (ReduceRange && Mode == QuantizationMode.WeightOnly)
             throw Invalid("QuantizationParameterNotApplicable", "-ReduceRange does not apply to -Mode WeightOnly.");
     }

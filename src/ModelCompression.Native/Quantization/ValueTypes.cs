@@ -19,22 +19,29 @@ internal static class ValueTypes
     public static (Dictionary<string, DT> Types, Dictionary<string, int> Ranks) InferWithRanks(ModelProto model, string? modelName = null)
     {
         var ranks = new Dictionary<string, int>(StringComparer.Ordinal);
-        if (model.CalculateSize() >= Onnx.ModelIO.SingleFileLimit)
-            throw new EngineException("ModelTooLargeForMemorySession", EngineErrorKind.LimitsExceeded,
-                $"Model '{modelName ?? "model"}' is too large for an in-memory ONNX Runtime session, which this mode needs to infer value types.");
         var copy = model.Clone();
         var graph = copy.Graph;
+        // Types need no weights: large initializers become graph inputs of their type and shape, so ONNX Runtime does
+        // not load gigabytes to answer. Small ones stay: shape inference may need their values (Reshape's shape, say).
+        var inputNames = graph.Input.Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        for (int i = graph.Initializer.Count - 1; i >= 0; i--)
+        {
+            var t = graph.Initializer[i];
+            if (Onnx.TensorData.StorageBytes(t) < 1 << 16) continue;
+            graph.Initializer.RemoveAt(i);
+            if (inputNames.Add(t.Name)) graph.Input.Add(Onnx.GraphBuilder.Value(t.Name, (DT)t.DataType, [.. t.Dims.Cast<object>()]));
+        }
         var seen = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var n in graph.Node)
             foreach (var o in n.Output)
                 if (o.Length > 0 && seen.Add(o)) graph.Output.Add(new ValueInfoProto { Name = o });
         var result = new Dictionary<string, DT>(StringComparer.Ordinal);
         foreach (var v in graph.Input) if (v.Type?.TensorType is { } tt) result[v.Name] = (DT)tt.ElemType;
-        foreach (var t in graph.Initializer) result[t.Name] = (DT)t.DataType;
+        foreach (var t in model.Graph.Initializer) result[t.Name] = (DT)t.DataType;
         using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
         try
         {
-            using var session = new InferenceSession(copy.ToByteArray(), options);
+            using var session = Runtime.RuntimeModel.Open(copy, modelName ?? "model", options);
             foreach (var (name, meta) in session.OutputMetadata)
                 if (meta.IsTensor) { result[name] = FromOrt(meta.ElementDataType); if (meta.Dimensions is { } dims) ranks[name] = dims.Length; }
         }

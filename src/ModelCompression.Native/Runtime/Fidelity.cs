@@ -98,8 +98,8 @@ public static class ModelComparer
         foreach (var (batch, labels, fraction) in Batches(reference, inputs))
         {
             cancel.ThrowIfCancellationRequested();
-            var ra = a.Run(batch, outputs);
-            var rb = b.Run(batch, outputs);
+            var ra = a.Run(batch, outputs, cancel);
+            var rb = b.Run(batch, outputs, cancel);
             for (int i = 0; i < outputs.Count; i++) acc[outputs[i]].Add(ra[i], rb[i], labels);
             progress?.Report(fraction);
         }

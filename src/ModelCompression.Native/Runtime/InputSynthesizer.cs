@@ -17,6 +17,13 @@ public sealed record SynthesisOptions
     public int Seed { get; init; } = 1234;
     /// <summary>Value used for symbolic dimensions other than the batch one when nothing else says; 0 means refuse.</summary>
     public long DefaultDimension { get; init; }
+    /// <summary>
+    /// Most elements the inputs together may have when their shapes come from the model file, and the largest single
+    /// dimension taken from it: a file may declare any size, and what a model computes grows with its inputs, so
+    /// declared shapes are trusted only this far (the caller's own -InputShape up to what one array can hold).
+    /// </summary>
+    public long MaxModelDeclaredElements { get; init; } = InputSynthesizer.DefaultElementBudget;
+    public long MaxModelDeclaredDimension { get; init; } = InputSynthesizer.DefaultDimensionBudget;
 }
 
 /// <summary>
@@ -25,6 +32,9 @@ public sealed record SynthesisOptions
 /// </summary>
 public static class InputSynthesizer
 {
+    /// <summary>1M elements (4 MB of float32) over all inputs whose shapes the model declares, none longer than 4096.</summary>
+    public const long DefaultElementBudget = 1L << 20, DefaultDimensionBudget = 4096;
+
     public static IReadOnlyList<ValueSignature> Inputs(OnnxModel model)
     {
         var init = model.Proto.Graph.Initializer.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
@@ -36,18 +46,39 @@ public static class InputSynthesizer
     {
         var result = new Dictionary<string, long[]>(StringComparer.Ordinal);
         var missing = new List<string>();
+        long declaredElements = 0;
         foreach (var input in Inputs(model))
         {
-            if (options.InputShapes.TryGetValue(input.Name, out var fixedShape)) { result[input.Name] = fixedShape; continue; }
+            if (options.InputShapes.TryGetValue(input.Name, out var fixedShape))
+            {
+                CheckSize(model, input.Name, fixedShape, Array.MaxLength, "the given shape");
+                result[input.Name] = fixedShape;
+                continue;
+            }
             var shape = new long[input.Shape.Count];
+            bool declared = false;
             for (int i = 0; i < shape.Length; i++)
             {
                 string d = input.Shape[i];
-                if (long.TryParse(d, out long v) && v > 0) shape[i] = v;
+                if (long.TryParse(d, out long v) && v > 0)
+                {
+                    if (v > options.MaxModelDeclaredDimension)
+                        throw new EngineException("InputTooLarge", EngineErrorKind.LimitsExceeded,
+                            $"Input '{input.Name}' of model '{model.Name}' declares dimension {i} as {v:N0}, more than the {options.MaxModelDeclaredDimension:N0} taken from a model file; " +
+                            $"give the shape to use with -InputShape (e.g. @{{ {input.Name} = {string.Join(",", input.Shape.Select(s => long.TryParse(s, out long n) && n > 0 ? Math.Min(n, 16) : 1))} }}) or data with -InputData.");
+                    shape[i] = v;
+                    declared = true;
+                }
                 else if (options.Dimensions.TryGetValue(d, out long named)) shape[i] = named;
                 else if (i == 0) shape[i] = options.BatchSize;
                 else if (options.DefaultDimension > 0) shape[i] = options.DefaultDimension;
                 else missing.Add($"{input.Name}[{i}] ('{d}')");
+            }
+            if (missing.Count == 0)
+            {
+                long count = CheckSize(model, input.Name, shape, declared ? options.MaxModelDeclaredElements - declaredElements : Array.MaxLength,
+                    declared ? "the shape the model declares" : "the shape");
+                if (declared) declaredElements += count;
             }
             result[input.Name] = shape;
         }
@@ -55,6 +86,24 @@ public static class InputSynthesizer
             throw new EngineException("InputDimensionUnresolved", EngineErrorKind.InvalidArgument,
                 $"Model '{model.Name}' has symbolic input dimensions that nothing fixes: {string.Join(", ", missing)}. Give them with -InputShape (e.g. @{{ name = 1,128 }}).");
         return result;
+    }
+
+    /// <summary>Refuses a shape whose element count overflows or passes <paramref name="budget"/>, before anything is allocated.</summary>
+    static long CheckSize(OnnxModel model, string input, long[] shape, long budget, string source)
+    {
+        long count = 1;
+        bool overflow = false;
+        foreach (long d in shape)
+        {
+            if (d < 0)
+                throw new EngineException("InputShapeInvalid", EngineErrorKind.InvalidArgument, $"Input '{input}' of model '{model.Name}' has a negative dimension in {source} [{string.Join(",", shape)}].");
+            try { count = checked(count * d); } catch (OverflowException) { overflow = true; break; }
+        }
+        if (overflow || count > budget)
+            throw new EngineException("InputTooLarge", EngineErrorKind.LimitsExceeded,
+                $"Input '{input}' of model '{model.Name}' would have {(overflow ? "more than 2^63" : count.ToString("N0", System.Globalization.CultureInfo.InvariantCulture))} elements with {source} " +
+                $"[{string.Join(",", shape)}], more than the {budget:N0} left to synthesize; give a smaller shape with -InputShape (e.g. @{{ {input} = 1,128 }}) or data with -InputData.");
+        return count;
     }
 
     public static Dictionary<string, NamedArray> Synthesize(OnnxModel model, SynthesisOptions options)
@@ -65,8 +114,7 @@ public static class InputSynthesizer
         foreach (var input in Inputs(model))
         {
             var shape = shapes[input.Name];
-            long count = shape.Aggregate(1L, (a, d) => checked(a * d));
-            int n = checked((int)count);
+            int n = (int)shape.Aggregate(1L, (a, d) => a * d);   // bounded by ResolveShapes
             var range = options.IntegerRange ?? (0, VocabularySize(model, input.Name) ?? 100);
             Array data = (TensorProto.Types.DataType)input.ElementTypeCode switch
             {
@@ -90,7 +138,8 @@ public static class InputSynthesizer
     public static long? VocabularySize(OnnxModel model, string inputName)
     {
         var graph = model.Proto.Graph;
-        var inits = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var inits = new Dictionary<string, TensorProto>(StringComparer.Ordinal);
+        foreach (var t in graph.Initializer) inits.TryAdd(t.Name, t);
         foreach (var node in graph.Node)
             if (node.OpType == "Gather" && node.Input.Count >= 2 && node.Input[1] == inputName
                 && inits.TryGetValue(node.Input[0], out var table) && table.Dims.Count >= 1)

@@ -13,6 +13,11 @@ public sealed record SessionSettings
     public int InterOpThreads { get; init; }
     /// <summary>Basic, Extended, All or None; null keeps ONNX Runtime's default (All).</summary>
     public string? GraphOptimization { get; init; }
+    /// <summary>
+    /// Whether idle intra- and inter-op threads spin waiting for work (ONNX Runtime's default). Sessions that take turns
+    /// (an A/B measurement) turn it off: each session's idle pool would otherwise spin on the cores the other needs.
+    /// </summary>
+    public bool AllowSpinning { get; init; } = true;
 
     internal SessionOptions Create()
     {
@@ -20,6 +25,11 @@ public sealed record SessionSettings
         if (IntraOpThreads > 0) o.IntraOpNumThreads = IntraOpThreads;
         if (InterOpThreads > 0) o.InterOpNumThreads = InterOpThreads;
         if (GraphOptimization is not null) o.GraphOptimizationLevel = OptimizationLevel(GraphOptimization);
+        if (!AllowSpinning)
+        {
+            o.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+            o.AddSessionConfigEntry("session.inter_op.allow_spinning", "0");
+        }
         ExecutionProviders.Append(o, Provider);
         return o;
     }
@@ -67,7 +77,7 @@ public sealed class ModelSession : IDisposable
     {
         Model = model;
         using var options = (settings ?? new SessionSettings()).Create();
-        try { session = new InferenceSession(ModelIO.ToBytes(model), options); }
+        try { session = RuntimeModel.Open(model, options); }
         catch (OnnxRuntimeException e)
         {
             throw new EngineException("ModelSessionFailed", EngineErrorKind.InvalidData,
@@ -79,9 +89,10 @@ public sealed class ModelSession : IDisposable
     public OnnxModel Model { get; }
     public IReadOnlyList<string> OutputNames { get; }
 
-    /// <summary>Runs the model; every input must be given.</summary>
-    public IReadOnlyList<NamedArray> Run(IReadOnlyDictionary<string, NamedArray> inputs, IReadOnlyList<string>? outputs = null)
+    /// <summary>Runs the model; every input must be given. Cancelling the token stops ONNX Runtime mid-run.</summary>
+    public IReadOnlyList<NamedArray> Run(IReadOnlyDictionary<string, NamedArray> inputs, IReadOnlyList<string>? outputs = null, CancellationToken cancel = default)
     {
+        cancel.ThrowIfCancellationRequested();
         var names = inputs.Keys.ToList();
         var values = new List<OrtValue>(names.Count);
         try
@@ -89,8 +100,13 @@ public sealed class ModelSession : IDisposable
             foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
             var wanted = outputs ?? OutputNames;
             using var runOptions = new RunOptions();
+            using var stop = Terminate(runOptions, cancel);
             using var results = session.Run(runOptions, names, values, wanted);
             return results.Select((r, i) => FromOrtValue(wanted[i], r)).ToList();
+        }
+        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(cancel);
         }
         catch (OnnxRuntimeException e)
         {
@@ -101,6 +117,10 @@ public sealed class ModelSession : IDisposable
             foreach (var v in values) v.Dispose();
         }
     }
+
+    /// <summary>Makes a cancellation stop the ONNX Runtime run that <paramref name="options"/> belongs to.</summary>
+    internal static CancellationTokenRegistration Terminate(RunOptions options, CancellationToken cancel) =>
+        cancel.Register(() => options.Terminate = true);
 
     /// <summary>Runs with pre-built OrtValues and discards the outputs: the latency hot path.</summary>
     internal void RunDiscard(IReadOnlyList<string> inputNames, IReadOnlyList<OrtValue> values, RunOptions runOptions)

@@ -87,7 +87,7 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
         var score = new double[g.Classes];
         if (options.Criterion == PruningCriterion.Random)
         {
-            var rng = new Random(HashCode.Combine(options.Seed ?? 0, g.First.Name.Length, g.Classes));
+            var rng = RandomScores.For(options.Seed, g.First.Name, g.Classes);
             for (int c = 0; c < score.Length; c++) score[c] = rng.NextDouble();
             return score;
         }

@@ -1,0 +1,93 @@
+# Invoke-ModelQuantization and Optimize-Model from PowerShell: new models with history, refusals with stable ids.
+BeforeAll { . $PSScriptRoot/Common.ps1 }
+
+Describe 'Invoke-ModelQuantization' {
+    It 'Dynamic returns a new, smaller model with history and a report, and leaves its input alone' {
+        $m = Get-Model $WineModel
+        $q = $m | Invoke-ModelQuantization -Mode Dynamic -PerChannel
+        $q.GetType().FullName | Should -Be 'ModelCompression.Model'
+        $q.SizeBytes | Should -BeLessThan (0.3 * $m.SizeBytes)
+        $q.Stages | Should -Be 'Quantize'
+        $m.Stages | Should -Be ''
+        $q.Report.Metrics['Quantized.Gemm'] | Should -Be 3
+        "$($q.History[0].Parameters['PerChannel'])" | Should -Be 'True'
+    }
+
+    It 'refuses parameters that do not apply to the mode' {
+        $m = Get-Model $WineModel
+        $m | Invoke-ModelQuantization -Mode Dynamic -Bits 4 -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationParameterNotApplicable
+        $errs[0].CategoryInfo.Category | Should -Be InvalidArgument
+        $errs[0].Exception.Message | Should -BeLike '*-Bits*'
+        $m | Invoke-ModelQuantization -Mode Float16 -CalibrationData $WineData -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationParameterNotApplicable
+        $m | Invoke-ModelQuantization -Mode Static -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationCalibrationDataMissing
+    }
+
+    It 'refuses float16 options that -StorageOnly would ignore: <option>' -ForEach @(
+        @{ option = 'KeepIOTypes'; arguments = @{ KeepIOTypes = $true } }
+        @{ option = 'Float16BlockList'; arguments = @{ Float16BlockList = 'Softmax' } }
+    ) {
+        Get-Model $WineModel | Invoke-ModelQuantization -Mode Float16 -StorageOnly @arguments -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationParameterNotApplicable
+        $errs[0].Exception.Message | Should -BeLike "*-$option*"
+    }
+
+    It 'refuses an already quantized model unless -Force' {
+        $q = Get-Model $WineModel | Invoke-ModelQuantization -ExcludeNode '/fc3/*'
+        $q | Invoke-ModelQuantization -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be ModelAlreadyQuantized
+        ($q | Invoke-ModelQuantization -Force).Stages | Should -Be 'Quantize > Quantize'
+    }
+
+    It 'Static calibrates from a file with progress, and the export has QDQ nodes' {
+        $path = Join-Path $TestDrive 'wine_static.onnx'
+        $run = Invoke-WithStream -ArgumentList $WineModel, $WineData, $path {
+            param($model, $data, $path)
+            Get-Model $model | Invoke-ModelQuantization -Mode Static -CalibrationData $data -CalibrationBatchSize 16 | Export-Model $path
+        }
+        $run.Error | Should -BeNullOrEmpty
+        $run.Progress.StatusDescription | Where-Object { $_ -like 'Calibrating*' } | Should -Not -BeNullOrEmpty
+        $ops = (Get-ModelInfo $path).Operators
+        $ops.Keys | Should -Contain 'QuantizeLinear'
+        $ops.Keys | Should -Contain 'DequantizeLinear'
+    }
+
+    It 'Static -TargetCosine is measured, reported, and refused elsewhere' {
+        $q = Get-Model $WineModel | Invoke-ModelQuantization -Mode Static -CalibrationData $WineData -TargetCosine 0.999 -WarningAction SilentlyContinue
+        $q.Report.Metrics['CosineReached'] | Should -BeGreaterOrEqual 0.999
+        $q.Report.Metrics['TargetCosine'] | Should -Be 0.999
+        "$($q.History[-1].Parameters['TargetCosine'])" | Should -Be '0.999'
+        Get-Model $WineModel | Invoke-ModelQuantization -Mode Dynamic -TargetCosine 0.99 -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationParameterNotApplicable
+        Get-Model $WineModel | Invoke-ModelQuantization -Mode Static -CalibrationData $WineData -TargetCosine 1 -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationTargetCosineNotMet
+        $errs[0].CategoryInfo.Category | Should -Be InvalidOperation
+    }
+
+    It 'Dynamic on a Conv-only model explains why nothing was quantized' {
+        Skip-WithoutShared
+        Get-Model (Join-Path $SharedRoot 'models/ch_PP-OCRv4_det_infer.onnx') |
+            Invoke-ModelQuantization -Mode Dynamic -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationNothingToQuantize
+        $errs[0].Exception.Message | Should -BeLike '*Conv*'
+    }
+
+    It 'WeightOnly and Float16 shrink the model' {
+        $m = Get-Model $WineModel
+        ($m | Invoke-ModelQuantization -Mode WeightOnly -Bits 4 -BlockSize 16).SizeBytes | Should -BeLessThan (0.2 * $m.SizeBytes)
+        ($m | Invoke-ModelQuantization -Mode Float16 -StorageOnly).SizeBytes | Should -BeLessThan (0.52 * $m.SizeBytes)
+    }
+}
+
+Describe 'Optimize-Model' {
+    It 'returns a new model, and warns when a level is provider-specific' {
+        (Get-Model $WineModel | Optimize-Model -WarningVariable warnings).Stages | Should -Be 'Optimize'
+        $warnings | Should -BeNullOrEmpty
+        $null = Get-Model $WineModel | Optimize-Model -Level All -WarningVariable warnings -WarningAction SilentlyContinue
+        $warnings | Should -BeLike '*CPU*'
+        Get-Model $WineModel | Optimize-Model -ExecutionProvider NoSuchProvider -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be ExecutionProviderUnavailable
+    }
+}
