@@ -146,20 +146,20 @@ internal static class BlockRemoval
         var graphInputs = InputSynthesizer.Inputs(model).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         foreach (var t in wanted) if (!graphInputs.Contains(t) && outputs.Add(t)) proto.Graph.Output.Add(new ValueInfoProto { Name = t });
         var sums = new double[blocks.Count];
-        long vectors = 0;
+        var vectors = new long[blocks.Count];
         using var session = new ModelSession(new OnnxModel(proto, model.SourcePath, []));
         foreach (var (batch, _, _) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
             var fetched = wanted.Where(t => !graphInputs.Contains(t)).ToList();
             var results = session.Run(batch, fetched).ToDictionary(r => r.Name, StringComparer.Ordinal);
-            long count = 0;
             for (int b = 0; b < blocks.Count; b++)
             {
                 var x = (graphInputs.Contains(blocks[b].Input) ? batch[blocks[b].Input] : results[blocks[b].Input]).AsFloat();
                 var y = results[blocks[b].Output].AsFloat();
                 int width = (int)results[blocks[b].Output].Shape[^1];
-                count = x.Length / width;
+                long count = x.Length / width;
+                vectors[b] += count;
                 for (long v = 0; v < count; v++)
                 {
                     double dot = 0, nx = 0, ny = 0;
@@ -167,11 +167,10 @@ internal static class BlockRemoval
                     sums[b] += nx == 0 || ny == 0 ? (nx == ny ? 1 : 0) : dot / Math.Sqrt(nx * ny);
                 }
             }
-            vectors += count;
         }
-        if (vectors == 0)
+        if (vectors.Any(v => v == 0))
             throw new EngineException("PruningCalibrationDataEmpty", EngineErrorKind.InvalidData, $"Calibration data '{data.Source}' has no rows.") { Target = data.Source };
-        for (int b = 0; b < blocks.Count; b++) blocks[b].Cosine = sums[b] / vectors;
+        for (int b = 0; b < blocks.Count; b++) blocks[b].Cosine = sums[b] / vectors[b];
     }
 
     /// <summary>The blocks the options ask to remove: by name (every pattern must match), or the ones with the highest cosine.</summary>

@@ -8,11 +8,11 @@ namespace ModelCompression.Native.Pruning;
 /// <summary>
 /// Deciding: each class of a group gets a score and the lowest fraction of classes is removed, per group or (-Scope
 /// Global) ranked across the groups of one part. Magnitude: the L1 norm of the member weight columns its units cover
-/// (scaled by a following BatchNormalization). Activation: what removing the class takes from the layers that read it,
-/// the input activation norm of each removed weight row times the row's L2 norm (Wanda at the consumer; for heads the
-/// norm of the head's output into the output projection, for the hidden size the normalized stream into every
-/// projection); groups without such a consumer fall back to |w| x input activation norm of the member columns.
-/// Random: a baseline.
+/// (scaled by a following BatchNormalization). Activation: for heads and hidden channels, what removing the class takes
+/// from the layers that read it, the input activation norm of each removed weight row times the row's L2 norm (Wanda
+/// at the consumer: for heads the head's output into the output projection, for the hidden size the normalized stream
+/// into every projection); for FFN neurons, and groups without such a consumer, |w| x the input activation norm of the
+/// member columns (Wanda at the member). Random: a baseline.
 /// </summary>
 internal sealed class ChannelScores(PruningOptions options, Dictionary<string, double[]>? activations, GraphIndex index)
 {
@@ -210,5 +210,5 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
     public static List<(string Tensor, int Axis)> ActivationInputs(IEnumerable<ChannelGroup> groups, GraphIndex index) =>
         groups.SelectMany(g => g.Members.SelectMany(m => m.Target is { } t ? t.ActivationInputs()
             : m.Kind == MemberKind.Attention ? [(m.Node.Input[0], -1)] : [])
-            .Concat(g.Slices.Select(e => Sink(g, e, index)).Where(s => s is not null).Select(s => (s!.Value.Tensor, s.Value.Axis)))).Distinct().ToList();
+            .Concat(g.Part == PrunedPart.Ffn ? [] : g.Slices.Select(e => Sink(g, e, index)).Where(s => s is not null).Select(s => (s!.Value.Tensor, s.Value.Axis)))).Distinct().ToList();
 }

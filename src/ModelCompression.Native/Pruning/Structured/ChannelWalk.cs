@@ -89,6 +89,12 @@ internal sealed class ChannelWalk
         var r = new int[arrays[0].Length][];
         for (int u = 0; u < r.Length; u++)
         {
+            // Usually a unit sits in one of the inputs only (a residual Add joins different writers): share its array.
+            int[]? only = null;
+            bool several = false;
+            foreach (var a in arrays)
+                if (a[u].Length > 0) { if (only is null || only.AsSpan().SequenceEqual(a[u])) only ??= a[u]; else several = true; }
+            if (!several) { r[u] = only ?? []; continue; }
             var set = new SortedSet<int>();
             foreach (var a in arrays) set.UnionWith(a[u]);
             r[u] = [.. set];

@@ -38,51 +38,9 @@ internal static class StructuredPruner
             var before = new StructuredReport.Totals(CostModel.Parameters(graph), CostModel.Flops(graph, probe));
             if (removedBlocks.Count > 0) BlockRemoval.Remove(graph, removedBlocks, blocks);
 
-            var groups = new List<ChannelGroup>();
             var skipped = new List<ReportEntry>();
             var notes = new List<string>();
-            if (options.Structured)
-            {
-                int folded = alternate is null ? 0 : ShapeFolding.Fold(graph, probe, alternate);
-                var index = new GraphIndex(graph, inputInitializersAreConstant: true);
-                var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
-                for (int i = 0; i < graph.Node.Count; i++) order[graph.Node[i]] = i;
-                var context = new PlanContext { Index = index, Probe = probe, Alternate = alternate, Opset = Opset(proto), Order = order };
-                groups = GroupPlanner.Plan(context, options, skipped, ModelPruner.Scaled(progress, 0.2, 0.6), cancel);
-                if (groups.Count == 0 && removedBlocks.Count == 0) throw ModelPruner.NothingToPrune(model, options, index);
-                if (!groups.Any(g => g.Viable) && removedBlocks.Count == 0)
-                {
-                    var reasons = groups.Take(6).Select(g => $"{g.First.Name}: {g.Failure}");
-                    throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
-                        $"Model '{model.Name}' has no layer whose channels can be removed: {string.Join("; ", reasons)}" + (groups.Count > 6 ? $"; and {groups.Count - 6} more." : ".")) { Target = model.SourcePath };
-                }
-                var asked = Enum.GetValues<PrunedPart>().Where(p => options.RateFor(p) > 0).ToList();
-                if (asked.Count > 0 && removedBlocks.Count == 0 && !groups.Any(g => g.Viable && asked.Contains(g.Part)))
-                {
-                    var found = groups.Where(g => g.Viable).Select(g => g.Part).Distinct().ToList();
-                    throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
-                        $"Model '{model.Name}' has nothing of {string.Join(", ", asked)} that can be removed" +
-                        (found.Count > 0 ? $"; it has {string.Join(", ", found)} (see -Target)." : ".")) { Target = model.SourcePath };
-                }
-                foreach (var part in asked.Where(p => !groups.Any(g => g.Viable && g.Part == p)))
-                    notes.Add($"The model has no {part} that can be removed.");
-                Dictionary<string, double[]>? activations = null;
-                if (options.Criterion == PruningCriterion.Activation)
-                    activations = ActivationStats.ChannelNorms(new OnnxModel(proto.Clone(), model.SourcePath, []), ChannelScores.ActivationInputs(groups.Where(g => g.Viable), index),
-                        options.CalibrationData!, options.CalibrationBatchSize, ModelPruner.Scaled(progress, 0.6, 0.8), cancel);
-                ChannelScores.Decide(groups, options, activations, index);
-                var pruned = groups.Where(g => g.Viable && g.RemovedCount > 0).ToList();
-                if (pruned.Count > 0)
-                {
-                    var unpruned = options.CalibrationData is not null ? new OnnxModel(proto.Clone(), model.SourcePath, []) : null;
-                    var norms = NormRefit.Prepare(index, pruned);
-                    notes.AddRange(GraphRewriter.Apply(graph, index, pruned));
-                    int refits = unpruned is null ? 0 : NormRefit.Run(proto, index, norms, unpruned, options.CalibrationData!, options.CalibrationBatchSize, cancel);
-                    if (refits > 0)
-                        notes.Add($"{refits} normalization(s) over pruned channels got their scale and bias refitted on the calibration data (least squares, one after the other, the original outputs as targets).");
-                    if (folded > 0) notes.Add($"{folded} shape value(s) computed at run time but fixed for the model (sizes read back with Shape, head sizes, reshape targets) became constants so they could be rewritten.");
-                }
-            }
+            var groups = options.Structured ? Width(model, proto, options, probe, alternate, removedBlocks.Count > 0, skipped, notes, progress, cancel) : [];
             if (groups.All(g => g.RemovedCount == 0) && removedBlocks.Count == 0)
             {
                 // Nothing removed: the model comes back as it was, not merely equivalent.
@@ -102,6 +60,54 @@ internal static class StructuredPruner
             return StructuredReport.Write(options, groups, skipped, blocks, removedBlocks, notes, before,
                 new StructuredReport.Totals(CostModel.Parameters(graph), CostModel.Flops(graph, after)), probe);
         });
+    }
+
+
+    /// <summary>Width: folds the shape arithmetic, plans, decides and rewrites the groups; returns every group planned.</summary>
+    static List<ChannelGroup> Width(OnnxModel model, ModelProto proto, PruningOptions options, ShapeProbe probe, ShapeProbe? alternate, bool blocksRemoved,
+        List<ReportEntry> skipped, List<string> notes, IProgress<double>? progress, CancellationToken cancel)
+    {
+        var graph = proto.Graph;
+        int folded = alternate is null ? 0 : ShapeFolding.Fold(graph, probe, alternate);
+        var index = new GraphIndex(graph, inputInitializersAreConstant: true);
+        var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
+        for (int i = 0; i < graph.Node.Count; i++) order[graph.Node[i]] = i;
+        var context = new PlanContext { Index = index, Probe = probe, Alternate = alternate, Opset = Opset(proto), Order = order };
+        var groups = GroupPlanner.Plan(context, options, skipped, ModelPruner.Scaled(progress, 0.2, 0.6), cancel);
+        if (groups.Count == 0 && !blocksRemoved) throw ModelPruner.NothingToPrune(model, options, index);
+        if (!groups.Any(g => g.Viable) && !blocksRemoved)
+        {
+            var reasons = groups.Take(6).Select(g => $"{g.First.Name}: {g.Failure}");
+            throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
+                $"Model '{model.Name}' has no layer whose channels can be removed: {string.Join("; ", reasons)}" + (groups.Count > 6 ? $"; and {groups.Count - 6} more." : ".")) { Target = model.SourcePath };
+        }
+        var asked = Enum.GetValues<PrunedPart>().Where(p => options.RateFor(p) > 0).ToList();
+        if (asked.Count > 0 && !blocksRemoved && !groups.Any(g => g.Viable && asked.Contains(g.Part)))
+        {
+            var found = groups.Where(g => g.Viable).Select(g => g.Part).Distinct().ToList();
+            throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
+                $"Model '{model.Name}' has nothing of {string.Join(", ", asked)} that can be removed" +
+                (found.Count > 0 ? $"; it has {string.Join(", ", found)} (see -Target)." : ".")) { Target = model.SourcePath };
+        }
+        foreach (var part in asked.Where(p => !groups.Any(g => g.Viable && g.Part == p)))
+            notes.Add($"The model has no {part} that can be removed.");
+
+        Dictionary<string, double[]>? activations = null;
+        if (options.Criterion == PruningCriterion.Activation)
+            activations = ActivationStats.ChannelNorms(new OnnxModel(proto.Clone(), model.SourcePath, []), ChannelScores.ActivationInputs(groups.Where(g => g.Viable), index),
+                options.CalibrationData!, options.CalibrationBatchSize, ModelPruner.Scaled(progress, 0.6, 0.8), cancel);
+        ChannelScores.Decide(groups, options, activations, index);
+        var pruned = groups.Where(g => g.Viable && g.RemovedCount > 0).ToList();
+        if (pruned.Count == 0) return groups;
+
+        var unpruned = options.CalibrationData is not null ? new OnnxModel(proto.Clone(), model.SourcePath, []) : null;
+        var norms = NormRefit.Prepare(index, pruned);
+        notes.AddRange(GraphRewriter.Apply(graph, index, pruned));
+        int refits = unpruned is null ? 0 : NormRefit.Run(proto, index, norms, unpruned, options.CalibrationData!, options.CalibrationBatchSize, cancel);
+        if (refits > 0)
+            notes.Add($"{refits} normalization(s) over pruned channels got their scale and bias refitted on the calibration data (least squares, one after the other, the original outputs as targets).");
+        if (folded > 0) notes.Add($"{folded} shape value(s) computed at run time but fixed for the model (sizes read back with Shape, head sizes, reshape targets) became constants so they could be rewritten.");
+        return groups;
     }
 
     /// <summary>
