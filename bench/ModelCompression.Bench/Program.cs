@@ -13,6 +13,7 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["latency-child"] = LatencyBench.ChildLoop,
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
+    ["pruning-transformers"] = TransformerPruningBench.Run,
     ["large"] = LargeModelBench.Run,
     ["large-child"] = LargeModelBench.Child,
 };
