@@ -43,16 +43,19 @@ public sealed class BlockQuantized
 
     internal static (int QMin, int QMax) Range(int bits, bool symmetric)
     {
-        var (lo, hi) = QuantMath.Range(bits == 4 ? (symmetric ? QuantType.Int4 : QuantType.UInt4) : (symmetric ? QuantType.Int8 : QuantType.UInt8), symmetric);
+        var (lo, hi) = QuantMath.Range(Type(bits, symmetric), symmetric);
         int shift = symmetric ? 1 << (bits - 1) : 0;
         return (lo + shift, hi + shift);
     }
 
+    /// <summary>Symmetric grids are the signed types, asymmetric ones the unsigned.</summary>
+    static QuantType Type(int bits, bool symmetric) =>
+        bits == 4 ? (symmetric ? QuantType.Int4 : QuantType.UInt4) : (symmetric ? QuantType.Int8 : QuantType.UInt8);
+
     /// <summary>Scale and zero point of a block of values in [min, max], on this grid (the one formula: <see cref="QuantMath.Compute"/>).</summary>
     internal static (float Scale, byte ZeroPoint) Params(float min, float max, int bits, bool symmetric, bool halfScale, string? what)
     {
-        var type = bits == 4 ? (symmetric ? QuantType.Int4 : QuantType.UInt4) : (symmetric ? QuantType.Int8 : QuantType.UInt8);
-        var p = QuantMath.Compute(min, max, type, symmetric, what: what);
+        var p = QuantMath.Compute(min, max, Type(bits, symmetric), symmetric, what: what);
         float scale = halfScale ? QuantMath.RoundToHalfScale(p.Scale) : p.Scale;
         return (scale, (byte)(p.ZeroPoint + (symmetric ? 1 << (bits - 1) : 0)));
     }
