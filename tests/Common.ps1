@@ -52,7 +52,7 @@ function Invoke-WithStream {
         foreach ($a in $ArgumentList) { $null = $ps.AddArgument($a) }
         $output = $ps.Invoke()
         [pscustomobject]@{
-            Output = @($output); Progress = @($ps.Streams.Progress); Error = @($ps.Streams.Error); Warning = @($ps.Streams.Warning)
+            Output = @($output); Progress = @($ps.Streams.Progress); Error = @($ps.Streams.Error); Warning = @($ps.Streams.Warning); Verbose = @($ps.Streams.Verbose)
         }
     }
     finally { $ps.Dispose() }

@@ -17,7 +17,7 @@ Describe 'The views' {
     It 'keep the key columns of <type> at 80 columns' -ForEach @(
         @{ type = 'Model'; make = { $q }; columns = 'Name', 'Size\(KB\)', 'Parameters', 'Stages' }
         @{ type = 'ModelInfo'; make = { $m | Get-ModelInfo }; columns = 'Name', 'Size\(KB\)', 'Parameters', 'Nodes', 'Sparsity', 'Inputs' }
-        @{ type = 'ModelComparisonReport'; make = { Compare-Model $m $q -InputData $WineTest }; columns = 'Reference', 'Difference', 'Cosine', 'Top1', 'AccDrop', 'Size', 'Passed' }
+        @{ type = 'ModelComparisonReport'; make = { Compare-Model $m $q -InputData $WineTest }; columns = 'Reference', 'Difference', 'Cosine', 'Top1', 'AccDrop', 'PPL\+%', 'Size', 'Passed' }
         @{ type = 'LatencyReport'; make = { Measure-ModelLatency $q -Baseline $m -Iterations 5 -Warmup 0 }; columns = 'Model', 'Role', 'P50\(ms\)', 'P99\(ms\)', 'Items/s', 'Ratio \[CI\]' }
         @{ type = 'ModelStageInfo'; make = { $q.History }; columns = 'Stage', 'Before\(KB\)', 'After\(KB\)', 'Seconds', 'Parameters' }
         @{ type = 'ReportRow'; make = { $q.Report.Entries }; columns = 'Target', 'OpType', 'Action', 'Detail' }

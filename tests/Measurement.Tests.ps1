@@ -144,6 +144,26 @@ Describe 'Compare-Model' {
         $r = Compare-Model $WineModel $WineModel -MaxAccuracyDrop 0.01 -ErrorVariable errs -ErrorAction SilentlyContinue
         $r | Should -BeNullOrEmpty
         $errs | Get-ErrorId | Should -Be AccuracyGateRequiresLabels
+        Compare-Model $WineModel $WineModel -MaxPerplexityIncrease 1 -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be PerplexityGateRequiresLabels
+        Compare-Model $WineModel $WineModel -InputData $WineTest -MaxPerplexityIncrease 1 -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be PerplexityNotMeasurable
+    }
+
+    It 'reports token accuracy and perplexity of a language model and gates its increase' {
+        Skip-WithoutShared
+        $lm = Join-Path $SharedRoot 'models/tiny_lm.onnx'
+        $q = Get-Model $lm | Invoke-ModelQuantization -Mode WeightOnly -BlockSize 128 -WarningAction SilentlyContinue
+        $r = Compare-Model $lm $q -InputData (Join-Path $SharedRoot 'data/tiny_lm_test.npz') -BatchSize 64 -MaxPerplexityIncrease 0.01 -ErrorVariable errs -ErrorAction SilentlyContinue
+        $o = $r.Outputs[0]
+        [Math]::Round($o.ReferencePerplexity, 2) | Should -Be 3.90
+        $o.DifferencePerplexity | Should -BeGreaterThan $o.ReferencePerplexity
+        $o.ReferenceAccuracy | Should -BeGreaterThan 0.6
+        $r.PerplexityIncrease | Should -Be $o.PerplexityIncrease
+        $r.ParameterRatio | Should -Be 1
+        $r.SizeRatio | Should -BeLessThan 0.2
+        $errs | Get-ErrorId | Should -Be PerplexityIncreaseAboveMaximum
+        $r.FailedGates[0].Actual | Should -Be $o.PerplexityIncrease
     }
 
     It 'synthesizes inputs with -InputShape and -IntegerRange' {

@@ -57,6 +57,19 @@ Describe 'Invoke-ModelPruning' {
         @{ arguments = '-Pattern 2:4 -Structured'; id = 'AmbiguousParameterSet' }
         @{ arguments = '-Pattern 2:4 -Scope Global'; id = 'AmbiguousParameterSet' }
         @{ arguments = '-Rate 0.999 -Structured -MinElements 0'; id = 'PruningWouldEmptyLayer' }
+        @{ arguments = '-Rate 0.5 -Target Heads'; id = 'PruningOptionConflict' }
+        @{ arguments = '-Rate 0.5 -HiddenRate 0.5'; id = 'PruningOptionConflict' }
+        @{ arguments = '-Structured -Target Ffn -HeadRate 0.5'; id = 'PruningOptionConflict' }
+        @{ arguments = '-Structured -FfnRate 1.5'; id = 'PruningRateOutOfRange' }
+        @{ arguments = '-Structured'; id = 'PruningRateRequired' }
+        @{ arguments = '-Structured -Rate 0.5 -Target Depth'; id = 'ParameterArgumentValidationError' }
+        @{ arguments = '-Structured -Rate 0.5 -Target Heads'; id = 'PruningNoPrunableChannels' }
+        @{ arguments = '-RemoveBlocks 0 -CalibrationData ./data/wine_train.npz'; id = 'PruningRemoveBlocksInvalid' }
+        @{ arguments = '-RemoveBlocks 1'; id = 'PruningCalibrationDataRequired' }
+        @{ arguments = '-RemoveBlocks 1 -RemoveBlockName x -CalibrationData ./data/wine_train.npz'; id = 'PruningOptionConflict' }
+        @{ arguments = '-Rate 0.5 -RemoveBlockName x'; id = 'PruningOptionConflict' }
+        @{ arguments = '-Pattern 2:4 -RemoveBlockName x'; id = 'AmbiguousParameterSet' }
+        @{ arguments = '-RemoveBlockName x'; id = 'PruningNoBlocks' }
     ) {
         Push-Location $RepoRoot
         try {
@@ -64,5 +77,25 @@ Describe 'Invoke-ModelPruning' {
         }
         finally { Pop-Location }
         $caught | Get-ErrorId | Should -Be $id
+    }
+
+    It 'prunes a transformer''s parts by -Target and per-part rates, and removes residual blocks by name' {
+        Skip-WithoutShared
+        $lm = Get-Model (Join-Path $SharedRoot 'models/tiny_lm.onnx')
+        $a = $lm | Invoke-ModelPruning -Structured -Target Heads, Ffn -Rate 0.5 -WarningAction SilentlyContinue
+        $a.Report.Metrics['HeadsAfter'] | Should -Be 8
+        $a.Report.Metrics['HiddenAfter'] | Should -Be 256
+        $a.Report.Metrics['FfnAfter'] | Should -Be 2048
+        $a.History[-1].Parameters['Target'] | Should -Be 'Heads,Ffn'
+        $b = $lm | Invoke-ModelPruning -RemoveBlockName 'blocks.3' -Structured -HiddenRate 0.25 -Verbose -WarningAction SilentlyContinue 4>&1
+        $verbose = $b | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] }
+        $b = $b | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }
+        $b.Report.Metrics['BlocksRemoved'] | Should -Be 1
+        $b.Report.Metrics['HiddenAfter'] | Should -Be 192
+        $b.Report.Metrics['FfnAfter'] | Should -Be 3072
+        $b.History[-1].Parameters['RemoveBlockName'] | Should -Be 'blocks.3'
+        ($b.Report.Entries | Where-Object { $_.OpType -eq 'Block' -and $_.Action -eq 'Removed' }).Target | Should -Be 'blocks.3'
+        $b.SizeBytes | Should -BeLessThan $lm.SizeBytes
+        $verbose.Message | Where-Object { $_ -like 'Not exact for the kept channels*' } | Should -Not -BeNullOrEmpty
     }
 }

@@ -81,6 +81,67 @@ Describe 'Invoke-ModelQuantization' {
     }
 }
 
+Describe 'Invoke-ModelQuantization -Mode WeightOnly algorithms' {
+    It 'GPTQ calibrates, reports each layer''s output error, and keeps the parameter count' {
+        $m = Get-Model $WineModel
+        $run = Invoke-WithStream -ArgumentList $WineModel, $WineData {
+            param($model, $data)
+            Get-Model $model | Invoke-ModelQuantization -Mode WeightOnly -Algorithm GPTQ -CalibrationData $data -Damping 2 -ActOrder -BlockSize 16 -Verbose
+        }
+        $run.Error | Should -BeNullOrEmpty
+        $q = $run.Output | Select-Object -Last 1
+        $q.Parameters | Should -Be $m.Parameters
+        $rows = @($q.Report.Entries | Where-Object Action -EQ Quantized)
+        $rows.Count | Should -Be 3
+        foreach ($row in $rows) { $row.Error | Should -BeGreaterThan 0; $row.Detail | Should -BeLike '*GPTQ*output error*' }
+        $q.Report.Metrics['ReconstructionErrorMean'] | Should -BeGreaterThan 0
+        $q.History[-1].Parameters['Algorithm'] | Should -Be 'GPTQ'
+        $q.History[-1].Parameters['Damping'] | Should -Be '2'
+        $q.History[-1].Parameters['ActOrder'] | Should -Be 'True'
+        $run.Verbose.Message | Where-Object { $_ -like 'Output error of the quantized layers*' } | Should -Not -BeNullOrEmpty
+        $run.Progress.StatusDescription | Where-Object { $_ -like 'Collecting activation statistics*' } | Should -Not -BeNullOrEmpty
+    }
+
+    It 'HQQ needs no data and -HeadBits keeps the output head at 8 bits' {
+        $q = Get-Model $WineModel | Invoke-ModelQuantization -Mode WeightOnly -Algorithm HQQ -HeadBits 8
+        $head = @($q.Report.Entries | Where-Object Detail -Like '*(output head)*')
+        $head.Count | Should -Be 1
+        $head[0].Detail | Should -BeLike '8-bit*HQQ*'
+        $q.History[-1].Parameters['HeadBits'] | Should -Be '8'
+    }
+
+    It 'refuses <case>' -ForEach @(
+        @{ case = 'GPTQ without calibration data'; arguments = @{ Mode = 'WeightOnly'; Algorithm = 'GPTQ' }; id = 'QuantizationCalibrationDataMissing'; text = '*-CalibrationData*' }
+        @{ case = '-Damping with another algorithm'; arguments = @{ Mode = 'WeightOnly'; Algorithm = 'HQQ'; Damping = 2 }; id = 'QuantizationParameterNotApplicable'; text = '*-Damping*GPTQ*' }
+        @{ case = '-ActOrder without an algorithm'; arguments = @{ Mode = 'WeightOnly'; ActOrder = $true }; id = 'QuantizationParameterNotApplicable'; text = '*-ActOrder*' }
+        @{ case = '-Algorithm in another mode'; arguments = @{ Mode = 'Dynamic'; Algorithm = 'HQQ' }; id = 'QuantizationParameterNotApplicable'; text = '*-Algorithm*' }
+        @{ case = '-HeadBits in another mode'; arguments = @{ Mode = 'Dynamic'; HeadBits = 8 }; id = 'QuantizationParameterNotApplicable'; text = '*-HeadBits*' }
+    ) {
+        Get-Model $WineModel | Invoke-ModelQuantization @arguments -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be $id
+        $errs[0].CategoryInfo.Category | Should -Be InvalidArgument
+        $errs[0].Exception.Message | Should -BeLike $text
+    }
+
+    It 'refuses calibration data that does not fit the model before running it' {
+        Skip-WithoutShared
+        Get-Model $WineModel | Invoke-ModelQuantization -Mode WeightOnly -Algorithm GPTQ -CalibrationData (Join-Path $SharedRoot 'data/tiny_lm_calib.npz') -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be DataShapeMismatch
+    }
+
+    It 'quantizes a float16 model, and warns about attention products it leaves alone' {
+        Skip-WithoutShared
+        $q = Get-Model (Join-Path $SharedRoot 'models/tiny_bert.onnx') | Invoke-ModelQuantization -Mode Float16 |
+            Invoke-ModelQuantization -Mode WeightOnly -WarningVariable warnings -WarningAction SilentlyContinue
+        ($q | Get-ModelInfo).Operators['com.microsoft.MatMulNBits'] | Should -Be 17
+        $warnings | Where-Object { "$_" -like '*computed values*' } | Should -Not -BeNullOrEmpty
+        Get-Model (Join-Path $SharedRoot 'models/tiny_bert.onnx') | Invoke-ModelQuantization -Mode Float16 |
+            Invoke-ModelQuantization -Mode Dynamic -ErrorVariable errs -ErrorAction SilentlyContinue -WarningAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationNothingToQuantize
+        $errs[0].Exception.Message | Should -BeLike '*float16*'
+    }
+}
+
 Describe 'Optimize-Model' {
     It 'returns a new model, and warns when a level is provider-specific' {
         (Get-Model $WineModel | Optimize-Model -WarningVariable warnings).Stages | Should -Be 'Optimize'

@@ -25,6 +25,7 @@ static class LargeModelBench
         ("info", "Get-Model | Get-ModelInfo", 0),
         ("export", "Get-Model | Export-Model", 1.5),
         ("rtn", "WeightOnly 4-bit RTN, block 32", 3),
+        ("hqq", "WeightOnly 4-bit HQQ, block 32", 6),
         ("dynamic", "Dynamic int8", 0),
         ("prune", "global magnitude pruning 50%", 0),
     ];
@@ -86,6 +87,7 @@ static class LargeModelBench
                 "info" => null,
                 "export" => model,
                 "rtn" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32 }),
+                "hqq" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32, Algorithm = new HqqAlgorithm() }),
                 "dynamic" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Dynamic }),
                 "prune" => ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Scope = PruningScope.Global }),
                 _ => throw new ArgumentException("unknown stage " + stage),

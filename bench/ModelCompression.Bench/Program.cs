@@ -8,10 +8,12 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["io-child"] = RoundTripBench.Child,
     ["quant-latency"] = QuantizationBench.Latency,
     ["quant-time"] = QuantizationBench.Time,
+    ["quant-llm"] = LlmQuantizationBench.Run,
     ["latency"] = LatencyBench.Run,
     ["latency-child"] = LatencyBench.ChildLoop,
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
+    ["pruning-transformers"] = TransformerPruningBench.Run,
     ["large"] = LargeModelBench.Run,
     ["large-child"] = LargeModelBench.Child,
 };

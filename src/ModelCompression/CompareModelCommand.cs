@@ -49,6 +49,10 @@ public sealed class CompareModelCommand : ModelCmdletBase
     [ValidateRange(0.0, 1.0)]
     public double? MinTop1Agreement { get; set; }
 
+    [Parameter]
+    [ValidateRange(0.0, double.MaxValue)]
+    public double? MaxPerplexityIncrease { get; set; }
+
     protected override void ProcessRecord()
     {
         var reference = Reference!;
@@ -61,7 +65,7 @@ public sealed class CompareModelCommand : ModelCmdletBase
                 new SynthesisOptions { BatchSize = BatchSize, IntegerRange = InputArguments.Range(IntegerRange) },
                 [reference.Engine, difference.Engine], InputArguments.Shapes(InputShape));
             var inputs = new ComparisonInputs { Data = InputArguments.Data(this, InputData, InputShape, IntegerRange), BatchSize = BatchSize, Synthesis = synthesis };
-            var gates = new ComparisonGates { MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement };
+            var gates = new ComparisonGates { MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement, MaxPerplexityIncrease = MaxPerplexityIncrease };
             comparison = ModelComparison.Run(reference.Engine, difference.Engine, inputs, gates, null,
                 Progress(activity, $"{difference.Name} against {reference.Name}"), CancellationToken);
         }, difference);

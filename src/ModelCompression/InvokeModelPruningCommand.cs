@@ -7,7 +7,8 @@ namespace ModelCompression;
 
 /// <summary>
 /// Prunes MatMul/Gemm/Conv weights: unstructured (-Rate, per layer or -Scope Global), N:M semi-structured (-Pattern),
-/// or structured (-Structured: whole channels removed and the graph rewritten so the model is smaller and faster).
+/// or structured (-Structured: whole channels, attention heads and hidden-size channels removed and the graph
+/// rewritten so the model is smaller and faster; -RemoveBlocks/-RemoveBlockName remove whole residual blocks).
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "ModelPruning", DefaultParameterSetName = RateSet)]
 [OutputType(typeof(Model))]
@@ -22,8 +23,8 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
     [ModelArgument]
     public Model? InputObject { get; set; }
 
-    [Parameter(Mandatory = true, ParameterSetName = RateSet)]
-    public double Rate { get; set; }
+    [Parameter(ParameterSetName = RateSet)]
+    public double? Rate { get; set; }
 
     [Parameter(ParameterSetName = RateSet)]
     [ValidateSet("Layer", "Global", IgnoreCase = true)]
@@ -31,6 +32,27 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
 
     [Parameter(ParameterSetName = RateSet)]
     public SwitchParameter Structured { get; set; }
+
+    [Parameter(ParameterSetName = RateSet)]
+    [ValidateSet("Heads", "Hidden", "Ffn", IgnoreCase = true)]
+    public string[] Target { get; set; } = [];
+
+    [Parameter(ParameterSetName = RateSet)]
+    public double? HeadRate { get; set; }
+
+    [Parameter(ParameterSetName = RateSet)]
+    public double? HiddenRate { get; set; }
+
+    [Parameter(ParameterSetName = RateSet)]
+    public double? FfnRate { get; set; }
+
+    [Parameter(ParameterSetName = RateSet)]
+    public int? RemoveBlocks { get; set; }
+
+    [Parameter(ParameterSetName = RateSet)]
+    [ValidateNotNullOrEmpty]
+    [SupportsWildcards]
+    public string[] RemoveBlockName { get; set; } = [];
 
     [Parameter(Mandatory = true, ParameterSetName = PatternSet)]
     [ValidateNotNullOrEmpty]
@@ -70,10 +92,16 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
             DataSet? data = CalibrationData is null ? null : DataSet.Load(ResolveOutputPath(CalibrationData));
             var o = new PruningOptions
             {
-                Rate = ParameterSetName == RateSet ? Rate : null,
+                Rate = Rate,
                 Pattern = ParameterSetName == PatternSet ? SparsityPattern.Parse(Pattern) : null,
                 Scope = Enum.Parse<PruningScope>(Scope, ignoreCase: true),
                 Structured = Structured,
+                Targets = Target.Select(t => Enum.Parse<PrunedPart>(t, ignoreCase: true)).ToList(),
+                HeadRate = HeadRate,
+                HiddenRate = HiddenRate,
+                FfnRate = FfnRate,
+                RemoveBlocks = RemoveBlocks,
+                RemoveBlockNames = RemoveBlockName,
                 Criterion = Enum.Parse<PruningCriterion>(Criterion, ignoreCase: true),
                 CalibrationData = data,
                 OpTypes = OpType,

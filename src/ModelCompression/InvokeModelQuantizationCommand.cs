@@ -69,6 +69,21 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
     public int AccuracyLevel { get; set; }
 
     [Parameter]
+    [ValidateSet("RTN", "HQQ", "GPTQ")]
+    public string? Algorithm { get; set; }
+
+    [Parameter]
+    [ValidateRange(0.0, 100.0)]
+    public double Damping { get; set; }
+
+    [Parameter]
+    public SwitchParameter ActOrder { get; set; }
+
+    [Parameter]
+    [ValidateSet("4", "8")]
+    public int HeadBits { get; set; }
+
+    [Parameter]
     public SwitchParameter KeepIOTypes { get; set; }
 
     [Parameter]
@@ -122,6 +137,8 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
                 BlockSize = Has(nameof(BlockSize)) ? BlockSize : null,
                 Format = Format is null ? null : Enum.Parse<WeightOnlyFormat>(Format, ignoreCase: true),
                 AccuracyLevel = Has(nameof(AccuracyLevel)) ? AccuracyLevel : null,
+                Algorithm = WeightOnlyAlgorithm.Create(Algorithm, Has(nameof(Damping)) ? Damping : null, Has(nameof(ActOrder)) ? ActOrder.IsPresent : null),
+                HeadBits = Has(nameof(HeadBits)) ? HeadBits : null,
                 KeepIOTypes = Has(nameof(KeepIOTypes)) ? KeepIOTypes.IsPresent : null,
                 StorageOnly = Has(nameof(StorageOnly)) ? StorageOnly.IsPresent : null,
                 Float16BlockList = Float16BlockList,
@@ -145,6 +162,8 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
             var keptFloat = report.Entries.Where(e => e.Action == "Kept" && e.Detail.Contains("-TargetCosine", StringComparison.Ordinal)).ToList();
             if (keptFloat.Count > 0)
                 WriteVerbose($"-TargetCosine kept {keptFloat.Count} node(s) in float32: {string.Join(", ", keptFloat.Take(10).Select(e => e.Target))}{(keptFloat.Count > 10 ? ", ..." : "")}.");
+            if (report.Metrics.TryGetValue("ReconstructionErrorMean", out double meanError))
+                WriteVerbose($"Output error of the quantized layers on the calibration activations: mean {meanError:P2}, largest {report.Metrics["ReconstructionErrorMax"]:P2} (per layer in Report.Entries' Error).");
             WriteVerbose($"'{model.Name}': {report.Metrics["SizeBefore"]:N0} → {report.Metrics["SizeAfter"]:N0} bytes.");
             WriteObject(new Model(result, model));
         }, model);

@@ -17,7 +17,7 @@ public sealed class Model
         Name = derivedFrom is null ? engine.Name : $"{derivedFrom.Name}.{engine.History[^1].Name.ToLowerInvariant()}";
         Path = derivedFrom is null ? engine.SourcePath : null;
         SizeBytes = engine.SerializedSize;
-        Parameters = engine.Initializers.Sum(t => TensorData.ElementCount(t));
+        Parameters = ParameterCount.Of(engine.Proto);
         History = engine.History.Select(ModelStageInfo.From).ToArray();
         Report = engine.Report is null ? null : CompressionReport.From(engine.Report);
     }
@@ -76,7 +76,7 @@ public sealed class CompressionReport
     internal static CompressionReport From(ModelReport r) => new()
     {
         Stage = r.Stage,
-        Entries = r.Entries.Select(e => new ReportRow { Target = e.Target, OpType = e.OpType, Action = e.Action, Detail = e.Detail }).ToArray(),
+        Entries = r.Entries.Select(e => new ReportRow { Target = e.Target, OpType = e.OpType, Action = e.Action, Detail = e.Detail, Error = e.Error }).ToArray(),
         Notes = r.Notes.ToArray(),
         Metrics = new Dictionary<string, double>(r.Metrics),
     };
@@ -90,4 +90,6 @@ public sealed class ReportRow
     public required string OpType { get; init; }
     public required string Action { get; init; }
     public required string Detail { get; init; }
+    /// <summary>The stage's error measure for this row, when it has one (weight-only quantization with calibration data: the layer's relative output error).</summary>
+    public double? Error { get; init; }
 }

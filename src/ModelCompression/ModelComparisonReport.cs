@@ -29,6 +29,8 @@ public sealed class ModelComparisonReport
     public double? Top1Agreement => Outputs.Where(o => o.Top1Agreement is not null).Select(o => o.Top1Agreement).DefaultIfEmpty(null).Min();
     /// <summary>The largest accuracy drop over the outputs scored against labels; null without labels.</summary>
     public double? AccuracyDrop => Outputs.Where(o => o.AccuracyDrop is not null).Select(o => o.AccuracyDrop).DefaultIfEmpty(null).Max();
+    /// <summary>The largest perplexity increase (percent) over the sequence outputs scored against labels per position; null without.</summary>
+    public double? PerplexityIncrease => Outputs.Where(o => o.PerplexityIncrease is not null).Select(o => o.PerplexityIncrease).DefaultIfEmpty(null).Max();
 
     internal static ModelComparisonReport From(ModelComparison c, Model reference, Model difference) => new()
     {
@@ -63,6 +65,11 @@ public sealed class OutputComparison
     public double? ReferenceAccuracy { get; init; }
     public double? DifferenceAccuracy { get; init; }
     public double? AccuracyDrop => ReferenceAccuracy - DifferenceAccuracy;
+    /// <summary>exp(mean cross-entropy) of the reference over the labelled positions, for a sequence of scores ([batch, sequence, classes]).</summary>
+    public double? ReferencePerplexity { get; init; }
+    public double? DifferencePerplexity { get; init; }
+    /// <summary>How much the perplexity rose, in percent of the reference's.</summary>
+    public double? PerplexityIncrease { get; init; }
 
     internal static OutputComparison From(OutputFidelity f) => new()
     {
@@ -74,6 +81,9 @@ public sealed class OutputComparison
         Top1Agreement = f.Top1Agreement,
         ReferenceAccuracy = f.ReferenceAccuracy,
         DifferenceAccuracy = f.DifferenceAccuracy,
+        ReferencePerplexity = f.ReferencePerplexity,
+        DifferencePerplexity = f.DifferencePerplexity,
+        PerplexityIncrease = f.PerplexityIncrease,
     };
 
     public override string ToString() => $"{Output}: cosine {Cosine:G6}";

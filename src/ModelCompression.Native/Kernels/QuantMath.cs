@@ -245,6 +245,19 @@ public static class QuantMath
         return scale == 0 ? 1f : MathF.Max(scale, MinScale);
     }
 
+    /// <summary>
+    /// A scale as float16 stores it (graphs that compute in float16 keep float16 scales): rounded to nearest, and kept
+    /// at least the smallest positive float16 so that it never becomes zero.
+    /// </summary>
+    public static float RoundToHalfScale(float scale)
+    {
+        float h = (float)(Half)scale;
+        if (h == 0) return (float)Half.Epsilon;
+        return float.IsFinite(h) ? h : (float)Half.MaxValue;
+    }
+
+    internal static EngineException NonFiniteError(string? what) => NonFinite(what);
+
     static EngineException NonFinite(string? what) =>
         new("QuantizationNonFiniteValues", EngineErrorKind.InvalidData,
             $"{(what is null ? "A tensor" : $"'{what}'")} contains NaN or infinite values; it cannot be quantized (no scale represents them). Fix the model or exclude the node.")

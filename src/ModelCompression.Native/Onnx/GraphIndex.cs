@@ -149,7 +149,8 @@ internal sealed class GraphIndex
     }
 
     /// <summary>
-    /// Removes initializers and Constant/Identity nodes nothing reads any more (weights replaced by rewritten copies).
+    /// Removes initializers and Constant/Identity/Cast nodes nothing reads any more (weights replaced by rewritten copies,
+    /// with the Cast that turned their stored type into the computation type).
     /// </summary>
     public static void RemoveUnused(GraphProto graph)
     {
@@ -163,7 +164,7 @@ internal sealed class GraphIndex
             for (int i = graph.Node.Count - 1; i >= 0; i--)
             {
                 var n = graph.Node[i];
-                if (n.OpType is "Constant" or "Identity" && IsDefaultDomain(n) && n.Output.All(o => !used.Contains(o)))
+                if (n.OpType is "Constant" or "Identity" or "Cast" && IsDefaultDomain(n) && n.Output.All(o => !used.Contains(o)))
                 { graph.Node.RemoveAt(i); removed++; }
             }
             var inputs = graph.Input.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);

@@ -54,10 +54,11 @@ public sealed record ModelSummary(
         long parameters = 0, weightElements = 0, zeros = 0;
         bool scan = graph.Initializer.Where(TensorData.IsExternal).Sum(TensorData.StorageBytes) <= scanLimit;
         var bytes = new SortedDictionary<string, long>(StringComparer.Ordinal);
-        foreach (var t in graph.Initializer)
+        // Initializers and Constant nodes alike (PaddleOCR's exports hold their weights in Constant nodes).
+        foreach (var (t, count) in ParameterCount.Tensors(graph))
         {
             long n = TensorData.ElementCount(t);
-            parameters += n;
+            parameters += count;
             string type = ElementTypes.Name(t.DataType);
             bytes[type] = bytes.GetValueOrDefault(type) + TensorData.StorageBytes(t);
             if (scan && ElementTypes.IsFloatingPoint(t.DataType) && n > 1)

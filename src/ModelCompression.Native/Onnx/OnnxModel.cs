@@ -56,7 +56,11 @@ public sealed class OnnxModel
         ModelReport? report;
         using (before >= SpillThreshold ? TensorSpill.Begin() : null) report = transform(copy);
         var stage = new ModelStage(stageName, parameters, before, ModelIO.SerializedSize(copy), sw.Elapsed.TotalSeconds, DateTimeOffset.UtcNow, "ModelCompression " + EngineInfo.Version);
-        return new OnnxModel(copy, SourcePath, [.. History, stage], report);
+        var derived = new OnnxModel(copy, SourcePath, [.. History, stage], report);
+        // The copy's external tensors name this model's data files, which only this model holds until the new one
+        // does: optimized code could otherwise let a GC release them in between (a weak registry entry gone).
+        GC.KeepAlive(this);
+        return derived;
     }
 
     public IEnumerable<TensorProto> Initializers => Proto.Graph?.Initializer ?? Enumerable.Empty<TensorProto>();
@@ -72,7 +76,14 @@ public sealed class ModelReport
 }
 
 /// <summary>One node or tensor a stage touched or skipped, and why.</summary>
-public sealed record ReportEntry(string Target, string OpType, string Action, string Detail);
+public sealed record ReportEntry(string Target, string OpType, string Action, string Detail)
+{
+    /// <summary>
+    /// The stage's error measure for this target, when it has one (weight-only quantization with calibration data: the
+    /// layer's relative output error ||X W - X W_q|| / ||X W|| on the calibration activations).
+    /// </summary>
+    public double? Error { get; init; }
+}
 
 public static class EngineInfo
 {

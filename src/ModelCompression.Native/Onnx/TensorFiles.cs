@@ -133,8 +133,14 @@ public sealed class ModelDataFile : TensorFile
     public long Length => Identity.Length;
     DateTime LastWriteUtc => Identity.LastWriteUtc;
 
-    /// <summary>Records the identity of <paramref name="path"/>; null when no such file exists.</summary>
-    internal static ModelDataFile? Open(string path) => File.Exists(path) ? new ModelDataFile(FileIdentity.Of(path)) : null;
+    /// <summary>
+    /// The data file <paramref name="path"/> as it is now; null when no such file exists. One object per version of a
+    /// file, kept for the life of the process (it holds no handle, only the identity): a proto whose model object was
+    /// collected still finds its weights, and loading the same file again adds nothing.
+    /// </summary>
+    internal static ModelDataFile? Open(string path) => File.Exists(path) ? Known.GetOrAdd(FileIdentity.Of(path), id => new ModelDataFile(id)) : null;
+
+    static readonly ConcurrentDictionary<FileIdentity, ModelDataFile> Known = new();
 
     public override void CheckUnchanged()
     {

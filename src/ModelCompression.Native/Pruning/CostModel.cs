@@ -6,12 +6,7 @@ namespace ModelCompression.Native.Pruning;
 /// <summary>Parameter and FLOP counts: FLOPs of MatMul, Gemm, Conv and ConvTranspose (2 per multiply-add) at the probe's shapes.</summary>
 internal static class CostModel
 {
-    public static long Parameters(GraphProto graph)
-    {
-        long n = 0;
-        foreach (var t in ModelIO.AllTensors(graph)) n += TensorData.ElementCount(t);
-        return n;
-    }
+    public static long Parameters(GraphProto graph) => ParameterCount.Of(graph);
 
     public static long Flops(GraphProto graph, ShapeProbe probe)
     {

@@ -24,7 +24,7 @@ public static class ModelPruner
             throw new EngineException("ModelHasNoGraph", EngineErrorKind.InvalidData, $"Model '{model.Name}' has no graph.") { Target = model.SourcePath };
 
         model = WeightConstantsAsInitializers(model);
-        if (options.Structured) return StructuredPruner.Prune(model, options, progress, cancel);
+        if (options.Structured || options.RemovesBlocks) return StructuredPruner.Prune(model, options, progress, cancel);
 
         // Activation statistics come from the original model, before any edit.
         Dictionary<string, double[]>? activations = null;
@@ -145,7 +145,7 @@ public static class ModelPruner
     {
         long n = 0;
         foreach (var t in graph.Initializer)
-            if (t.DataType == (int)TensorProto.Types.DataType.Float)
+            if (t.DataType is (int)TensorProto.Types.DataType.Float or (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16)
                 n += TensorData.ElementCount(t) - TensorData.CountZeros(t);
         return n;
     }

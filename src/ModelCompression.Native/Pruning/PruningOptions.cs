@@ -70,12 +70,34 @@ public sealed record PruningOptions
     public int? Seed { get; init; }
     /// <summary>Symbolic input dimensions for the shape probe that structured pruning runs (default: batch 1, others 64).</summary>
     public long ProbeDimension { get; init; } = 64;
+    /// <summary>The parts structured pruning removes (empty: every part that has a rate).</summary>
+    public IReadOnlyList<PrunedPart> Targets { get; init; } = [];
+    /// <summary>Per-part rates for structured pruning; each overrides <see cref="Rate"/> for its part.</summary>
+    public double? HeadRate { get; init; }
+    public double? HiddenRate { get; init; }
+    public double? FfnRate { get; init; }
+    /// <summary>How many residual blocks to remove, those that change their input least on <see cref="CalibrationData"/>.</summary>
+    public int? RemoveBlocks { get; init; }
+    /// <summary>Names (wildcards * and ?) of residual blocks to remove.</summary>
+    public IReadOnlyList<string> RemoveBlockNames { get; init; } = [];
 
     public const long DefaultMinElements = 1024;
     public static readonly IReadOnlyList<string> SupportedOpTypes = ["MatMul", "Gemm", "Conv"];
 
     /// <summary>The method this option set asks for, for reports and history.</summary>
-    public string Method => Structured ? "Structured" : Pattern is { } p ? $"N:M {p}" : "Unstructured";
+    public string Method => Structured ? "Structured" : Pattern is { } p ? $"N:M {p}" : RemovesBlocks ? "Depth" : "Unstructured";
+
+    /// <summary>Whether whole residual blocks are removed (-RemoveBlocks or -RemoveBlockName).</summary>
+    public bool RemovesBlocks => RemoveBlocks is not null || RemoveBlockNames.Count > 0;
+
+    /// <summary>The rate of one part of structured pruning: its own rate, else -Rate; 0 for parts -Target leaves out.</summary>
+    public double RateFor(PrunedPart part)
+    {
+        if (!Structured || (Targets.Count > 0 && !Targets.Contains(part))) return 0;
+        return PartRate(part) ?? Rate ?? 0;
+    }
+
+    double? PartRate(PrunedPart part) => part switch { PrunedPart.Heads => HeadRate, PrunedPart.Hidden => HiddenRate, _ => FfnRate };
 
     /// <summary>Checks ranges and refuses combinations where an option would be ignored.</summary>
     public void Validate()
@@ -89,15 +111,45 @@ public sealed record PruningOptions
         }
         else
         {
-            if (Rate is not { } rate) throw new EngineException("PruningRateRequired", EngineErrorKind.InvalidArgument, "Give -Rate (a fraction in [0, 1)) or -Pattern N:M.");
-            if (double.IsNaN(rate) || rate < 0 || rate >= 1)
-                throw new EngineException("PruningRateOutOfRange", EngineErrorKind.InvalidArgument,
-                    $"Rate {rate.ToString(CultureInfo.InvariantCulture)} is outside [0, 1): it is the fraction of weights or channels removed.");
+            bool partRates = Enum.GetValues<PrunedPart>().Any(p => PartRate(p) is not null);
+            if (Rate is null && !(Structured && partRates) && !(RemovesBlocks && !Structured))
+                throw new EngineException("PruningRateRequired", EngineErrorKind.InvalidArgument,
+                    Structured ? "Give -Rate (a fraction in [0, 1)) or a rate per part (-HeadRate, -HiddenRate, -FfnRate)." : "Give -Rate (a fraction in [0, 1)), -Pattern N:M, or blocks to remove (-RemoveBlocks, -RemoveBlockName).");
+            CheckRate("Rate", Rate);
+            CheckRate("HeadRate", HeadRate);
+            CheckRate("HiddenRate", HiddenRate);
+            CheckRate("FfnRate", FfnRate);
+        }
+        if (!Structured)
+        {
+            if (Targets.Count > 0) Conflict("-Target selects the parts of structured pruning; add -Structured.");
+            foreach (var p in Enum.GetValues<PrunedPart>())
+                if (PartRate(p) is not null) Conflict($"-{RateName(p)} is a rate of structured pruning; add -Structured.");
+        }
+        else
+            foreach (var p in Enum.GetValues<PrunedPart>())
+                if (PartRate(p) is not null && Targets.Count > 0 && !Targets.Contains(p))
+                    Conflict($"-{RateName(p)} is given but -Target leaves {p} out.");
+        if (RemovesBlocks)
+        {
+            if (RemoveBlocks is not null && RemoveBlockNames.Count > 0) Conflict("Give either -RemoveBlocks (a count chosen on calibration data) or -RemoveBlockName (blocks by name), not both.");
+            if (RemoveBlocks is < 1)
+                throw new EngineException("PruningRemoveBlocksInvalid", EngineErrorKind.InvalidArgument, $"-RemoveBlocks {RemoveBlocks} is not a number of blocks; give 1 or more.");
+            if (!Structured && (Rate is not null || Pattern is not null))
+                Conflict("Removing blocks combines with structured width pruning (-Structured -Rate) or stands alone; it does not combine with zeroing weights (-Rate without -Structured, -Pattern).");
+            if (RemoveBlocks is not null && CalibrationData is null)
+                throw new EngineException("PruningCalibrationDataRequired", EngineErrorKind.InvalidArgument,
+                    "-RemoveBlocks picks the blocks that change their input least on -CalibrationData (a .npz, .npy or .csv file or folder); give it, or name the blocks with -RemoveBlockName.");
+            if (!Structured && Rate is null)
+            {
+                if (Scope == PruningScope.Global) Conflict("-Scope Global ranks weights or channels; removing blocks alone has none to rank.");
+                if (Criterion != PruningCriterion.Magnitude) Conflict("-Criterion scores weights or channels; removing blocks alone scores blocks by how little they change their input.");
+            }
         }
         if (Seed is not null && Criterion != PruningCriterion.Random)
             Conflict("-Seed only applies to -Criterion Random.");
-        if (CalibrationData is not null && Criterion != PruningCriterion.Activation)
-            Conflict("-CalibrationData only applies to -Criterion Activation.");
+        if (CalibrationData is not null && Criterion != PruningCriterion.Activation && RemoveBlocks is null)
+            Conflict("-CalibrationData only applies to -Criterion Activation and -RemoveBlocks.");
         if (Criterion == PruningCriterion.Activation && CalibrationData is null)
             throw new EngineException("PruningCalibrationDataRequired", EngineErrorKind.InvalidArgument,
                 "-Criterion Activation scores weights by their input activations and needs -CalibrationData (a .npz, .npy or .csv file or folder).");
@@ -108,6 +160,15 @@ public sealed record PruningOptions
                 throw new EngineException("PruningOpTypeUnsupported", EngineErrorKind.InvalidArgument,
                     $"Op type '{op}' cannot be pruned; supported: {string.Join(", ", SupportedOpTypes)}.");
     }
+
+    static void CheckRate(string name, double? value)
+    {
+        if (value is { } rate && (double.IsNaN(rate) || rate < 0 || rate >= 1))
+            throw new EngineException("PruningRateOutOfRange", EngineErrorKind.InvalidArgument,
+                $"{(name == "Rate" ? "Rate" : "-" + name)} {rate.ToString(CultureInfo.InvariantCulture)} is outside [0, 1): it is the fraction of weights or channels removed.");
+    }
+
+    static string RateName(PrunedPart part) => part switch { PrunedPart.Heads => "HeadRate", PrunedPart.Hidden => "HiddenRate", _ => "FfnRate" };
 
     /// <summary>The op types to prune, with canonical spelling.</summary>
     internal IReadOnlySet<string> EffectiveOpTypes => (OpTypes.Count == 0 ? SupportedOpTypes
@@ -130,12 +191,17 @@ public sealed record PruningOptions
         var p = new Dictionary<string, string>(StringComparer.Ordinal) { ["Method"] = Method, ["Criterion"] = Criterion.ToString() };
         if (Rate is { } r) p["Rate"] = r.ToString("R", CultureInfo.InvariantCulture);
         if (Pattern is { } pat) p["Pattern"] = pat.ToString();
-        if (Pattern is null) p["Scope"] = Scope.ToString();
+        if (Pattern is null && (Rate is not null || Structured)) p["Scope"] = Scope.ToString();
         if (OpTypes.Count > 0) p["OpType"] = string.Join(",", OpTypes);
         if (ExcludeNodes.Count > 0) p["ExcludeNode"] = string.Join(",", ExcludeNodes);
         p["MinElements"] = MinElements.ToString(CultureInfo.InvariantCulture);
         if (Seed is { } s) p["Seed"] = s.ToString(CultureInfo.InvariantCulture);
         if (CalibrationData is { } d) p["CalibrationData"] = d.Source;
+        if (Targets.Count > 0) p["Target"] = string.Join(",", Targets);
+        foreach (var part in Enum.GetValues<PrunedPart>())
+            if (PartRate(part) is { } pr) p[RateName(part)] = pr.ToString("R", CultureInfo.InvariantCulture);
+        if (RemoveBlocks is { } rb) p["RemoveBlocks"] = rb.ToString(CultureInfo.InvariantCulture);
+        if (RemoveBlockNames.Count > 0) p["RemoveBlockName"] = string.Join(",", RemoveBlockNames);
         return p;
     }
 

@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
@@ -14,14 +15,21 @@ namespace ModelCompression.Native.Pruning;
 /// </summary>
 internal sealed class ShapeProbe
 {
-    ShapeProbe(Dictionary<string, long[]> shapes, Dictionary<string, long[]> outputs, string inputs)
+    ShapeProbe(Dictionary<string, long[]> shapes, Dictionary<string, long[]> outputs, string inputs, Dictionary<string, (double[] Values, TensorProto.Types.DataType Type)> values)
     {
         Shapes = shapes;
         OutputShapes = outputs;
         InputDescription = inputs;
+        Values = values.ToDictionary(kv => kv.Key, kv => kv.Value.Values, StringComparer.Ordinal);
+        foreach (var kv in values) ValueTypes[kv.Key] = kv.Value.Type;
     }
 
     public Dictionary<string, long[]> Shapes { get; }
+    /// <summary>Values of small numeric tensors (at most <see cref="ValueLimit"/> elements): the shape computations.</summary>
+    public Dictionary<string, double[]> Values { get; }
+    /// <summary>The element types of the tensors in <see cref="Values"/>.</summary>
+    public Dictionary<string, TensorProto.Types.DataType> ValueTypes { get; } = new(StringComparer.Ordinal);
+    public const int ValueLimit = 64;
     public Dictionary<string, long[]> OutputShapes { get; }
     /// <summary>The input shapes the probe ran with, for reports ("x[1,3,64,64]").</summary>
     public string InputDescription { get; }
@@ -31,10 +39,11 @@ internal sealed class ShapeProbe
     /// <summary>How many runs the node outputs are spread over, at most.</summary>
     const int OutputSlices = 8;
 
-    public static ShapeProbe Run(OnnxModel model, long dimension, CancellationToken cancel)
+    /// <summary>Runs the model with symbolic dimensions at <paramref name="dimension"/> and the batch at <paramref name="batch"/>.</summary>
+    public static ShapeProbe Run(OnnxModel model, long dimension, CancellationToken cancel, long batch = 1)
     {
         cancel.ThrowIfCancellationRequested();
-        var inputs = InputSynthesizer.Synthesize(model, new SynthesisOptions { BatchSize = 1, DefaultDimension = dimension });
+        var inputs = InputSynthesizer.Synthesize(model, new SynthesisOptions { BatchSize = batch, DefaultDimension = dimension });
         var probe = model.Proto.Clone();
         var graph = probe.Graph;
         var existing = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
@@ -46,9 +55,11 @@ internal sealed class ShapeProbe
         foreach (var kv in inputs) shapes[kv.Key] = kv.Value.Shape;
         foreach (var t in model.Proto.Graph.Initializer) shapes[t.Name] = t.Dims.ToArray();
         var outputShapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        var small = new Dictionary<string, (double[], TensorProto.Types.DataType)>(StringComparer.Ordinal);
         try
         {
-            using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
+            // Failures come back as exceptions; ONNX Runtime's own log would repeat them on the console.
+            using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
             using var session = RuntimeModel.Open(probe, model.Name, options);
             var names = inputs.Keys.ToList();
             var values = names.Select(n => ModelSession.ToOrtValue(inputs[n])).ToList();
@@ -58,13 +69,18 @@ internal sealed class ShapeProbe
                 // slices (the same session, a few runs), so memory stays near one run's.
                 var all = session.OutputMetadata.Keys.ToList();
                 int slice = Math.Max(64, (all.Count + OutputSlices - 1) / OutputSlices);
-                using var run = new RunOptions();
+                using var run = new RunOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
                 using var stop = ModelSession.Terminate(run, cancel);
                 foreach (var wanted in all.Chunk(slice))
                 {
                     using var results = session.Run(run, names, values, wanted);
                     for (int i = 0; i < wanted.Length; i++)
-                        if (results[i].IsTensor) shapes[wanted[i]] = results[i].GetTensorTypeAndShape().Shape;
+                    {
+                        if (!results[i].IsTensor) continue;
+                        var info = results[i].GetTensorTypeAndShape();
+                        shapes[wanted[i]] = info.Shape;
+                        if (info.ElementCount <= ValueLimit && SmallValues(results[i], info.ElementDataType) is { } v) small[wanted[i]] = v;
+                    }
                 }
             }
             finally { foreach (var v in values) v.Dispose(); }
@@ -80,6 +96,15 @@ internal sealed class ShapeProbe
         }
         foreach (var o in model.Proto.Graph.Output) if (shapes.TryGetValue(o.Name, out var s)) outputShapes[o.Name] = s;
         string description = string.Join(", ", inputs.Select(kv => $"{kv.Key}[{string.Join(",", kv.Value.Shape)}]"));
-        return new ShapeProbe(shapes, outputShapes, description);
+        return new ShapeProbe(shapes, outputShapes, description, small);
     }
+
+    static (double[], TensorProto.Types.DataType)? SmallValues(OrtValue value, TensorElementType type) => type switch
+    {
+        TensorElementType.Int64 => (value.GetTensorDataAsSpan<long>().ToArray().Select(v => (double)v).ToArray(), TensorProto.Types.DataType.Int64),
+        TensorElementType.Int32 => (value.GetTensorDataAsSpan<int>().ToArray().Select(v => (double)v).ToArray(), TensorProto.Types.DataType.Int32),
+        TensorElementType.Float => (value.GetTensorDataAsSpan<float>().ToArray().Select(v => (double)v).ToArray(), TensorProto.Types.DataType.Float),
+        TensorElementType.Double => (value.GetTensorDataAsSpan<double>().ToArray(), TensorProto.Types.DataType.Double),
+        _ => null,
+    };
 }

@@ -92,15 +92,38 @@ internal sealed class UnstructuredPruner : IScoreSource
         var scores = scratch.AsSpan(0, n);
         Fill(t, scores);
         byte[] raw = TensorData.RawBytes(target.Tensor).ToArray();
-        var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
-        Selection.ZeroSelected(scores, threshold, ref budget, values);
-        long zeros = ZeroCount(values);
+        long zeros;
+        if (IsHalf(target))
+        {
+            // float16 and bfloat16: the same selection, applied to 16-bit values (zero is all bits clear in both).
+            var mask = new bool[n];
+            Selection.Mark(scores, threshold, ref budget, mask);
+            var bits = MemoryMarshal.Cast<byte, ushort>(raw.AsSpan());
+            for (int i = 0; i < n; i++) if (mask[i]) bits[i] = 0;
+            zeros = ZeroCount(bits);
+        }
+        else
+        {
+            var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
+            Selection.ZeroSelected(scores, threshold, ref budget, values);
+            zeros = ZeroCount(values);
+        }
         Replace(graph, target, raw);
         return (zeros, n);
     }
 
     /// <summary>Exact zeros (vectorized count; -0 compares equal to 0 as a float).</summary>
     internal static long ZeroCount(ReadOnlySpan<float> values) => values.Count(0f);
+
+    /// <summary>Zeros among float16 or bfloat16 bits (+0 and -0).</summary>
+    static long ZeroCount(ReadOnlySpan<ushort> bits)
+    {
+        long zeros = 0;
+        foreach (ushort b in bits) if ((b & 0x7FFF) == 0) zeros++;
+        return zeros;
+    }
+
+    static bool IsHalf(WeightTarget t) => t.Tensor.DataType is (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16;
 
     (long, long) ApplyPattern(GraphProto graph, int t, SparsityPattern pattern)
     {
@@ -109,7 +132,8 @@ internal sealed class UnstructuredPruner : IScoreSource
         var scores = new float[n];
         Scores(t, scores);
         byte[] raw = TensorData.RawBytes(target.Tensor).ToArray();
-        var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
+        bool half = IsHalf(target);
+        var mask = new bool[n];
         Span<int> group = stackalloc int[pattern.M];
         for (int o = 0; o < target.Outputs; o++)
         {
@@ -127,11 +151,23 @@ internal sealed class UnstructuredPruner : IScoreSource
                         float r = scores[group[q]];
                         if (r > s || (r == s && q < j)) larger++;
                     }
-                    if (larger >= pattern.N) values[group[j]] = 0f;
+                    if (larger >= pattern.N) mask[group[j]] = true;
                 }
             }
         }
-        long zeros = ZeroCount(values);
+        long zeros;
+        if (half)
+        {
+            var bits = MemoryMarshal.Cast<byte, ushort>(raw.AsSpan());
+            for (int i = 0; i < n; i++) if (mask[i]) bits[i] = 0;
+            zeros = ZeroCount(bits);
+        }
+        else
+        {
+            var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
+            for (int i = 0; i < n; i++) if (mask[i]) values[i] = 0f;
+            zeros = ZeroCount(values);
+        }
         Replace(graph, target, raw);
         return (zeros, n);
     }
@@ -140,7 +176,7 @@ internal sealed class UnstructuredPruner : IScoreSource
     void Scores(int t, Span<float> destination)
     {
         var target = targets[t];
-        var values = MemoryMarshal.Cast<byte, float>(TensorData.RawBytes(target.Tensor).Span);
+        ReadOnlySpan<float> values = IsHalf(target) ? TensorData.ToFloat(target.Tensor) : MemoryMarshal.Cast<byte, float>(TensorData.RawBytes(target.Tensor).Span);
         switch (options.Criterion)
         {
             case PruningCriterion.Random:

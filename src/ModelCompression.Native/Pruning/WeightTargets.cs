@@ -71,6 +71,7 @@ internal static class WeightTargets
         var byName = new Dictionary<string, (List<NodeProto> Nodes, List<string> Layouts)>(StringComparer.Ordinal);
         var blocked = new Dictionary<string, string>(StringComparer.Ordinal);
         var order = new List<string>();
+        var fromConstants = new Dictionary<string, bool>(StringComparer.Ordinal);
         foreach (var node in index.Graph.Node)
         {
             if (node.Domain.Length != 0 || !PruningOptions.SupportedOpTypes.Contains(node.OpType) || node.Input.Count < 2) continue;
@@ -84,6 +85,8 @@ internal static class WeightTargets
             }
             if (name is null)
             {
+                // A product of two activations (attention's Q·Kᵀ, P·V) has no weight: not a layer, nothing to report.
+                if (node.OpType == "MatMul" && !FromConstants(index, node.Input[1], fromConstants)) continue;
                 skipped.Add(new(node.Name, node.OpType, "Skipped", index.Constant(node.Input[1]) is null
                     ? "weight is computed at run time, not a constant" : "weight is a Constant node, not an initializer"));
                 continue;
@@ -108,7 +111,7 @@ internal static class WeightTargets
             var t = index.Initializers[name];
             if (blocked.TryGetValue(name, out var reason)) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' is {reason}")); continue; }
             if (layouts.Distinct().Count() > 1) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' is read with different layouts by {nodes.Count} nodes")); continue; }
-            if (t.DataType != (int)DT.Float) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' is {Onnx.ElementTypes.Name(t.DataType)}; only float32 weights are pruned")); continue; }
+            if (!IsFloat(t.DataType)) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' is {Onnx.ElementTypes.Name(t.DataType)}; only float32, float16 and bfloat16 weights are pruned")); continue; }
             long elements = Onnx.TensorData.ElementCount(t);
             if (elements < options.MinElements) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' has {elements} elements, fewer than -MinElements {options.MinElements}")); continue; }
             if (elements > int.MaxValue) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' has more than 2^31 elements")); continue; }
@@ -128,6 +131,18 @@ internal static class WeightTargets
         }
         return result;
     }
+
+    /// <summary>Whether a tensor is computed from constants only (a dequantized or transposed weight), not from the model's inputs.</summary>
+    static bool FromConstants(GraphIndex index, string name, Dictionary<string, bool> memo)
+    {
+        if (name.Length == 0 || index.Constant(name) is not null) return true;
+        if (memo.TryGetValue(name, out bool known)) return known;
+        memo[name] = false;   // cycles (malformed graphs) and graph inputs are not constant
+        return memo[name] = index.Producer.TryGetValue(name, out var p) && p.Input.All(i => FromConstants(index, i, memo));
+    }
+
+    /// <summary>Element types whose weights are pruned: float32, float16, bfloat16.</summary>
+    public static bool IsFloat(int type) => type is (int)DT.Float or (int)DT.Float16 or (int)DT.Bfloat16;
 
     static string? Layout(NodeProto node, TensorProto t, out string? why)
     {

@@ -60,6 +60,11 @@ internal static class DynamicQuantizer
         List<NodeProto>? Rewrite(NodeProto node)
         {
             if (MatchesAny(node.Name, o.ExcludeNodes)) { report.Skip(node, "excluded by -ExcludeNode"); return null; }
+            if (WeightSource.Output(node) is null || WeightSource.Input(node, 0) is null || node.OpType != "Gather" && WeightSource.Input(node, 1) is null)
+            {
+                report.Skip(node, $"{node.OpType} without its inputs or an output");
+                return null;
+            }
             return node.OpType switch
             {
                 "MatMul" => MatMul(node, node.Input[0], node.Input[1], transposeB: false, alpha: 1f, bias: null),
@@ -87,14 +92,11 @@ internal static class DynamicQuantizer
 
         List<NodeProto>? MatMul(NodeProto node, string a, string b, bool transposeB, float alpha, string? bias)
         {
-            if (!index.IsFloatConstant(b, out var w))
-            {
-                if (index.Constant(b) is null) report.Skip(node, "weight (input B) is not a constant");
-                else report.Skip(node, "weight is not float32");
-                return null;
-            }
+            if (WeightSource.Resolve(index, b, out string reason) is not { } source) { report.Skip(node, reason); return null; }
+            if (source.Compute != DT.Float) { SkipHalf(node, source); return null; }
+            var w = source.Tensor;
             if (w.Dims.Count != 2) { report.Skip(node, $"weight has rank {w.Dims.Count}; MatMulInteger needs a 2-D weight"); return null; }
-            var qw = weights.MatMulWeight(index.ConstantSource(b)!, w, transposeB, perChannel, alpha);
+            var qw = weights.MatMulWeight(source.Name, w, transposeB, perChannel, alpha);
             string output = node.Output[0];
             string baseName = string.IsNullOrEmpty(node.Name) ? index.Fresh("MatMul") : node.Name;
             var result = new List<NodeProto>();
@@ -127,9 +129,12 @@ internal static class DynamicQuantizer
 
         List<NodeProto>? Gather(NodeProto node)
         {
-            if (!index.IsFloatConstant(node.Input[0], out var table)) return null; // shape/index arithmetic: nothing to quantize
-            if (TensorDataElements(table) < 256) return null;
-            var qw = weights.WholeTensor(index.ConstantSource(node.Input[0])!, table);
+            // Gathers over computed or small tensors are shape/index arithmetic: nothing to quantize.
+            if (WeightSource.Resolve(index, node.Input[0], out _) is not { } source || TensorDataElements(source.Tensor) < 256) return null;
+            if (source.Compute != DT.Float) { SkipHalf(node, source); return null; }
+            if (WeightSource.Input(node, 1) is null) { report.Skip(node, "Gather without indices"); return null; }
+            var table = source.Tensor;
+            var qw = weights.WholeTensor(source.Name, table);
             string gathered = index.Fresh(node.Output[0] + "_quantized");
             var gather = node.Clone();
             gather.Input[0] = qw.Values;
@@ -139,6 +144,13 @@ internal static class DynamicQuantizer
             var dq = Node("DequantizeLinear", index.Fresh((node.Name == "" ? "Gather" : node.Name) + "_DequantizeLinear"), [gathered, qw.Scale, qw.ZeroPoint], [node.Output[0]], domain);
             report.Done(node, $"{type} table, per tensor; dequantized after the gather");
             return [gather, dq];
+        }
+
+        // Dynamic quantization's operators take float32 activations; a float16 graph keeps its float16 nodes.
+        void SkipHalf(NodeProto node, WeightSource source)
+        {
+            report.Skip(node, $"computes in {ElementTypes.Name((int)source.Compute)}: DynamicQuantizeLinear and MatMulInteger take float32 activations");
+            report.Note($"Nodes that compute in {ElementTypes.Name((int)source.Compute)} were left as they are: dynamic int8 quantization needs float32 activations. Quantize the float32 model, or use -Mode WeightOnly, which keeps float16 computation.");
         }
 
         string Describe(QuantizedWeight qw, string op) =>

@@ -46,9 +46,11 @@ public static class GraphOptimizer
                 }
             }
             cancel.ThrowIfCancellationRequested();
-            var optimized = ModelIO.LoadAndAdopt(output, cancel).Proto;
+            // The loaded model alone holds the adopted data file its tensors point at, until the derived model does.
+            var loaded = ModelIO.LoadAndAdopt(output, cancel);
+            var optimized = loaded.Proto;
             var before = OpCounts(model.Proto.Graph);
-            return model.Derive(StageName, new Dictionary<string, string> { ["Level"] = canonical, ["Provider"] = provider }, proto =>
+            var result = model.Derive(StageName, new Dictionary<string, string> { ["Level"] = canonical, ["Provider"] = provider }, proto =>
             {
                 proto.Graph = optimized.Graph;
                 proto.OpsetImport.Clear();
@@ -67,6 +69,8 @@ public static class GraphOptimizer
                     report.Notes.Add($"Level {canonical} output can contain ONNX Runtime operators and layouts specific to the {provider} provider it was optimized for; run it with that provider.");
                 return report;
             });
+            GC.KeepAlive(loaded);
+            return result;
         }
         finally
         {

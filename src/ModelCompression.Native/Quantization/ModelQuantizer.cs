@@ -44,7 +44,7 @@ public static class ModelQuantizer
             (long wBefore, long wAfter) = options.Mode switch
             {
                 QuantizationMode.Dynamic => DynamicQuantizer.Run(proto, options, report, progress, cancel),
-                QuantizationMode.WeightOnly => WeightOnlyQuantizer.Run(proto, options, report, progress, cancel),
+                QuantizationMode.WeightOnly => WeightOnlyQuantizer.Run(source, proto, options, report, progress, cancel),
                 QuantizationMode.Float16 => Float16Converter.Run(proto, options, report, cancel),
                 QuantizationMode.Static => StaticQuantizer.Run(source, proto, options, report, progress, cancel),
                 _ => throw new ArgumentOutOfRangeException(nameof(options)),
@@ -97,6 +97,8 @@ public static class ModelQuantizer
         if (o.OpTypes is not null) p["OpType"] = string.Join(",", o.OpTypes);
         if (o.ExcludeNodes.Count > 0) p["ExcludeNode"] = string.Join(",", o.ExcludeNodes);
         Add("Bits", o.Bits); Add("BlockSize", o.BlockSize); Add("Format", o.Format); Add("AccuracyLevel", o.AccuracyLevel);
+        Add("Algorithm", o.Algorithm?.Name); Add("HeadBits", o.HeadBits);
+        if (o.Algorithm is GptqAlgorithm gptq) { Add("Damping", gptq.Settings.DampingPercent); Add("ActOrder", gptq.Settings.ActOrder); }
         Add("KeepIOTypes", o.KeepIOTypes); Add("StorageOnly", o.StorageOnly);
         if (o.Float16BlockList is not null) p["Float16BlockList"] = string.Join(",", o.Float16BlockList);
         Add("CalibrationMethod", o.CalibrationMethod); Add("Percentile", o.Percentile); Add("ActivationType", o.ActivationType);

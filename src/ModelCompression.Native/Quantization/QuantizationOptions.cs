@@ -38,6 +38,10 @@ public sealed record QuantizationOptions
     public int? BlockSize { get; init; }
     public WeightOnlyFormat? Format { get; init; }
     public int? AccuracyLevel { get; init; }
+    /// <summary>How codes are chosen (RTN, HQQ, GPTQ with their settings); null: round to nearest.</summary>
+    public WeightOnlyAlgorithm? Algorithm { get; init; }
+    /// <summary>Bits of the output head (the MatMul/Gemm producing a graph output); null: <see cref="Bits"/>.</summary>
+    public int? HeadBits { get; init; }
 
     // Float16
     public bool? KeepIOTypes { get; init; }
@@ -46,7 +50,7 @@ public sealed record QuantizationOptions
     /// <summary>Operator types kept in float32 in Float16 mode; null: <see cref="Float16Converter.DefaultBlockList"/>.</summary>
     public IReadOnlyList<string>? Float16BlockList { get; init; }
 
-    // Static
+    // Static; WeightOnly (GPTQ needs it; with any algorithm it yields each layer's output error)
     public DataSet? CalibrationData { get; init; }
     public CalibrationMethod? CalibrationMethod { get; init; }
     public double? Percentile { get; init; }
@@ -78,15 +82,17 @@ public sealed record QuantizationOptions
         Only(BlockSize is not null, "BlockSize", W);
         Only(Format is not null, "Format", W);
         Only(AccuracyLevel is not null, "AccuracyLevel", W);
+        Only(Algorithm is not null, "Algorithm", W);
+        Only(HeadBits is not null, "HeadBits", W);
         Only(KeepIOTypes is not null, "KeepIOTypes", F);
         Only(StorageOnly is not null, "StorageOnly", F);
         Only(Float16BlockList is not null, "Float16BlockList", F);
-        Only(CalibrationData is not null, "CalibrationData", S);
+        Only(CalibrationData is not null, "CalibrationData", S, W);
         Only(CalibrationMethod is not null, "CalibrationMethod", S);
         Only(Percentile is not null, "Percentile", S);
         Only(ActivationType is not null, "ActivationType", S);
         Only(SkipOptimization is not null, "SkipOptimization", S);
-        Only(CalibrationBatchSize is not null, "CalibrationBatchSize", S);
+        Only(CalibrationBatchSize is not null, "CalibrationBatchSize", S, W);
         Only(TargetCosine is not null, "TargetCosine", S);
         if (notFor.Count > 0)
             throw Invalid("QuantizationParameterNotApplicable",
@@ -98,6 +104,15 @@ public sealed record QuantizationOptions
             throw Invalid("QuantizationActivationTypeInvalid", $"-ActivationType must be Int8 or UInt8 (got {ActivationType}).");
         if (Bits is not null and not (4 or 8))
             throw Invalid("QuantizationBitsInvalid", $"-Bits must be 4 or 8 (got {Bits}).");
+        if (HeadBits is not null and not (4 or 8))
+            throw Invalid("QuantizationBitsInvalid", $"-HeadBits must be 4 or 8 (got {HeadBits}).");
+        if (Mode == QuantizationMode.WeightOnly && Algorithm is { NeedsCalibrationData: true } && CalibrationData is null)
+            throw Invalid("QuantizationCalibrationDataMissing",
+                $"-Algorithm {Algorithm.Name} needs -CalibrationData (a .npz/.npy/.csv file or a folder of them): it compensates each layer's rounding error with the second moments of the layer's inputs.");
+        if (Algorithm is HqqAlgorithm hqq) hqq.Settings.Validate();
+        if (Algorithm is GptqAlgorithm gptq) gptq.Settings.Validate();
+        if (Mode == QuantizationMode.WeightOnly && CalibrationBatchSize is not null && CalibrationData is null)
+            throw Invalid("QuantizationParameterNotApplicable", "-CalibrationBatchSize applies with -CalibrationData only.");
         if (BlockSize is { } bs && (bs < 16 || bs > 256 || (bs & (bs - 1)) != 0))
             throw Invalid("QuantizationBlockSizeInvalid", $"-BlockSize must be a power of two from 16 to 256 (got {bs}).");
         if (AccuracyLevel is { } al && (al < 0 || al > 4))

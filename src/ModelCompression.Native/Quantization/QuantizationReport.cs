@@ -16,9 +16,9 @@ internal sealed class QuantizationReport
 
     public QuantizationReport(string stage) => Report = new ModelReport { Stage = stage };
 
-    public void Done(NodeProto node, string detail, string action = Quantized)
+    public void Done(NodeProto node, string detail, string action = Quantized, double? error = null)
     {
-        Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, action, detail));
+        Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, action, detail) { Error = error });
         if (action is Quantized or Converted) quantizedByOp[node.OpType] = quantizedByOp.GetValueOrDefault(node.OpType) + 1;
     }
 
@@ -47,6 +47,12 @@ internal sealed class QuantizationReport
         Report.Metrics["WeightBytesBefore"] = weightBytesBefore;
         Report.Metrics["WeightBytesAfter"] = weightBytesAfter;
         if (sizeBefore > 0) Report.Metrics["SizeRatio"] = (double)sizeAfter / sizeBefore;
+        var errors = Report.Entries.Where(e => e.Error is not null).Select(e => e.Error!.Value).ToList();
+        if (errors.Count > 0)
+        {
+            Report.Metrics["ReconstructionErrorMean"] = errors.Average();
+            Report.Metrics["ReconstructionErrorMax"] = errors.Max();
+        }
     }
 
     public static string NodeName(NodeProto n) => string.IsNullOrEmpty(n.Name) ? $"{n.OpType}({string.Join(",", n.Output)})" : n.Name;

@@ -70,7 +70,7 @@ internal static class StaticQuantizer
                 if (IsFloat(n.Input[i]) && index.Constant(n.Input[i]) is null && !IsAuxiliaryInput(n, i)) acts.Add(n.Input[i]);
             // Fold a following Relu/Clip: quantize after it.
             string output = n.Output[0];
-            if (!graphOutputs.Contains(output) && consumers.TryGetValue(output, out var cs) && cs.Count == 1 && Foldable.Contains(cs[0].OpType) && cs[0].Input[0] == output)
+            if (!graphOutputs.Contains(output) && consumers.TryGetValue(output, out var cs) && cs.Count == 1 && Foldable.Contains(cs[0].OpType) && cs[0].Input[0] == output && cs[0].Output.Count > 0)
                 output = cs[0].Output[0];
             outputOf[k] = output;
             acts.Add(output);

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 
@@ -12,16 +13,27 @@ public sealed record OutputFidelity(
     double MeanAbsError,
     double? Top1Agreement,
     double? ReferenceAccuracy,
-    double? DifferenceAccuracy);
+    double? DifferenceAccuracy,
+    double? ReferencePerplexity = null,
+    double? DifferencePerplexity = null)
+{
+    /// <summary>How much the perplexity rose, in percent of the reference's (negative: it fell); null without perplexities.</summary>
+    public double? PerplexityIncrease => ReferencePerplexity is { } r && DifferencePerplexity is { } d && r > 0 ? (d / r - 1) * 100 : null;
+}
 
 /// <summary>
 /// Accumulates fidelity metrics for one output over batches, so memory stays one batch wide.
-/// Top-1 is taken along the last axis (the class axis) when it has more than one entry.
+/// Top-1 is taken along the last axis (the class axis) when it has more than one entry. With labels, one per
+/// position along the other axes, each model's accuracy is counted; for a sequence of scores ([batch, sequence,
+/// classes], a language model's logits) the perplexity exp(mean cross-entropy) too, with the scores read as logits
+/// (or as probabilities when every row is non-negative and sums to 1). Labels outside [0, classes) are ignored
+/// (PyTorch's ignore index -100, padding).
 /// </summary>
 public sealed class FidelityAccumulator(string output)
 {
-    double dot, normRef, normDiff, maxAbs, sumAbs;
+    double dot, normRef, normDiff, maxAbs, sumAbs, crossEntropyRef, crossEntropyDiff;
     long values, rows, agree, refCorrect, diffCorrect, labelled;
+    bool scoredSequence;
 
     public void Add(NamedArray reference, NamedArray difference, ReadOnlySpan<long> labels = default)
     {
@@ -41,18 +53,35 @@ public sealed class FidelityAccumulator(string output)
         if (classes < 2) return;
         int n = a.Length / classes;
         bool hasLabels = labels.Length == n;
+        bool sequence = reference.Shape.Length >= 3;
         for (int r = 0; r < n; r++)
         {
-            int ia = ArgMax(a.AsSpan(r * classes, classes)), ib = ArgMax(b.AsSpan(r * classes, classes));
+            var ra = a.AsSpan(r * classes, classes);
+            var rb = b.AsSpan(r * classes, classes);
+            int ia = ArgMax(ra), ib = ArgMax(rb);
             if (ia == ib) agree++;
-            if (hasLabels)
+            if (hasLabels && labels[r] >= 0 && labels[r] < classes)
             {
-                if (ia == labels[r]) refCorrect++;
-                if (ib == labels[r]) diffCorrect++;
+                int label = (int)labels[r];
+                if (ia == label) refCorrect++;
+                if (ib == label) diffCorrect++;
+                if (sequence) { crossEntropyRef += CrossEntropy(ra, label); crossEntropyDiff += CrossEntropy(rb, label); }
                 labelled++;
             }
         }
         rows += n;
+        scoredSequence |= sequence && hasLabels;
+    }
+
+    /// <summary>-log p(label): log-softmax of logits, or the log of a row that already is a probability distribution.</summary>
+    internal static double CrossEntropy(ReadOnlySpan<float> scores, int label)
+    {
+        float max = TensorPrimitives.Max(scores), min = TensorPrimitives.Min(scores);
+        if (min >= 0 && max <= 1 && Math.Abs(TensorPrimitives.Sum(scores) - 1) < 1e-3)
+            return -Math.Log(Math.Max(scores[label], 1e-30));
+        double sum = 0;
+        foreach (float v in scores) sum += Math.Exp(v - max);
+        return max + Math.Log(sum) - scores[label];
     }
 
     public OutputFidelity Result()
@@ -61,7 +90,9 @@ public sealed class FidelityAccumulator(string output)
         return new OutputFidelity(output, values, cosine, maxAbs, values == 0 ? 0 : sumAbs / values,
             rows == 0 ? null : (double)agree / rows,
             labelled == 0 ? null : (double)refCorrect / labelled,
-            labelled == 0 ? null : (double)diffCorrect / labelled);
+            labelled == 0 ? null : (double)diffCorrect / labelled,
+            scoredSequence && labelled > 0 ? Math.Exp(crossEntropyRef / labelled) : null,
+            scoredSequence && labelled > 0 ? Math.Exp(crossEntropyDiff / labelled) : null);
     }
 
     static int ArgMax(ReadOnlySpan<float> v)
@@ -113,11 +144,12 @@ public static class ModelComparer
         {
             var map = data.MapToInputs(InputSynthesizer.Inputs(model));
             long[] labels = data.Labels ?? [];
+            long perRow = data.Rows == 0 ? 0 : labels.Length / data.Rows; // one label per row, or one per position ([batch, sequence])
             for (long start = 0; start < data.Rows; start += inputs.BatchSize)
             {
                 long count = Math.Min(inputs.BatchSize, data.Rows - start);
                 var batch = map.ToDictionary(kv => kv.Key, kv => kv.Value.Slice(start, count));
-                yield return (batch, labels.Length == 0 ? [] : labels.AsSpan((int)start, (int)count).ToArray(), (double)(start + count) / data.Rows);
+                yield return (batch, labels.Length == 0 ? [] : labels.AsSpan((int)(start * perRow), (int)(count * perRow)).ToArray(), (double)(start + count) / data.Rows);
             }
             yield break;
         }

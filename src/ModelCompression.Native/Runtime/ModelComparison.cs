@@ -11,8 +11,10 @@ public sealed record ComparisonGates
     public double? MaxAccuracyDrop { get; init; }
     /// <summary>The fraction of rows whose top-1 class agrees must be at least this.</summary>
     public double? MinTop1Agreement { get; init; }
+    /// <summary>The other model's perplexity may exceed the reference's by at most this percentage; needs labels per position.</summary>
+    public double? MaxPerplexityIncrease { get; init; }
 
-    public bool Any => MinCosine is not null || MaxAccuracyDrop is not null || MinTop1Agreement is not null;
+    public bool Any => MinCosine is not null || MaxAccuracyDrop is not null || MinTop1Agreement is not null || MaxPerplexityIncrease is not null;
 }
 
 /// <summary>A gate the comparison did not pass. <see cref="ErrorId"/> is stable; <see cref="Actual"/> is null when the metric could not be computed.</summary>
@@ -30,7 +32,7 @@ public sealed record ModelComparison
     public long DifferenceSize { get; init; }
     /// <summary>DifferenceSize / ReferenceSize.</summary>
     public double SizeRatio { get; init; }
-    /// <summary>Elements in all initializers.</summary>
+    /// <summary>Parameters (<see cref="ParameterCount"/>): logical weights, whatever their storage.</summary>
     public long ReferenceParameters { get; init; }
     public long DifferenceParameters { get; init; }
     public double ParameterRatio { get; init; }
@@ -93,6 +95,16 @@ public sealed record ModelComparison
             throw new EngineException("MinCosineOutOfRange", EngineErrorKind.InvalidArgument, $"A minimum cosine similarity is between -1 and 1, not {c}.");
         if (g.MinTop1Agreement is { } t && (t < 0 || t > 1 || double.IsNaN(t)))
             throw new EngineException("MinTop1AgreementOutOfRange", EngineErrorKind.InvalidArgument, $"A minimum top-1 agreement is a fraction between 0 and 1, not {t}.");
+        if (g.MaxPerplexityIncrease is { } pi)
+        {
+            if (pi < 0 || double.IsNaN(pi) || double.IsInfinity(pi))
+                throw new EngineException("MaxPerplexityIncreaseOutOfRange", EngineErrorKind.InvalidArgument, $"A maximum perplexity increase is a percentage of 0 or more, not {pi}.");
+            if (inputs.Data?.Labels is null)
+                throw new EngineException("PerplexityGateRequiresLabels", EngineErrorKind.InvalidArgument,
+                    inputs.Data is null
+                        ? "A maximum perplexity increase needs labelled data (-InputData with a 'y' or 'label' array of the next token at each position); synthesized inputs have no labels."
+                        : $"A maximum perplexity increase needs labels, but data file '{inputs.Data.Source}' has no 'y', 'label' or 'labels' array.");
+        }
         if (g.MaxAccuracyDrop is { } d)
         {
             if (d < 0 || d > 1 || double.IsNaN(d))
@@ -139,8 +151,19 @@ public sealed record ModelComparison
                         $"Output '{o.Output}': accuracy dropped from {o.ReferenceAccuracy:P2} to {o.DifferenceAccuracy:P2} ({drop:P2}), more than the maximum {maxDrop:P2}."));
             }
         }
+        if (gates.MaxPerplexityIncrease is { } maxIncrease)
+        {
+            var judged = outputs.Where(o => o.PerplexityIncrease is not null).ToList();
+            if (judged.Count == 0)
+                failed.Add(new GateFailure("MaxPerplexityIncrease", "PerplexityNotMeasurable", string.Join(",", outputs.Select(o => o.Output)), maxIncrease, null,
+                    "No compared output is a sequence of scores ([batch, sequence, classes]) with a label per position, so perplexity cannot be measured."));
+            foreach (var o in judged)
+                if (!(o.PerplexityIncrease <= maxIncrease + 1e-9))
+                    failed.Add(new GateFailure("MaxPerplexityIncrease", "PerplexityIncreaseAboveMaximum", o.Output, maxIncrease, o.PerplexityIncrease,
+                        $"Output '{o.Output}': perplexity rose from {o.ReferencePerplexity:G6} to {o.DifferencePerplexity:G6} ({o.PerplexityIncrease:F3}%), more than the maximum {maxIncrease:G4}%."));
+        }
         return failed;
     }
 
-    static long Parameters(OnnxModel model) => model.Initializers.Sum(TensorData.ElementCount);
+    static long Parameters(OnnxModel model) => ParameterCount.Of(model.Proto);
 }

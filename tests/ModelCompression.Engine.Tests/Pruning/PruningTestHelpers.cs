@@ -20,6 +20,15 @@ internal static class PruningTestHelpers
     public static OutputFidelity CompareSynthetic(OnnxModel reference, OnnxModel other, long dimension = 64) =>
         ModelComparer.Compare(reference, other, new ComparisonInputs { Synthesis = new SynthesisOptions { DefaultDimension = dimension }, SyntheticBatches = 2 })[0];
 
+    /// <summary>The shape a tensor of a model has on synthesized inputs (the tensor made an extra output for one run).</summary>
+    public static long[] OutputShapeOf(OnnxModel model, string tensor, long dimension = 64)
+    {
+        var proto = model.Proto.Clone();
+        proto.Graph.Output.Clear();
+        proto.Graph.Output.Add(new ValueInfoProto { Name = tensor });
+        return OutputShape(new OnnxModel(proto, model.SourcePath, []), dimension);
+    }
+
     /// <summary>Runs a model once on synthesized inputs and returns its first output's shape.</summary>
     public static long[] OutputShape(OnnxModel model, long dimension = 64)
     {

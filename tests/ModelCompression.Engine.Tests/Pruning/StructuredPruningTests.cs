@@ -161,7 +161,7 @@ public class StructuredPruningTests(ITestOutputHelper output)
     public void TinyBertFeedForwardHalvedIsSmallerAndRuns()
     {
         var model = ModelIO.Load(SharedFiles.Model("tiny_bert.onnx"));
-        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true });
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Structured = true, Targets = [PrunedPart.Ffn] });
         Print(pruned);
         output.WriteLine($"size {model.SerializedSize:N0} -> {pruned.SerializedSize:N0}");
         var prunedFfn = pruned.Report!.Entries.Where(e => e.Action == "Pruned").ToList();
@@ -169,9 +169,10 @@ public class StructuredPruningTests(ITestOutputHelper output)
         Assert.All(prunedFfn, e => Assert.Contains("linear1", e.Target));
         Assert.All(prunedFfn, e => Assert.Contains("kept 512 of 1024", e.Detail));
         Assert.Equal(OutputShape(model, 16), OutputShape(pruned, 16));
-        // The four layers share one FFN weight pair in the file; they still share one (half-size) pair after pruning.
+        // The four layers share one FFN weight pair in the file; they still share one (half-size) pair after pruning
+        // (four copies would add 3 MB). The shape arithmetic that became constants saves a few more kilobytes.
         long ffnBytes = 2 * 256 * 1024 * 4;
-        Assert.InRange(model.SerializedSize - pruned.SerializedSize, ffnBytes / 2 - 10_000, ffnBytes / 2 + 10_000);
+        Assert.InRange(model.SerializedSize - pruned.SerializedSize, ffnBytes / 2 - 10_000, ffnBytes / 2 + 60_000);
     }
 
     [SharedFact]

@@ -156,22 +156,26 @@ public class QuantMathTests
     [Fact]
     public void BlockQuantizationPacksLowNibbleFirstAndPadsWithTheZeroPoint()
     {
-        // K = 5 (padded to a block of 16), N = 2.
+        // K = 5 (padded to a block of 16 in MatMulNBits' layout), N = 2.
         var rng = new Random(3);
         var w = Enumerable.Range(0, 10).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-        var bq = BlockQuantized.Quantize(w, 5, 2, 4, 16, symmetric: true);
+        var bq = RoundToNearest.Quantize(w, 5, 2, 4, 16, symmetric: true);
         Assert.Equal(1, bq.BlocksPerColumn);
-        Assert.Equal(2 * 16, bq.Codes.Length);
-        Assert.All(bq.Codes.Skip(5).Take(11), c => Assert.Equal(8, c)); // padding = zero point 8
+        Assert.Equal(10, bq.Codes.Length);
         var packed = bq.PackedCodes();
-        Assert.Equal(16, packed.Length);
-        Assert.Equal(bq.Codes[0], packed[0] & 0x0F);
-        Assert.Equal(bq.Codes[1], packed[0] >> 4);
+        Assert.Equal(16, packed.Length); // [N = 2, 1 block, 8 bytes]
+        Assert.Equal(bq.Code(0, 0), packed[0] & 0x0F);
+        Assert.Equal(bq.Code(1, 0), packed[0] >> 4);
+        Assert.Equal(bq.Code(4, 0), packed[2] & 0x0F);
+        Assert.Equal(8, packed[2] >> 4); // padding = zero point 8
+        Assert.All(packed.Skip(3).Take(5), b => Assert.Equal(0x88, b));
+        Assert.Equal(bq.Code(0, 1), packed[8] & 0x0F);
         var back = bq.Dequantize();
         for (int i = 0; i < w.Length; i++) Assert.True(Math.Abs(back[i] - w[i]) <= bq.Scales[i % 2] / 2 * 1.0001f);
-        var asym = BlockQuantized.Quantize(w, 5, 2, 4, 16, symmetric: false);
+        var asym = RoundToNearest.Quantize(w, 5, 2, 4, 16, symmetric: false);
         var zp = asym.PackedZeroPoints();
         Assert.Equal(2, zp.Length); // one block per column, packed per column to a whole byte
         Assert.Equal(asym.ZeroPoints[1], zp[1] & 0x0F);
+        Assert.Equal(3, asym.PackedRows().Length / 2); // rows without block padding: ceil(5 / 2) bytes per column
     }
 }

@@ -1,0 +1,57 @@
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Pruning;
+
+/// <summary>
+/// How channels travel through one family of operators (one small class per family, like ONNX Runtime's quantization
+/// registry): given where the group's units sit in a node's inputs, where they sit in its output, which constants
+/// and shape entries must be edited, or why the node stops them. A new operator is a new rule and a test.
+/// </summary>
+internal abstract class ChannelRule
+{
+    /// <summary>The operator types this rule handles, in <see cref="Domain"/>.</summary>
+    public abstract IReadOnlyList<string> OpTypes { get; }
+    /// <summary>The operator domain: "" for the ONNX standard, "com.microsoft" for ONNX Runtime's contrib operators.</summary>
+    public virtual string Domain => "";
+    /// <summary>Whether the rule follows heads merged with the batch axis (they behave like a batch dimension).</summary>
+    public virtual bool FollowsInterleaved => false;
+
+    /// <summary>
+    /// Follows the channels through <paramref name="node"/>: the track of its first output, or null when the node
+    /// consumes them (a sink: the edits are recorded) or the walk stops (<see cref="ChannelWalk.Fail"/>).
+    /// </summary>
+    public abstract Track? Propagate(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs);
+
+    /// <summary>For a node that is a member of the group: the edits of its own weights and the track of its output channels.</summary>
+    public virtual Track? Start(ChannelWalk w, int member) =>
+        w.Fail($"{ChannelWalk.Describe(w.Group.Members[member].Node)} cannot be a source of channels");
+
+    /// <summary>The single tracked data input (input 0), or a failure naming the input the rule does not follow.</summary>
+    protected static Track? DataInput(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs) =>
+        inputs.Count == 1 && inputs[0].Index == 0 ? inputs[0].Track
+            : w.Fail($"{ChannelWalk.Describe(node)} reads the channels through input {inputs.First(x => x.Index != 0).Index}, which the rewrite does not follow");
+}
+
+/// <summary>The registry: the rule for each operator type.</summary>
+internal static class ChannelRules
+{
+    static readonly Dictionary<(string Domain, string OpType), ChannelRule> Registry = Build(
+        new UnaryRule(), new ElementwiseRule(), new ConcatRule(), new NormalizationRule(), new LayerNormRule(""), new LayerNormRule("com.microsoft"),
+        new PoolRule(), new ResizeRule(), new PadRule(), new TransposeRule(), new SqueezeRule(), new FlattenRule(), new ReshapeRule(),
+        new ConvRule(), new LinearRule(), new ShapeRule(), new GatherRule(), new SliceRule(), new SoftmaxRule(), new ReduceRule(),
+        new AttentionRule(), new MultiHeadAttentionRule());
+
+    static Dictionary<(string, string), ChannelRule> Build(params ChannelRule[] rules)
+    {
+        var map = new Dictionary<(string, string), ChannelRule>();
+        foreach (var rule in rules)
+            foreach (var op in rule.OpTypes) map.Add((rule.Domain, op), rule);
+        return map;
+    }
+
+    /// <summary>The rule for a node, or null when channels cannot be followed through it.</summary>
+    public static ChannelRule? For(NodeProto node) => Registry.GetValueOrDefault((node.Domain == "ai.onnx" ? "" : node.Domain, node.OpType));
+
+    /// <summary>Every registered (domain, operator type).</summary>
+    public static IEnumerable<(string Domain, string OpType)> Operators => Registry.Keys;
+}

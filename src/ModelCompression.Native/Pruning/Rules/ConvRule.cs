@@ -1,0 +1,70 @@
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Onnx.Proto;
+
+namespace ModelCompression.Native.Pruning;
+
+/// <summary>
+/// Conv and ConvTranspose. As a member: its output channels (weight rows and bias). As a consumer: the input channels
+/// of its weight (a sink), or a depthwise convolution, whose channels are the incoming ones (its group count drops).
+/// </summary>
+internal sealed class ConvRule : ChannelRule
+{
+    public override IReadOnlyList<string> OpTypes { get; } = ["Conv", "ConvTranspose"];
+
+    public override Track? Start(ChannelWalk w, int member)
+    {
+        var m = w.Group.Members[member];
+        var (p, t) = (m.Node, m.Target!);
+        if (p.OpType != "Conv") return w.Fail($"{ChannelWalk.Describe(p)} is not a layer whose output channels are pruned");
+        if (w.Probe.Shape(p.Output[0]) is not { } outShape) return w.Fail("its output shape is unknown");
+        if (t.Groups != 1)
+            return w.Fail(t.Groups == t.Outputs && t.Inputs == t.KernelSize
+                ? "depthwise convolution: its channels are the channels of the layer before it and are pruned with that layer"
+                : $"grouped convolution (group {t.Groups}): its output channels are tied to their groups");
+        var pos = w.Group.MemberPositions(member, m.Columns);
+        w.Slice(p, 1, 0, pos);
+        if (p.Input.Count > 2 && p.Input[2].Length > 0)
+        {
+            if (w.Constant(p.Input[2]) is null) return w.Fail("its bias is computed, not a constant");
+            w.Slice(p, 2, 0, pos);
+        }
+        return new Track(1, outShape.Length, t.Outputs, pos);
+    }
+
+    public override Track? Propagate(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs)
+    {
+        if (DataInput(w, node, inputs) is not { } t) return null;
+        string d = ChannelWalk.Describe(node);
+        var weight = w.Constant(node.Input[1]);
+        if (node.OpType == "ConvTranspose")
+        {
+            if (t.Axis != 1 || GraphIndex.IntAttr(node, "group", 1) != 1) return w.Fail($"{d} is grouped");
+            if (weight is null) return w.Fail($"{d} has a computed weight");
+            w.Slice(node, 1, 0, t.Pos);
+            w.Sink(node);
+            return null;
+        }
+        if (t.Axis != 1) return w.Fail($"{d} reads another axis");
+        if (weight is null) return w.Fail($"{d} has a computed weight");
+        long group = GraphIndex.IntAttr(node, "group", 1);
+        if (group == 1)
+        {
+            w.Slice(node, 1, 1, t.Pos);
+            w.Sink(node);
+            return null;
+        }
+        if (group == t.Length && weight.Dims[0] == group && weight.Dims[1] == 1)
+        {
+            // Depthwise: one filter per incoming channel, which it keeps apart.
+            w.Slice(node, 1, 0, t.Pos);
+            if (node.Input.Count > 2 && node.Input[2].Length > 0)
+            {
+                if (w.Constant(node.Input[2]) is null) return w.Fail($"{d} has a computed bias");
+                w.Slice(node, 2, 0, t.Pos);
+            }
+            w.Group.Attributes.Add(new AttributeEdit(node, "group", -1, t.Pos));
+            return t;
+        }
+        return w.Fail($"grouped {d} (group {group}) ties channels together");
+    }
+}

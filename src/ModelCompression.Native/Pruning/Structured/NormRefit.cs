@@ -1,0 +1,167 @@
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Onnx.Proto;
+using ModelCompression.Native.Runtime;
+
+namespace ModelCompression.Native.Pruning;
+
+/// <summary>
+/// With calibration data, a normalization whose channels were pruned gets a new scale and bias for every kept channel,
+/// fitted by least squares: its output from the kept channels (mean and variance now over fewer channels, and inputs
+/// changed by whatever was pruned upstream) is mapped as closely as an affine map allows onto what the original
+/// normalization gave those channels. The normalizations are fitted one after the other in graph order, each on the
+/// pruned model with the ones before it already refitted, on the first <see cref="Tokens"/> calibration tokens.
+/// Measured on tiny_lm at 50%, test perplexity before distillation: every part 28.9 -> 24.1, hidden size only
+/// 27.8 -> 20.7 (all at once in one pass: 24.5 and 26.6; each fitted on the original model's input: 26.3 and 22.2).
+/// </summary>
+internal static class NormRefit
+{
+    /// <summary>A normalization to refit: its original scale and bias, the channels it keeps, and the sums of the fit.</summary>
+    internal sealed class Prepared(NodeProto node, int[] kept, float[] scale, float[] bias, float epsilon, bool centred)
+    {
+        public NodeProto Node { get; } = node;
+        public int[] Kept { get; } = kept;
+        public float[] Scale { get; } = scale;
+        public float[] Bias { get; } = bias;
+        public float Epsilon { get; } = epsilon;
+        /// <summary>LayerNormalization subtracts the mean; RMS normalizations do not.</summary>
+        public bool Centred { get; } = centred;
+        public readonly double[] Z = new double[kept.Length], ZZ = new double[kept.Length], T = new double[kept.Length], ZT = new double[kept.Length];
+        public long Count;
+    }
+
+    /// <summary>How many calibration tokens (rows of the normalized axis) each fit reads at least.</summary>
+    public const int Tokens = 2048;
+
+    /// <summary>Refits the prepared normalizations of the rewritten model in place, in order; returns how many.</summary>
+    public static int Run(ModelProto proto, GraphIndex index, IReadOnlyList<Prepared> norms, OnnxModel original, DataSet data, int batchSize, CancellationToken cancel)
+    {
+        var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
+        for (int i = 0; i < proto.Graph.Node.Count; i++) order[proto.Graph.Node[i]] = i;
+        int count = 0;
+        foreach (var n in norms.Where(n => order.ContainsKey(n.Node)).OrderBy(n => order[n.Node]))
+        {
+            var fit = Fit([n], original, new OnnxModel(proto.Clone(), original.SourcePath, []), data, batchSize, cancel);
+            Apply(proto.Graph, index, fit);
+            count += fit.Count;
+        }
+        return count;
+    }
+
+    /// <summary>Before the rewrite: the normalizations to refit, with their original scale and bias and the channels they keep.</summary>
+    public static IReadOnlyList<Prepared> Prepare(GraphIndex index, IEnumerable<ChannelGroup> groups)
+    {
+        var norms = new List<Prepared>();
+        foreach (var g in groups)
+            foreach (var node in g.Norms.Distinct())
+            {
+                if (!g.Tracks.TryGetValue(node.Input[0], out var track) || index.Constant(node.Input[1]) is not { } scale) continue;
+                var removed = g.RemovedPositions(track.Pos);
+                if (removed.Count == 0) continue;
+                var kept = Enumerable.Range(0, track.Length).Where(c => !removed.Contains(c)).ToArray();
+                var gamma = TensorData.ToFloat(scale);
+                var beta = node.Input.Count > 2 && node.Input[2].Length > 0 && index.Constant(node.Input[2]) is { } b ? TensorData.ToFloat(b) : new float[gamma.Length];
+                if (gamma.Length != track.Length || beta.Length != track.Length) continue;
+                norms.Add(new Prepared(node, kept, gamma, beta, GraphIndex.FloatAttr(node, "epsilon") ?? 1e-5f, node.OpType == "LayerNormalization"));
+            }
+        return norms;
+    }
+
+    /// <summary>
+    /// After the rewrite: the fitted scale and bias per normalization (kept channels only, in order). The targets come
+    /// from the original model, the normalized values from the pruned one, so the fit also absorbs what pruning
+    /// changed upstream.
+    /// </summary>
+    static Dictionary<NodeProto, (float[] Scale, float[] Bias)> Fit(IReadOnlyList<Prepared> norms, OnnxModel model, OnnxModel pruned,
+        DataSet data, int batchSize, CancellationToken cancel)
+    {
+        if (norms.Count == 0) return new(ReferenceEqualityComparer.Instance);
+
+        var wanted = norms.Select(n => n.Node.Input[0]).Distinct().ToList();
+        using var before = Exposing(model, wanted);
+        using var after = Exposing(pruned, wanted);
+        foreach (var (batch, _, _) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
+        {
+            cancel.ThrowIfCancellationRequested();
+            var original = before.Run(batch, wanted).ToDictionary(r => r.Name, StringComparer.Ordinal);
+            var now = after.Run(batch, wanted).ToDictionary(r => r.Name, StringComparer.Ordinal);
+            foreach (var n in norms) Accumulate(n, original[n.Node.Input[0]].AsFloat(), now[n.Node.Input[0]].AsFloat());
+            if (norms.All(n => n.Count >= Tokens)) break;
+        }
+        var fits = new Dictionary<NodeProto, (float[], float[])>(ReferenceEqualityComparer.Instance);
+        foreach (var n in norms)
+        {
+            var scale = new float[n.Kept.Length];
+            var bias = new float[n.Kept.Length];
+            for (int k = 0; k < n.Kept.Length; k++)
+            {
+                double mz = n.Z[k] / n.Count, mt = n.T[k] / n.Count;
+                double vz = n.ZZ[k] / n.Count - mz * mz, czt = n.ZT[k] / n.Count - mz * mt;
+                // A channel that never varies keeps its original scale and only moves its bias.
+                double a = vz > 1e-12 ? czt / vz : n.Scale[n.Kept[k]];
+                scale[k] = (float)a;
+                bias[k] = (float)(mt - a * mz);
+            }
+            fits[n.Node] = (scale, bias);
+        }
+        return fits;
+    }
+
+    static ModelSession Exposing(OnnxModel model, IEnumerable<string> tensors)
+    {
+        var proto = model.Proto.Clone();
+        var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var t in tensors) if (outputs.Add(t)) proto.Graph.Output.Add(new ValueInfoProto { Name = t });
+        return new ModelSession(new OnnxModel(proto, model.SourcePath, []));
+    }
+
+    /// <summary>One batch: x is the original normalization's input (all channels), y the pruned one's (the kept channels).</summary>
+    static void Accumulate(Prepared n, float[] x, float[] y)
+    {
+        int d = n.Scale.Length, k = n.Kept.Length;
+        for (long row = 0; (row + 1) * d <= x.Length && (row + 1) * k <= y.Length; row++)
+        {
+            var v = x.AsSpan((int)(row * d), d);
+            var u = y.AsSpan((int)(row * k), k);
+            var (mean, sd) = Moments(v, n);
+            var (keptMean, keptSd) = Moments(u, n);
+            for (int j = 0; j < k; j++)
+            {
+                int c = n.Kept[j];
+                double z = (u[j] - keptMean) / keptSd, t = n.Scale[c] * (v[c] - mean) / sd + n.Bias[c];
+                n.Z[j] += z; n.ZZ[j] += z * z; n.T[j] += t; n.ZT[j] += z * t;
+            }
+            n.Count++;
+        }
+    }
+
+    /// <summary>The mean (0 for RMS normalizations) and the standard deviation (with epsilon) the normalization divides by.</summary>
+    static (double Mean, double Sd) Moments(ReadOnlySpan<float> v, Prepared n)
+    {
+        double mean = 0;
+        if (n.Centred)
+        {
+            foreach (float f in v) mean += f;
+            mean /= v.Length;
+        }
+        double var = 0;
+        foreach (float f in v) var += (f - mean) * (f - mean);
+        return (mean, Math.Sqrt(var / v.Length + n.Epsilon));
+    }
+
+    /// <summary>Gives each refitted normalization its own scale and bias (the pruned ones may be shared with other nodes).</summary>
+    static void Apply(GraphProto graph, GraphIndex index, Dictionary<NodeProto, (float[] Scale, float[] Bias)> fits)
+    {
+        foreach (var (node, (scale, bias)) in fits)
+        {
+            string label = ChannelWalk.Label(node);
+            string s = GraphRewriter.Unique(index, label + ".refit_scale"), b = GraphRewriter.Unique(index, label + ".refit_bias");
+            graph.Initializer.Add(index.Initializers[s] = TensorData.FromFloat(s, [scale.Length], scale));
+            graph.Initializer.Add(index.Initializers[b] = TensorData.FromFloat(b, [bias.Length], bias));
+            node.Input[1] = s;
+            if (node.Input.Count > 2) node.Input[2] = b;
+            else if (node.OpType == "LayerNormalization") node.Input.Add(b);
+        }
+        GraphRewriter.RemoveDead(graph);
+    }
+}
