@@ -15,8 +15,9 @@ using ModelCompression.Native.Training;
 /// the other: ModelCompression's Distiller here, then bench/Distillation/torch_lm_distill.py (PyTorch written for this
 /// bench, which loads the teacher's weights exported here, prunes it itself and checks it keeps the same heads and
 /// neurons). Then, with "ours" in the arguments, the same student is also distilled with Invoke-Distillation's
-/// defaults (what the issue's pipeline runs).
-///   dotnet run -c Release --project bench/Distillation -- lm [steps=600] [interval=200] [threads=2] [ours] [no-torch]
+/// defaults (what the issue's pipeline runs), and with "pipeline" the issue's whole pipeline runs on the engine:
+/// Invoke-ModelPruning -Structured -Rate 0.5's student, distilled with the defaults, quantized 4-bit weight-only.
+///   dotnet run -c Release --project bench/Distillation -- lm [steps=600] [interval=200] [threads=2] [ours] [pipeline] [no-torch]
 /// </summary>
 static class LmBench
 {
@@ -25,7 +26,7 @@ static class LmBench
         int steps = args.Length > 0 && int.TryParse(args[0], out int s) ? s : 600;
         int interval = args.Length > 1 && int.TryParse(args[1], out int iv) ? iv : 200;
         int threads = args.Length > 2 && int.TryParse(args[2], out int th) ? th : 2;
-        bool ours = args.Contains("ours"), torch = !args.Contains("no-torch");
+        bool ours = args.Contains("ours"), torch = !args.Contains("no-torch"), pipeline = args.Contains("pipeline");
         ModelCompression.Native.Kernels.Gemm.MaxThreads = threads;
         var teacher = ModelIO.Load(Path.Combine(shared, "models", "tiny_lm.onnx"));
         var test = DataSet.Load(Path.Combine(shared, "data", "tiny_lm_test.npz"));
@@ -52,6 +53,7 @@ static class LmBench
             (string Name, double[] Ppl, double SecondsPerStep)? defaults = null;
             if (ours) defaults = Distil("ModelCompression, Invoke-Distillation defaults", teacher, student, trainPath, test,
                 new DistillationOptions { SequenceLength = 128, MaxSteps = steps, ValidationInterval = interval });
+            if (pipeline) Pipeline(teacher, test, trainPath, steps, interval, pplTeacher);
 
             Console.WriteLine();
             Console.WriteLine($"| side | perplexity after {string.Join(" / ", Enumerable.Range(1, mine.Ppl.Length).Select(i => Math.Min(i * interval, steps)))} steps | s/step (teacher included) |");
@@ -86,6 +88,27 @@ static class LmBench
         double check = Perplexity(result.Student, test);
         Console.WriteLine($"  exported student in ONNX Runtime: test perplexity {check:F3} (engine's own figure {result.Epochs[^1].ValidationPerplexity:F3})");
         return (name, result.Epochs.Select(e => e.ValidationPerplexity!.Value).ToArray(), per);
+    }
+
+    /// <summary>
+    /// The issue's pipeline as the engine runs it: Invoke-ModelPruning -Structured -Rate 0.5 (heads, hidden size and FFN
+    /// neurons, as that cmdlet decides), Invoke-Distillation with its defaults on windows of 128 tokens, then 4-bit
+    /// weight-only quantization; perplexity and file size at each stage.
+    /// </summary>
+    static void Pipeline(OnnxModel teacher, DataSet test, string trainPath, int steps, int interval, double pplTeacher)
+    {
+        var pruned = ModelCompression.Native.Pruning.ModelPruner.Prune(teacher, new ModelCompression.Native.Pruning.PruningOptions { Structured = true, Rate = 0.5 });
+        long tp = teacher.Initializers.Sum(TensorData.ElementCount), pp = pruned.Initializers.Sum(TensorData.ElementCount);
+        Console.WriteLine();
+        Console.WriteLine($"pipeline: Invoke-ModelPruning -Structured -Rate 0.5: {pp:N0} parameters ({(double)pp / tp:F2}x), {pruned.SerializedSize / 1e6:F2} MB ({(double)pruned.SerializedSize / teacher.SerializedSize:F2}x), test perplexity {Perplexity(pruned, test):F3}");
+        using var tokens = TokenStream.Open(trainPath);
+        var result = Distiller.Distill(teacher, pruned, tokens, test, new DistillationOptions { SequenceLength = 128, MaxSteps = steps, ValidationInterval = interval }, p =>
+        {
+            if (p.Metrics is { } m) Console.WriteLine($"  pipeline: step {m.Step}: test perplexity {m.ValidationPerplexity:F3}");
+        });
+        Console.WriteLine($"  pipeline: Invoke-Distillation (defaults): {result.Timing.Total / result.Steps:F3} s/step; test perplexity {Perplexity(result.Student, test):F3} (teacher {pplTeacher:F3}, {Perplexity(result.Student, test) / pplTeacher - 1:P1})");
+        var small = ModelCompression.Native.Quantization.ModelQuantizer.Quantize(result.Student, new ModelCompression.Native.Quantization.QuantizationOptions { Mode = ModelCompression.Native.Quantization.QuantizationMode.WeightOnly });
+        Console.WriteLine($"  pipeline: Invoke-ModelQuantization -Mode WeightOnly: {small.SerializedSize / 1e6:F2} MB ({(double)small.SerializedSize / teacher.SerializedSize:F2}x of the teacher's file), test perplexity {Perplexity(small, test):F3}");
     }
 
     /// <summary>exp(mean cross-entropy of the next byte) over the test windows, by ONNX Runtime.</summary>
