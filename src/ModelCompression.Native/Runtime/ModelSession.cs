@@ -92,37 +92,28 @@ public sealed class ModelSession : IDisposable
     /// <summary>Runs the model; every input must be given. Cancelling the token stops ONNX Runtime mid-run.</summary>
     public IReadOnlyList<NamedArray> Run(IReadOnlyDictionary<string, NamedArray> inputs, IReadOnlyList<string>? outputs = null, CancellationToken cancel = default)
     {
-        cancel.ThrowIfCancellationRequested();
-        var names = inputs.Keys.ToList();
-        var values = new List<OrtValue>(names.Count);
-        try
+        var wanted = outputs ?? OutputNames;
+        return Execute(inputs, cancel, (runOptions, names, values) =>
         {
-            foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
-            var wanted = outputs ?? OutputNames;
-            using var runOptions = new RunOptions();
-            using var stop = Terminate(runOptions, cancel);
             using var results = session.Run(runOptions, names, values, wanted);
             return results.Select((r, i) => FromOrtValue(wanted[i], r)).ToList();
-        }
-        catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
-        {
-            throw new OperationCanceledException(cancel);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new EngineException("ModelRunFailed", EngineErrorKind.InvalidOperation, $"ONNX Runtime failed to run '{Model.Name}': {e.Message}", e) { Target = Model.SourcePath };
-        }
-        finally
-        {
-            foreach (var v in values) v.Dispose();
-        }
+        });
     }
 
     /// <summary>
     /// Runs the model and writes one float output straight into <paramref name="destination"/>, whose shape the caller
     /// knows (<paramref name="outputShape"/>): no copy of the output, for a model run every training step.
     /// </summary>
-    public void RunInto(IReadOnlyDictionary<string, NamedArray> inputs, string output, float[] destination, long[] outputShape, CancellationToken cancel = default)
+    public void RunInto(IReadOnlyDictionary<string, NamedArray> inputs, string output, float[] destination, long[] outputShape, CancellationToken cancel = default) =>
+        Execute(inputs, cancel, (runOptions, names, values) =>
+        {
+            using var result = OrtValue.CreateTensorValueFromMemory(destination, outputShape);
+            session.Run(runOptions, names, values, [output], [result]);
+            return true;
+        });
+
+    /// <summary>One ONNX Runtime run: inputs as OrtValues, terminated when the token is cancelled, failures as engine errors.</summary>
+    T Execute<T>(IReadOnlyDictionary<string, NamedArray> inputs, CancellationToken cancel, Func<RunOptions, List<string>, List<OrtValue>, T> run)
     {
         cancel.ThrowIfCancellationRequested();
         var names = inputs.Keys.ToList();
@@ -130,10 +121,9 @@ public sealed class ModelSession : IDisposable
         try
         {
             foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
-            using var result = OrtValue.CreateTensorValueFromMemory(destination, outputShape);
             using var runOptions = new RunOptions();
             using var stop = Terminate(runOptions, cancel);
-            session.Run(runOptions, names, values, [output], [result]);
+            return run(runOptions, names, values);
         }
         catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
         {
