@@ -4,6 +4,7 @@ using ModelCompression.Native;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
+using ModelCompression.Native.Quantization;
 using ModelCompression.Native.Runtime;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -169,5 +170,21 @@ public class HostileInputTests
         var clock = Stopwatch.StartNew();
         Assert.ThrowsAny<OperationCanceledException>(() => session.Run(new Dictionary<string, NamedArray> { ["x"] = new("x", [1], new float[1]) }, null, cts.Token));
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"the run went on for {clock.Elapsed.TotalSeconds:F0} s after cancellation");
+    }
+
+    /// <summary>A Gemm with no output and a MatMul with no weight beside a good MatMul: skipped with a reason, never an index error.</summary>
+    [Theory]
+    [InlineData(QuantizationMode.Dynamic)]
+    [InlineData(QuantizationMode.WeightOnly)]
+    public void QuantizersSkipNodesThatLackInputsOrOutputs(QuantizationMode mode)
+    {
+        var b = new GraphBuilder("gaps").Input("x", DT.Float, "batch", 32).Output("y", DT.Float, "batch", 32);
+        var w = b.Initializer("w", [32, 32], Enumerable.Range(0, 32 * 32).Select(i => MathF.Sin(i) * 0.1f).ToArray());
+        b.Node("MatMul", ["x", w], ["y"], name: "good");
+        b.Graph.Node.Add(new NodeProto { OpType = "Gemm", Name = "no_output", Input = { "x", w } });
+        b.Graph.Node.Add(new NodeProto { OpType = "MatMul", Name = "no_weight", Input = { "x" }, Output = { "z" } });
+        var q = ModelQuantizer.Quantize(b.BuildModel("gaps"), new QuantizationOptions { Mode = mode });
+        Assert.Contains(q.Report!.Entries, e => e.Target == "good" && e.Action == "Quantized");
+        Assert.DoesNotContain(q.Report.Entries, e => e.Target is "no_output" or "no_weight" && e.Action == "Quantized");
     }
 }
