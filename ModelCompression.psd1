@@ -28,11 +28,15 @@
             Tags         = @('ONNX', 'Quantization', 'Pruning', 'Distillation', 'MachineLearning', 'MLOps', 'OnnxRuntime')
             LicenseUri   = 'https://opensource.org/licenses/MIT'
             ReleaseNotes = @'
-0.1.0: Get-Model, Get-ModelInfo and Export-Model load, inspect and atomically save ONNX models (external data, the
-history of stages in the file). Invoke-ModelQuantization: dynamic int8, static QDQ with calibration (and an accuracy
-target), weight-only 4/8-bit, float16. Optimize-Model: ONNX Runtime's offline graph optimizations.
-Invoke-ModelPruning: unstructured, N:M and structured pruning. Invoke-Distillation: training a student from a teacher.
-Compare-Model: fidelity in ONNX Runtime with CI gates. Measure-ModelLatency: A/B latency with a confidence interval.
+0.1.0: Get-Model, Get-ModelInfo and Export-Model load, inspect and atomically save ONNX models of any size: weights in
+external data stay on disk until a stage needs them (read by position, the file's identity checked), export streams
+them, a model over 2 GB is always written with external data. Invoke-ModelQuantization: dynamic int8, static QDQ with
+calibration (and an accuracy target), float16, weight-only 4/8-bit with RTN, HQQ or GPTQ (float16/bfloat16 weights,
+embeddings through GatherBlockQuantized, -HeadBits, per-layer reconstruction error). Optimize-Model: ONNX Runtime's
+offline graph optimizations. Invoke-ModelPruning: unstructured, N:M and structured pruning, including attention
+heads, the hidden size and whole blocks of transformers. Invoke-Distillation: training a student from a teacher,
+language models on token windows included. Compare-Model: fidelity in ONNX Runtime (accuracy, perplexity) with CI
+gates. Measure-ModelLatency: A/B latency with a confidence interval. Hostile files get stable error ids.
 '@
         }
     }
