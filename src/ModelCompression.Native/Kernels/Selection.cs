@@ -22,7 +22,7 @@ public interface IScoreSource
 {
     int Chunks { get; }
     int ChunkLength(int chunk);
-    /// <summary>Writes the chunk's scores (finite, non-negative) into <paramref name="destination"/>.</summary>
+    /// <summary>Writes the chunk's scores (finite, non-negative) into <paramref name="destination"/>; called from several threads at once for different chunks.</summary>
     void Fill(int chunk, Span<float> destination);
 }
 
@@ -42,19 +42,8 @@ public static class Selection
         for (int c = 0; c < source.Chunks; c++) total += source.ChunkLength(c);
         if (count < 1 || count > total) throw new ArgumentOutOfRangeException(nameof(count), $"count {count} is outside [1, {total}].");
 
-        int longest = 0;
-        for (int c = 0; c < source.Chunks; c++) longest = Math.Max(longest, source.ChunkLength(c));
-        var scratch = new float[longest];
-
         // Pass 1: histogram of the high 16 bits (sign, exponent, 7 mantissa bits).
-        var high = new long[Bins];
-        for (int c = 0; c < source.Chunks; c++)
-        {
-            cancel.ThrowIfCancellationRequested();
-            var s = scratch.AsSpan(0, source.ChunkLength(c));
-            source.Fill(c, s);
-            foreach (float v in s) high[Bits(v) >> 16]++;
-        }
+        var high = Histogram(source, bucket: null, cancel);
         long before = 0;
         int bucket = 0;
         for (; bucket < Bins; bucket++)
@@ -64,18 +53,7 @@ public static class Selection
         }
 
         // Pass 2: inside that bucket, histogram of the low 16 bits.
-        var low = new long[Bins];
-        for (int c = 0; c < source.Chunks; c++)
-        {
-            cancel.ThrowIfCancellationRequested();
-            var s = scratch.AsSpan(0, source.ChunkLength(c));
-            source.Fill(c, s);
-            foreach (float v in s)
-            {
-                uint b = Bits(v);
-                if ((b >> 16) == (uint)bucket) low[b & 0xFFFF]++;
-            }
-        }
+        var low = Histogram(source, bucket, cancel);
         int lowBin = 0;
         for (; lowBin < Bins; lowBin++)
         {
@@ -141,6 +119,43 @@ public static class Selection
             for (int k = 0; k < scores.Length && equalBudget > 0; k++)
                 if (scores[k] == t) { values[k] = 0f; selected++; equalBudget--; }
         return selected;
+    }
+
+    /// <summary>
+    /// One pass over every chunk, chunks shared out among the threads as they come free: each thread fills its own
+    /// scores and counts into its own table, and the tables are summed (counts: the result does not depend on the
+    /// order). Without <paramref name="bucket"/>, the high 16 bits are counted; with it, the low 16 bits of the scores
+    /// in that bucket.
+    /// </summary>
+    static long[] Histogram(IScoreSource source, int? bucket, CancellationToken cancel)
+    {
+        int workers = Math.Max(1, Math.Min(Parallelism.Threads, source.Chunks));
+        var tables = new long[workers][];
+        int next = -1;
+        ParallelLoop.For(0, workers, w =>
+        {
+            var counts = tables[w] = new long[Bins];
+            var scores = Array.Empty<float>();
+            for (int c; (c = Interlocked.Increment(ref next)) < source.Chunks;)
+            {
+                cancel.ThrowIfCancellationRequested();
+                int n = source.ChunkLength(c);
+                if (scores.Length < n) scores = new float[n];
+                var s = scores.AsSpan(0, n);
+                source.Fill(c, s);
+                if (bucket is not { } high)
+                    foreach (float v in s) counts[Bits(v) >> 16]++;
+                else
+                    foreach (float v in s)
+                    {
+                        uint bits = Bits(v);
+                        if ((bits >> 16) == (uint)high) counts[bits & 0xFFFF]++;
+                    }
+            }
+        });
+        for (int w = 1; w < workers; w++)
+            for (int i = 0; i < Bins; i++) tables[0][i] += tables[w][i];
+        return tables[0];
     }
 
     static uint Bits(float v)

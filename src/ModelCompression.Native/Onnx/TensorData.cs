@@ -92,23 +92,42 @@ public static class TensorData
     public static float[] ToFloat(TensorProto t)
     {
         Validate(t);
+        var result = GC.AllocateUninitializedArray<float>(CheckedLength(t));
+        ToFloat(t, result);
+        return result;
+    }
+
+    /// <summary>
+    /// The tensor's values as float32, written into <paramref name="result"/> (exactly the element count long): external
+    /// data is read straight into it (float32) or through a pooled buffer, so a loop over large tensors allocates nothing.
+    /// </summary>
+    public static void ToFloat(TensorProto t, Span<float> result)
+    {
+        Validate(t);
         int n = CheckedLength(t);
-        var result = GC.AllocateUninitializedArray<float>(n);
+        if (result.Length != n) throw new ArgumentException($"Tensor '{t.Name}' has {n:N0} elements, not {result.Length:N0}.", nameof(result));
         var dt = (DT)t.DataType;
         if (ExternalTensor.TryGet(t, out var e))
         {
-            if (dt == DT.Float) e.File.Read(e.Offset, MemoryMarshal.AsBytes(result.AsSpan()));
-            else FromRawBytes(t, e.ReadAll(), result);
-            return result;
+            if (dt == DT.Float) { e.File.Read(e.Offset, MemoryMarshal.AsBytes(result)); return; }
+            int length = checked((int)e.Length);
+            byte[] raw = ArrayPool<byte>.Shared.Rent(length);
+            try
+            {
+                e.File.Read(e.Offset, raw.AsSpan(0, length));
+                FromRawBytes(t, raw.AsSpan(0, length), result);
+            }
+            finally { ArrayPool<byte>.Shared.Return(raw); }
+            return;
         }
         if (t.HasRawData)
         {
             FromRawBytes(t, t.RawData.Span, result);
-            return result;
+            return;
         }
         switch (dt)
         {
-            case DT.Float: t.FloatData.CopyTo(result, 0); break;
+            case DT.Float: for (int i = 0; i < n; i++) result[i] = t.FloatData[i]; break;
             case DT.Double: for (int i = 0; i < n; i++) result[i] = (float)t.DoubleData[i]; break;
             case DT.Int64: for (int i = 0; i < n; i++) result[i] = t.Int64Data[i]; break;
             case DT.Uint32 or DT.Uint64: for (int i = 0; i < n; i++) result[i] = t.Uint64Data[i]; break;
@@ -125,7 +144,6 @@ public static class TensorData
                 for (int i = 0; i < n; i++) result[i] = t.Int32Data[i]; break;
             default: throw Unsupported(t);
         }
-        return result;
     }
 
     static void FromRawBytes(TensorProto t, ReadOnlySpan<byte> raw, Span<float> result)
@@ -187,6 +205,13 @@ public static class TensorData
             DT.Int8 or DT.Uint8 or DT.Bool or DT.Int4 or DT.Uint4 => t.Int32Data.Select(v => (byte)v).ToArray(),
             _ => throw Unsupported(t),
         };
+    }
+
+    /// <summary>The tensor's bytes in an array the caller owns and may change: read from the file once for external data, copied otherwise.</summary>
+    public static byte[] RawBytesCopy(TensorProto t)
+    {
+        Validate(t);
+        return ExternalTensor.TryGet(t, out var e) ? e.ReadAll() : RawBytes(t).ToArray();
     }
 
     /// <summary>A float32 tensor holding <paramref name="values"/> (in raw_data, or in a scratch file while a large model's stage runs).</summary>

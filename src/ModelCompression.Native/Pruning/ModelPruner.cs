@@ -58,15 +58,17 @@ public static class ModelPruner
             var counts = new UnstructuredPruner(targets, options, activations).Run(graph, Scaled(progress, activations is null ? 0 : 0.3, 1), cancel);
 
             long zeros = 0, elements = 0;
+            long newZeros = 0;
             for (int t = 0; t < targets.Count; t++)
             {
-                var (z, n) = counts[t];
-                zeros += z; elements += n;
+                var (before, z, n) = counts[t];
+                zeros += z; elements += n; newZeros += z - before;
                 report.Entries.Add(new ReportEntry(targets[t].Label, targets[t].OpType, "Pruned",
                     $"weight '{targets[t].Name}' [{string.Join(",", targets[t].Tensor.Dims)}]: sparsity {Pct((double)z / n)} ({z:N0} of {n:N0} zero)"));
             }
             report.Entries.AddRange(skipped);
-            long nonZeroAfter = NonZeroWeights(graph);
+            // Only the targets changed, and their zeros were counted as they were rewritten: no second read of every weight.
+            long nonZeroAfter = nonZeroBefore - newZeros;
             report.Metrics["Sparsity"] = elements == 0 ? 0 : (double)zeros / elements;
             report.Metrics["PrunedTensors"] = targets.Count;
             report.Metrics["PrunedTensorElements"] = elements;

@@ -29,13 +29,15 @@ internal sealed class UnstructuredPruner : IScoreSource
     public int ChunkLength(int chunk) => (int)targets[chunk].Elements;
     public void Fill(int chunk, Span<float> destination)
     {
-        Scores(chunk, destination);
+        // The weights are read straight into the scores' buffer and scored in place: no array per read.
+        if (options.Criterion != PruningCriterion.Random) TensorData.ToFloat(targets[chunk].Tensor, destination);
+        Scores(chunk, destination, destination);
     }
 
     /// <summary>Prunes every target; returns (zeros, elements) per target.</summary>
-    public (long Zeros, long Elements)[] Run(GraphProto graph, IProgress<double>? progress, CancellationToken cancel)
+    public PrunedCounts[] Run(GraphProto graph, IProgress<double>? progress, CancellationToken cancel)
     {
-        var result = new (long, long)[targets.Count];
+        var result = new PrunedCounts[targets.Count];
         if (options.Pattern is { } pattern)
         {
             for (int t = 0; t < targets.Count; t++)
@@ -56,7 +58,7 @@ internal sealed class UnstructuredPruner : IScoreSource
             long total = targets.Sum(t => t.Elements);
             long count = (long)Math.Round(rate * total, MidpointRounding.AwayFromZero);
             progress?.Report(0.2);
-            if (count == 0) { for (int t = 0; t < targets.Count; t++) result[t] = (CountZeros(targets[t].Tensor), targets[t].Elements); return result; }
+            if (count == 0) { for (int t = 0; t < targets.Count; t++) result[t] = Untouched(targets[t]); return result; }
             var threshold = Selection.SmallestCount(this, count, cancel);
             progress?.Report(0.6);
             long budget = threshold.TakeEqual;
@@ -73,7 +75,7 @@ internal sealed class UnstructuredPruner : IScoreSource
         {
             cancel.ThrowIfCancellationRequested();
             long count = (long)Math.Round(rate * targets[t].Elements, MidpointRounding.AwayFromZero);
-            if (count == 0) { result[t] = (CountZeros(targets[t].Tensor), targets[t].Elements); continue; }
+            if (count == 0) { result[t] = Untouched(targets[t]); continue; }
             var threshold = Selection.SmallestCount(new SingleChunk(this, t), count, cancel);
             long budget = threshold.TakeEqual;
             result[t] = ApplyThreshold(graph, t, threshold, ref budget);
@@ -84,15 +86,17 @@ internal sealed class UnstructuredPruner : IScoreSource
 
     float[] scratch = [];
 
-    (long, long) ApplyThreshold(GraphProto graph, int t, RankThreshold threshold, ref long budget)
+    PrunedCounts ApplyThreshold(GraphProto graph, int t, RankThreshold threshold, ref long budget)
     {
         var target = targets[t];
         int n = ChunkLength(t);
         if (scratch.Length < n) scratch = new float[n];
         var scores = scratch.AsSpan(0, n);
-        Fill(t, scores);
-        byte[] raw = TensorData.RawBytes(target.Tensor).ToArray();
-        long zeros;
+        byte[] raw = TensorData.RawBytesCopy(target.Tensor);
+        // float32 scores come from the copy about to be changed: one read of the tensor, not two.
+        if (IsHalf(target)) Fill(t, scores);
+        else Scores(t, MemoryMarshal.Cast<byte, float>(raw.AsSpan()), scores);
+        long before = ZeroCount(raw, IsHalf(target)), zeros;
         if (IsHalf(target))
         {
             // float16 and bfloat16: the same selection, applied to 16-bit values (zero is all bits clear in both).
@@ -109,8 +113,17 @@ internal sealed class UnstructuredPruner : IScoreSource
             zeros = ZeroCount(values);
         }
         Replace(graph, target, raw);
-        return (zeros, n);
+        return new PrunedCounts(before, zeros, n);
     }
+
+    static PrunedCounts Untouched(WeightTarget target)
+    {
+        long zeros = TensorData.CountZeros(target.Tensor);
+        return new PrunedCounts(zeros, zeros, target.Elements);
+    }
+
+    static long ZeroCount(byte[] raw, bool half) =>
+        half ? ZeroCount(MemoryMarshal.Cast<byte, ushort>(raw.AsSpan())) : ZeroCount(MemoryMarshal.Cast<byte, float>(raw.AsSpan()));
 
     /// <summary>Exact zeros (vectorized count; -0 compares equal to 0 as a float).</summary>
     internal static long ZeroCount(ReadOnlySpan<float> values) => values.Count(0f);
@@ -125,14 +138,15 @@ internal sealed class UnstructuredPruner : IScoreSource
 
     static bool IsHalf(WeightTarget t) => t.Tensor.DataType is (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16;
 
-    (long, long) ApplyPattern(GraphProto graph, int t, SparsityPattern pattern)
+    PrunedCounts ApplyPattern(GraphProto graph, int t, SparsityPattern pattern)
     {
         var target = targets[t];
         int n = ChunkLength(t);
         var scores = new float[n];
-        Scores(t, scores);
-        byte[] raw = TensorData.RawBytes(target.Tensor).ToArray();
+        Fill(t, scores);
+        byte[] raw = TensorData.RawBytesCopy(target.Tensor);
         bool half = IsHalf(target);
+        long before = ZeroCount(raw, half);
         var mask = new bool[n];
         Span<int> group = stackalloc int[pattern.M];
         for (int o = 0; o < target.Outputs; o++)
@@ -169,14 +183,13 @@ internal sealed class UnstructuredPruner : IScoreSource
             zeros = ZeroCount(values);
         }
         Replace(graph, target, raw);
-        return (zeros, n);
+        return new PrunedCounts(before, zeros, n);
     }
 
-    /// <summary>Raw (un-normalized) scores of one target, in flat order.</summary>
-    void Scores(int t, Span<float> destination)
+    /// <summary>Raw (un-normalized) scores of one target from its <paramref name="values"/>, in flat order (the two may be one span).</summary>
+    void Scores(int t, ReadOnlySpan<float> values, Span<float> destination)
     {
         var target = targets[t];
-        ReadOnlySpan<float> values = IsHalf(target) ? TensorData.ToFloat(target.Tensor) : MemoryMarshal.Cast<byte, float>(TensorData.RawBytes(target.Tensor).Span);
         switch (options.Criterion)
         {
             case PruningCriterion.Random:
@@ -203,11 +216,12 @@ internal sealed class UnstructuredPruner : IScoreSource
         }
     }
 
-    readonly Dictionary<string, float[]> normCache = new(StringComparer.Ordinal);
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, float[]> normCache = new(StringComparer.Ordinal);
 
-    float[] ActivationNorms(WeightTarget target)
+    float[] ActivationNorms(WeightTarget target) => normCache.GetOrAdd(target.Name, _ => ComputeActivationNorms(target));
+
+    float[] ComputeActivationNorms(WeightTarget target)
     {
-        if (normCache.TryGetValue(target.Name, out var cached)) return cached;
         var sum = new double[target.ActivationChannels];
         foreach (var (tensor, _) in target.ActivationInputs())
         {
@@ -218,7 +232,7 @@ internal sealed class UnstructuredPruner : IScoreSource
             for (int c = 0; c < sum.Length; c++) sum[c] += norms[c] * norms[c];
         }
         // Shared weights: the norm over every place the weight is used.
-        return normCache[target.Name] = sum.Select(v => (float)Math.Sqrt(v)).ToArray();
+        return sum.Select(v => (float)Math.Sqrt(v)).ToArray();
     }
 
     static void Replace(GraphProto graph, WeightTarget target, byte[] raw)
@@ -233,8 +247,6 @@ internal sealed class UnstructuredPruner : IScoreSource
         target.Tensor = replacement;
     }
 
-    static long CountZeros(TensorProto t) => TensorData.CountZeros(t);
-
     sealed class SingleChunk(UnstructuredPruner owner, int chunk) : IScoreSource
     {
         public int Chunks => 1;
@@ -242,3 +254,6 @@ internal sealed class UnstructuredPruner : IScoreSource
         public void Fill(int c, Span<float> destination) => owner.Fill(chunk, destination);
     }
 }
+
+/// <summary>Zeros in one pruned weight before and after, and its element count.</summary>
+internal readonly record struct PrunedCounts(long ZerosBefore, long Zeros, long Elements);

@@ -19,6 +19,28 @@ public class SelectionTests
         Assert.Equal(sorted.Count(v => v < t.Value), t.Below);
     }
 
+    /// <summary>Many chunks of uneven length, counted on several threads: the same rank as one sort over all of them.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(12_345)]
+    [InlineData(60_000)]
+    public void FindsTheExactRankOverManyChunksLikeOneSort(int count)
+    {
+        var rng = new Random(count);
+        var chunks = Enumerable.Range(0, 23).Select(c => Enumerable.Range(0, 100 + 311 * c).Select(_ => (float)rng.Next(5000) / 7).ToArray()).ToArray();
+        var sorted = chunks.SelectMany(c => c).Order().ToArray();
+        var t = Selection.SmallestCount(new ChunkedScores(chunks), count);
+        Assert.Equal(sorted[count - 1], t.Value);
+        Assert.Equal(sorted.Count(v => v < t.Value), t.Below);
+    }
+
+    sealed class ChunkedScores(float[][] chunks) : IScoreSource
+    {
+        public int Chunks => chunks.Length;
+        public int ChunkLength(int chunk) => chunks[chunk].Length;
+        public void Fill(int chunk, Span<float> destination) => chunks[chunk].CopyTo(destination);
+    }
+
     [Theory]
     [InlineData(37, 10)]
     [InlineData(1001, 500)]

@@ -30,6 +30,20 @@ public class UnstructuredPruningTests(ITestOutputHelper output)
         Assert.Equal(3, OutputShape(pruned)[^1]);
     }
 
+    /// <summary>The report's non-zero counts, kept as the weights are rewritten, agree with a count over the result, zeros already there included.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void NonZeroCountsInTheReportMatchTheWeights(bool pattern)
+    {
+        var model = ModelPruner.Prune(TestModels.Mlp(inputs: 8, hidden: 16, classes: 3), new PruningOptions { Rate = 0.3, MinElements = 0, OpTypes = ["MatMul"], ExcludeNodes = ["fc2*"] });
+        var options = pattern ? new PruningOptions { Pattern = new SparsityPattern(2, 4), MinElements = 0 } : new PruningOptions { Rate = 0.6, Scope = PruningScope.Global, MinElements = 0 };
+        var pruned = ModelPruner.Prune(model, options);
+        Assert.Equal(ModelPruner.NonZeroWeights(model.Proto.Graph), pruned.Report!.Metrics["NonZeroParametersBefore"]);
+        Assert.Equal(ModelPruner.NonZeroWeights(pruned.Proto.Graph), pruned.Report.Metrics["NonZeroParametersAfter"]);
+        Assert.True(pruned.Report.Metrics["NonZeroParametersAfter"] < pruned.Report.Metrics["NonZeroParametersBefore"]);
+    }
+
     [Fact]
     public void MinElementsOpTypeAndExcludeNodeSelectTheLayers()
     {
