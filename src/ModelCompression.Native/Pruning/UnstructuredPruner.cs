@@ -34,7 +34,7 @@ internal sealed class UnstructuredPruner : IScoreSource
         Scores(chunk, destination, destination);
     }
 
-    /// <summary>Prunes every target; returns (zeros, elements) per target.</summary>
+    /// <summary>Prunes every target; returns its zeros before and after, and its element count, per target.</summary>
     public PrunedCounts[] Run(GraphProto graph, IProgress<double>? progress, CancellationToken cancel)
     {
         var result = new PrunedCounts[targets.Count];
