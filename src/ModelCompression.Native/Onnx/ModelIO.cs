@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.IO.MemoryMappedFiles;
 using Google.Protobuf;
 using ModelCompression.Native.Onnx.Proto;
@@ -202,7 +201,7 @@ public static class ModelIO
                 {
                     cancel.ThrowIfCancellationRequested();
                     if (options.LinkExternalFiles && ExternalTensor.TryGet(tensor, out var source) && LinkedName(source.File, full, links) is { } linked)
-                        Relocate(tensor, linked, source.Offset, source.Length);
+                        ExternalTensor.Locate(tensor, linked, source.Offset, source.Length);
                     else if (TensorData.StorageBytes(tensor) >= options.ExternalThreshold && tensor.DataType != (int)TensorProto.Types.DataType.String)
                         MoveToExternal(tensor, data, dataName, cancel);
                 }
@@ -311,19 +310,7 @@ public static class ModelIO
             data.Write(bytes.Span);
             length = bytes.Length;
         }
-        Relocate(tensor, location, offset, length);
-    }
-
-    /// <summary>Points a tensor at bytes of a data file beside the written model, in the form ONNX files use.</summary>
-    static void Relocate(TensorProto tensor, string location, long offset, long length)
-    {
-        tensor.ClearRawData();
-        tensor.FloatData.Clear(); tensor.Int32Data.Clear(); tensor.Int64Data.Clear(); tensor.DoubleData.Clear(); tensor.Uint64Data.Clear();
-        tensor.ExternalData.Clear();
-        tensor.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
-        tensor.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
-        tensor.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(CultureInfo.InvariantCulture) });
-        tensor.DataLocation = TensorProto.Types.DataLocation.External;
+        ExternalTensor.Locate(tensor, location, offset, length);
     }
 
     /// <summary>Reads a tensor's external bytes into raw_data.</summary>

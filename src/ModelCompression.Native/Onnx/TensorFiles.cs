@@ -279,13 +279,19 @@ public readonly record struct ExternalTensor(TensorFile File, long Offset, long 
     /// <summary>Points <paramref name="t"/> at <paramref name="length"/> bytes of <paramref name="file"/> (its values fields are cleared).</summary>
     public static void Point(TensorProto t, TensorFile file, long offset, long length, string? location = null)
     {
+        Locate(t, location ?? System.IO.Path.GetFileName(file.Path), offset, length);
+        t.ExternalData.Add(new StringStringEntryProto { Key = TensorFile.IdKey, Value = file.Id });
+    }
+
+    /// <summary>Points <paramref name="t"/> at <paramref name="length"/> bytes of the data file <paramref name="location"/> beside a model file, in the form ONNX files use (its values fields are cleared).</summary>
+    internal static void Locate(TensorProto t, string location, long offset, long length)
+    {
         t.ClearRawData();
         t.FloatData.Clear(); t.Int32Data.Clear(); t.Int64Data.Clear(); t.DoubleData.Clear(); t.Uint64Data.Clear();
         t.ExternalData.Clear();
-        t.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location ?? System.IO.Path.GetFileName(file.Path) });
+        t.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = location });
         t.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(CultureInfo.InvariantCulture) });
         t.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = length.ToString(CultureInfo.InvariantCulture) });
-        t.ExternalData.Add(new StringStringEntryProto { Key = TensorFile.IdKey, Value = file.Id });
         t.DataLocation = TensorProto.Types.DataLocation.External;
     }
 
