@@ -18,7 +18,7 @@ public enum AttentionStyle
     ContribMultiHead,
 }
 
-public enum NormStyle { Fused, Decomposed, None }
+public enum NormStyle { Fused, Decomposed, None, Rms }
 
 public sealed record TransformerSpec
 {
@@ -160,6 +160,8 @@ public static class TransformerModels
             case NormStyle.None: return x;
             case NormStyle.Fused:
                 return b.Node("LayerNormalization", [x, gamma, beta], name: $"{p}/LayerNormalization", attributes: [Attr("axis", -1L), Attr("epsilon", 1e-5f)]);
+            case NormStyle.Rms:
+                return b.Node("SimplifiedLayerNormalization", [x, gamma], name: $"{p}/SimplifiedLayerNormalization", attributes: [Attr("axis", -1L), Attr("epsilon", 1e-5f)]);
             default:
                 {
                     string mean = b.Node("ReduceMean", [x], name: $"{p}/ReduceMean", attributes: [Attr("axes", new long[] { -1 })]);

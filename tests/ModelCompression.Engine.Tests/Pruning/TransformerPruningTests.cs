@@ -118,6 +118,25 @@ public class TransformerPruningTests(ITestOutputHelper output)
         Assert.True(f.Cosine > 0.3, $"cosine {f.Cosine}");
     }
 
+    /// <summary>An RMS normalization has no bias input: its refit is a scale alone, fitted through the origin, and no bias is added.</summary>
+    [Fact]
+    public void RmsNormalizationsAreRefittedWithAScaleAlone()
+    {
+        var model = TransformerModels.Build(new TransformerSpec { Norm = NormStyle.Rms });
+        var rng = new Random(3);
+        var tokens = Enumerable.Range(0, 16 * 32).Select(_ => (long)rng.Next(32)).ToArray();
+        var data = new DataSet("tokens", [new NamedArray("input_ids", [16, 32], tokens)]);
+        var pruned = ModelPruner.Prune(model, new PruningOptions { Rate = 0.25, Structured = true, MinElements = 0, Targets = [PrunedPart.Hidden], Criterion = PruningCriterion.Activation, CalibrationData = data });
+        Print(pruned);
+        var norms = pruned.Proto.Graph.Node.Where(n => n.OpType == "SimplifiedLayerNormalization").ToList();
+        Assert.Equal(5, norms.Count);
+        Assert.All(norms, n => Assert.Equal(2, n.Input.Count));
+        Assert.All(norms, n => Assert.EndsWith(".refit_scale", n.Input[1], StringComparison.Ordinal));
+        var f = CompareSynthetic(model, pruned, 12);
+        output.WriteLine($"cosine after removing a quarter of the hidden size, RMS norms refitted: {f.Cosine:F3}");
+        Assert.True(f.Cosine > 0.5, $"cosine {f.Cosine}");
+    }
+
     [Fact]
     public void RateZeroReturnsTheGraphAsItCame()
     {

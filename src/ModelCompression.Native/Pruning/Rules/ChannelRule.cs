@@ -36,7 +36,7 @@ internal abstract class ChannelRule
 internal static class ChannelRules
 {
     static readonly Dictionary<(string Domain, string OpType), ChannelRule> Registry = Build(
-        new UnaryRule(), new ElementwiseRule(), new ConcatRule(), new NormalizationRule(), new LayerNormRule(""), new LayerNormRule("com.microsoft"),
+        new UnaryRule(), new ElementwiseRule(), new ConcatRule(), new NormalizationRule(), new LayerNormRule(),
         new PoolRule(), new ResizeRule(), new PadRule(), new TransposeRule(), new SqueezeRule(), new FlattenRule(), new ReshapeRule(),
         new ConvRule(), new LinearRule(), new ShapeRule(), new GatherRule(), new SliceRule(), new SoftmaxRule(), new ReduceRule(),
         new AttentionRule(), new MultiHeadAttentionRule());

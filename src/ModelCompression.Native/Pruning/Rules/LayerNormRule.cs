@@ -4,14 +4,14 @@ using ModelCompression.Native.Onnx.Proto;
 namespace ModelCompression.Native.Pruning;
 
 /// <summary>
-/// LayerNormalization (and RMSNormalization, ONNX Runtime's SimplifiedLayerNormalization): channels on an axis before
+/// LayerNormalization (and RMSNormalization, and ONNX Runtime's SimplifiedLayerNormalization, which it registers in the
+/// ONNX domain, not com.microsoft): channels on an axis before
 /// the normalized ones pass untouched; channels on a normalized axis lose their scale and bias entries, and the
 /// statistics are then taken over the kept channels only, so the rewrite is not exact for them (the report says so).
 /// </summary>
-internal sealed class LayerNormRule(string domain) : ChannelRule
+internal sealed class LayerNormRule : ChannelRule
 {
-    public override string Domain => domain;
-    public override IReadOnlyList<string> OpTypes { get; } = domain.Length == 0 ? ["LayerNormalization", "RMSNormalization"] : ["SimplifiedLayerNormalization"];
+    public override IReadOnlyList<string> OpTypes { get; } = ["LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"];
 
     public override Track? Propagate(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs)
     {
