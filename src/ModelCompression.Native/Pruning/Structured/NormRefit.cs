@@ -38,14 +38,17 @@ internal static class NormRefit
     {
         var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < proto.Graph.Node.Count; i++) order[proto.Graph.Node[i]] = i;
-        int count = 0;
-        foreach (var n in norms.Where(n => order.ContainsKey(n.Node)).OrderBy(n => order[n.Node]))
+        var sequence = norms.Where(n => order.ContainsKey(n.Node)).OrderBy(n => order[n.Node]).ToList();
+        if (sequence.Count == 0) return 0;
+        // The original model does not change: one session gives every normalization's targets.
+        using var before = Exposing(original, sequence.Select(n => n.Node.Input[0]).Distinct());
+        foreach (var n in sequence)
         {
-            var fit = Fit([n], original, new OnnxModel(proto.Clone(), original.SourcePath, []), data, batchSize, cancel);
-            Apply(proto.Graph, index, fit);
-            count += fit.Count;
+            var (scale, bias) = Fit(n, before, new OnnxModel(proto.Clone(), original.SourcePath, []), data, batchSize, cancel);
+            Apply(proto.Graph, index, n.Node, scale, bias);
         }
-        return count;
+        GraphRewriter.RemoveDead(proto.Graph);
+        return sequence.Count;
     }
 
     /// <summary>Before the rewrite: the normalizations to refit, with their original scale and bias and the channels they keep.</summary>
@@ -68,43 +71,35 @@ internal static class NormRefit
     }
 
     /// <summary>
-    /// After the rewrite: the fitted scale and bias per normalization (kept channels only, in order). The targets come
-    /// from the original model, the normalized values from the pruned one, so the fit also absorbs what pruning
-    /// changed upstream.
+    /// After the rewrite: the fitted scale and bias of one normalization (kept channels only, in order). The targets come
+    /// from the original model, the normalized values from the pruned one, so the fit also absorbs what pruning changed
+    /// upstream. A normalization without a bias input (RMS forms) gets the least-squares scale through the origin.
     /// </summary>
-    static Dictionary<NodeProto, (float[] Scale, float[] Bias)> Fit(IReadOnlyList<Prepared> norms, OnnxModel model, OnnxModel pruned,
-        DataSet data, int batchSize, CancellationToken cancel)
+    static (float[] Scale, float[] Bias) Fit(Prepared n, ModelSession before, OnnxModel pruned, DataSet data, int batchSize, CancellationToken cancel)
     {
-        if (norms.Count == 0) return new(ReferenceEqualityComparer.Instance);
-
-        var wanted = norms.Select(n => n.Node.Input[0]).Distinct().ToList();
-        using var before = Exposing(model, wanted);
-        using var after = Exposing(pruned, wanted);
-        foreach (var (batch, _, _) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
+        string input = n.Node.Input[0];
+        using var after = Exposing(pruned, [input]);
+        foreach (var (batch, _, _) in ModelComparer.Batches(pruned, new ComparisonInputs { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
-            var original = before.Run(batch, wanted).ToDictionary(r => r.Name, StringComparer.Ordinal);
-            var now = after.Run(batch, wanted).ToDictionary(r => r.Name, StringComparer.Ordinal);
-            foreach (var n in norms) Accumulate(n, original[n.Node.Input[0]].AsFloat(), now[n.Node.Input[0]].AsFloat());
-            if (norms.All(n => n.Count >= Tokens)) break;
+            var original = before.Run(batch, [input], cancel)[0].AsFloat();
+            var now = after.Run(batch, [input], cancel)[0].AsFloat();
+            Accumulate(n, original, now);
+            if (n.Count >= Tokens) break;
         }
-        var fits = new Dictionary<NodeProto, (float[], float[])>(ReferenceEqualityComparer.Instance);
-        foreach (var n in norms)
+        bool biased = n.Node.Input.Count > 2 || n.Node.OpType == "LayerNormalization";
+        var scale = new float[n.Kept.Length];
+        var bias = new float[n.Kept.Length];
+        for (int k = 0; k < n.Kept.Length; k++)
         {
-            var scale = new float[n.Kept.Length];
-            var bias = new float[n.Kept.Length];
-            for (int k = 0; k < n.Kept.Length; k++)
-            {
-                double mz = n.Z[k] / n.Count, mt = n.T[k] / n.Count;
-                double vz = n.ZZ[k] / n.Count - mz * mz, czt = n.ZT[k] / n.Count - mz * mt;
-                // A channel that never varies keeps its original scale and only moves its bias.
-                double a = vz > 1e-12 ? czt / vz : n.Scale[n.Kept[k]];
-                scale[k] = (float)a;
-                bias[k] = (float)(mt - a * mz);
-            }
-            fits[n.Node] = (scale, bias);
+            double mz = n.Z[k] / n.Count, mt = n.T[k] / n.Count, zz = n.ZZ[k] / n.Count, zt = n.ZT[k] / n.Count;
+            double vz = zz - mz * mz, czt = zt - mz * mt;
+            // A channel that never varies keeps its original scale (and, with a bias, only moves its bias).
+            double a = biased ? (vz > 1e-12 ? czt / vz : n.Scale[n.Kept[k]]) : (zz > 1e-12 ? zt / zz : n.Scale[n.Kept[k]]);
+            scale[k] = (float)a;
+            bias[k] = biased ? (float)(mt - a * mz) : 0f;
         }
-        return fits;
+        return (scale, bias);
     }
 
     static ModelSession Exposing(OnnxModel model, IEnumerable<string> tensors)
@@ -149,19 +144,17 @@ internal static class NormRefit
         return (mean, Math.Sqrt(var / v.Length + n.Epsilon));
     }
 
-    /// <summary>Gives each refitted normalization its own scale and bias (the pruned ones may be shared with other nodes).</summary>
-    static void Apply(GraphProto graph, GraphIndex index, Dictionary<NodeProto, (float[] Scale, float[] Bias)> fits)
+    /// <summary>Gives a refitted normalization its own scale and bias (the pruned ones may be shared with other nodes).</summary>
+    static void Apply(GraphProto graph, GraphIndex index, NodeProto node, float[] scale, float[] bias)
     {
-        foreach (var (node, (scale, bias)) in fits)
-        {
-            string label = ChannelWalk.Label(node);
-            string s = GraphRewriter.Unique(index, label + ".refit_scale"), b = GraphRewriter.Unique(index, label + ".refit_bias");
-            graph.Initializer.Add(index.Initializers[s] = TensorData.FromFloat(s, [scale.Length], scale));
-            graph.Initializer.Add(index.Initializers[b] = TensorData.FromFloat(b, [bias.Length], bias));
-            node.Input[1] = s;
-            if (node.Input.Count > 2) node.Input[2] = b;
-            else if (node.OpType == "LayerNormalization") node.Input.Add(b);
-        }
-        GraphRewriter.RemoveDead(graph);
+        string label = ChannelWalk.Label(node);
+        string s = GraphRewriter.Unique(index, label + ".refit_scale");
+        graph.Initializer.Add(index.Initializers[s] = TensorData.FromFloat(s, [scale.Length], scale));
+        node.Input[1] = s;
+        if (node.Input.Count <= 2 && node.OpType != "LayerNormalization") return;   // no bias input (RMS forms)
+        string b = GraphRewriter.Unique(index, label + ".refit_bias");
+        graph.Initializer.Add(index.Initializers[b] = TensorData.FromFloat(b, [bias.Length], bias));
+        if (node.Input.Count > 2) node.Input[2] = b;
+        else node.Input.Add(b);
     }
 }
