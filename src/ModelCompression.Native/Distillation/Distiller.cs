@@ -178,9 +178,9 @@ public static class Distiller
         // ---- training ----
         long stepsPerEpoch = source.StepsPerEpoch;
         int? epochLimit = options.EpochLimit;
-        long? totalSteps = epochLimit is { } el ? el * stepsPerEpoch : null;
-        if (options.MaxSteps is { } ms) totalSteps = totalSteps is { } ts ? Math.Min(ts, ms) : ms;
-        var optimizer = new Optimizer(options.Optimizer, graph.Parameters, totalSteps ?? stepsPerEpoch);
+        // Training ends at the first of the epoch limit and -MaxSteps (options always set one of them).
+        long totalSteps = Math.Min(epochLimit is { } el ? el * stepsPerEpoch : long.MaxValue, options.MaxSteps ?? long.MaxValue);
+        var optimizer = new Optimizer(options.Optimizer, graph.Parameters, totalSteps);
         var history = new List<EpochMetrics>();
         Dictionary<string, float[]>? best = null;
         double bestLoss = double.PositiveInfinity;
@@ -221,7 +221,7 @@ public static class Distiller
                     phase[0] += t1 - t0 - teacherTicks; phase[1] += teacherTicks; phase[2] += t2 - t1; phase[3] += t3 - t2; phase[4] += t4 - t3; phase[5] += t5 - t4;
                     step++;
                     lossSum += sums.Loss; lossGroups += sums.Groups;
-                    bool last = options.MaxSteps is { } max && step >= max;
+                    bool last = step >= totalSteps;
                     bool record = options.ValidationInterval > 0 ? step % options.ValidationInterval == 0 || last
                         : s == stepsPerEpoch - 1 || last;
                     if (!record)
@@ -263,7 +263,7 @@ public static class Distiller
                     recordWatch.Restart(); progressWatch.Restart();
                     lossSum = 0; lossGroups = 0;
                     if (last) { done = true; break; }
-                    if (options.Patience > 0 && sinceBest >= options.Patience && !(totalSteps is { } all && step >= all)) { stoppedEarly = true; done = true; break; }
+                    if (options.Patience > 0 && sinceBest >= options.Patience) { stoppedEarly = true; done = true; break; }
                 }
             }
         }

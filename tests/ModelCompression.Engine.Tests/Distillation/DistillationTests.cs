@@ -345,6 +345,10 @@ public class DistillationTests(ITestOutputHelper output)
         Assert.Equal(["step 4", "step 8", "step 12"], interval.Student.Report.Entries.Select(e => e.Target));
         Assert.Equal(12, interval.Student.Report.Metrics["Steps"]);
 
+        // An interval that does not divide the run: the last steps still end in a record.
+        var uneven = Distiller.Distill(teacher, student, train, valid, o with { Epochs = 2, ValidationInterval = 5 });
+        Assert.Equal([5L, 10L, 12L], uneven.Epochs.Select(e => e.Step));
+
         Assert.Equal("MaxStepsOutOfRange", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { MaxSteps = 0 })).ErrorId);
         Assert.Equal("ValidationIntervalOutOfRange", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { ValidationInterval = -1 })).ErrorId);
         Assert.Equal("SequenceLengthNeedsTokenData", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { SequenceLength = 16 })).ErrorId);
