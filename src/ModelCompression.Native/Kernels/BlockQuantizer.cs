@@ -103,7 +103,6 @@ public sealed class BlockQuantized
         {
             var column = Codes.AsSpan((int)((long)c * K), K);
             var dst = packed.AsSpan((int)((long)c * rowBytes), rowBytes);
-            if (Bits == 8) { column.CopyTo(dst); return; }
             for (int i = 0; i < K; i += 2) dst[i >> 1] = (byte)((column[i] & 0x0F) | (i + 1 < K ? column[i + 1] << 4 : 0));
         });
         return packed;
