@@ -190,7 +190,6 @@ internal sealed class RowBatches : IBatchSource
         }
     }
 
-    public Prepared Data => data;
     public int[] RowShape { get; }
     public int RowSize => Tensor.Count(RowShape);
     public long StepsPerEpoch => (data.Rows + batchSize - 1) / batchSize;

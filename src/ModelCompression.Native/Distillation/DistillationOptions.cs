@@ -53,6 +53,8 @@ public sealed record DistillationOptions
         if (SequenceLength is < 1) throw Bad("SequenceLengthOutOfRange", $"The sequence length must be at least 1, not {SequenceLength}.");
         if (ValidationInterval < 0) throw Bad("ValidationIntervalOutOfRange", $"The validation interval must not be negative ({ValidationInterval}).");
         if (BatchSize < 1) throw Bad("BatchSizeOutOfRange", $"The batch size must be at least 1, not {BatchSize}.");
+        if ((long)BatchSize * (SequenceLength ?? 1) > Array.MaxLength)
+            throw Bad("BatchSizeOutOfRange", $"A batch of {BatchSize:N0} windows of {SequenceLength:N0} tokens is more tokens than one array holds; use a smaller -BatchSize or -SequenceLength.");
         if (!(Temperature > 0) || double.IsInfinity(Temperature)) throw Bad("TemperatureOutOfRange", $"The temperature must be a positive number, not {Temperature}.");
         if (!(Alpha >= 0 && Alpha <= 1)) throw Bad("AlphaOutOfRange", $"Alpha must be between 0 and 1, not {Alpha}.");
         if (Patience < 0) throw Bad("PatienceOutOfRange", $"Patience must not be negative ({Patience}).");

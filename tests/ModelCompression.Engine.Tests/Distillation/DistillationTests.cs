@@ -352,5 +352,6 @@ public class DistillationTests(ITestOutputHelper output)
         Assert.Equal("MaxStepsOutOfRange", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { MaxSteps = 0 })).ErrorId);
         Assert.Equal("ValidationIntervalOutOfRange", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { ValidationInterval = -1 })).ErrorId);
         Assert.Equal("SequenceLengthNeedsTokenData", Assert.Throws<EngineException>(() => Distiller.Distill(teacher, student, train, null, o with { SequenceLength = 16 })).ErrorId);
+        Assert.Equal("BatchSizeOutOfRange", Assert.Throws<EngineException>(() => (o with { BatchSize = 1_000_000, SequenceLength = 1 << 20 }).Validate()).ErrorId);
     }
 }
