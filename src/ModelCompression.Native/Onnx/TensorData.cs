@@ -235,32 +235,32 @@ public static class TensorData
     /// <summary>Count of elements exactly equal to zero (for sparsity), any numeric type; external data is read in chunks.</summary>
     public static long CountZeros(TensorProto t)
     {
-        if ((DT)t.DataType != DT.Float) return ToFloat(t).LongCount(v => v == 0f);
+        var dt = (DT)t.DataType;
+        if (dt is not (DT.Float or DT.Float16 or DT.Bfloat16) || !(t.HasRawData || IsExternal(t))) return ToFloat(t).LongCount(v => v == 0f);
         Validate(t);
-        if (ExternalTensor.TryGet(t, out var e))
+        if (!ExternalTensor.TryGet(t, out var e)) return CountZeros(t.RawData.Span, dt);
+        const int Chunk = 1 << 20;
+        var buffer = ArrayPool<byte>.Shared.Rent(Chunk);
+        try
         {
-            const int Chunk = 1 << 18;
-            var buffer = ArrayPool<float>.Shared.Rent(Chunk);
-            try
+            long zeros = 0;
+            for (long done = 0; done < e.Length; done += Chunk)
             {
-                long zeros = 0;
-                for (long done = 0, total = e.Length / 4; done < total; done += Chunk)
-                {
-                    var span = buffer.AsSpan(0, (int)Math.Min(Chunk, total - done));
-                    e.File.Read(e.Offset + done * 4, MemoryMarshal.AsBytes(span));
-                    zeros += Zeros(span);
-                }
-                return zeros;
+                var span = buffer.AsSpan(0, (int)Math.Min(Chunk, e.Length - done));
+                e.File.Read(e.Offset + done, span);
+                zeros += CountZeros(span, dt);
             }
-            finally { ArrayPool<float>.Shared.Return(buffer); }
+            return zeros;
         }
-        return t.HasRawData ? Zeros(MemoryMarshal.Cast<byte, float>(t.RawData.Span)) : Zeros(t.FloatData.ToArray());
+        finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
-    static long Zeros(ReadOnlySpan<float> values)
+    /// <summary>Zeros among raw float32, float16 or bfloat16 values (+0 and -0; vectorized for float32).</summary>
+    public static long CountZeros(ReadOnlySpan<byte> raw, DT type)
     {
+        if (type == DT.Float) return MemoryMarshal.Cast<byte, float>(raw).Count(0f);
         long zeros = 0;
-        foreach (float v in values) if (v == 0f) zeros++;
+        foreach (ushort b in MemoryMarshal.Cast<byte, ushort>(raw)) if ((b & 0x7FFF) == 0) zeros++;
         return zeros;
     }
 

@@ -96,24 +96,17 @@ internal sealed class UnstructuredPruner : IScoreSource
         // float32 scores come from the copy about to be changed: one read of the tensor, not two.
         if (IsHalf(target)) Fill(t, scores);
         else Scores(t, MemoryMarshal.Cast<byte, float>(raw.AsSpan()), scores);
-        long before = ZeroCount(raw, IsHalf(target)), zeros;
+        long before = ZeroCount(raw, target);
         if (IsHalf(target))
         {
-            // float16 and bfloat16: the same selection, applied to 16-bit values (zero is all bits clear in both).
+            // float16 and bfloat16: the same selection, applied to 16-bit values.
             var mask = new bool[n];
             Selection.Mark(scores, threshold, ref budget, mask);
-            var bits = MemoryMarshal.Cast<byte, ushort>(raw.AsSpan());
-            for (int i = 0; i < n; i++) if (mask[i]) bits[i] = 0;
-            zeros = ZeroCount(bits);
+            ZeroMasked(raw, mask, half: true);
         }
-        else
-        {
-            var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
-            Selection.ZeroSelected(scores, threshold, ref budget, values);
-            zeros = ZeroCount(values);
-        }
+        else Selection.ZeroSelected(scores, threshold, ref budget, MemoryMarshal.Cast<byte, float>(raw.AsSpan()));
         Replace(graph, target, raw);
-        return new PrunedCounts(before, zeros, n);
+        return new PrunedCounts(before, ZeroCount(raw, target), n);
     }
 
     static PrunedCounts Untouched(WeightTarget target)
@@ -122,18 +115,21 @@ internal sealed class UnstructuredPruner : IScoreSource
         return new PrunedCounts(zeros, zeros, target.Elements);
     }
 
-    static long ZeroCount(byte[] raw, bool half) =>
-        half ? ZeroCount(MemoryMarshal.Cast<byte, ushort>(raw.AsSpan())) : ZeroCount(MemoryMarshal.Cast<byte, float>(raw.AsSpan()));
+    static long ZeroCount(byte[] raw, WeightTarget target) => TensorData.CountZeros(raw, (TensorProto.Types.DataType)target.Tensor.DataType);
 
-    /// <summary>Exact zeros (vectorized count; -0 compares equal to 0 as a float).</summary>
-    internal static long ZeroCount(ReadOnlySpan<float> values) => values.Count(0f);
-
-    /// <summary>Zeros among float16 or bfloat16 bits (+0 and -0).</summary>
-    static long ZeroCount(ReadOnlySpan<ushort> bits)
+    /// <summary>Sets the masked values of raw float32 or 16-bit (float16, bfloat16) weights to +0 (all bits clear in every one).</summary>
+    static void ZeroMasked(byte[] raw, bool[] mask, bool half)
     {
-        long zeros = 0;
-        foreach (ushort b in bits) if ((b & 0x7FFF) == 0) zeros++;
-        return zeros;
+        if (half)
+        {
+            var bits = MemoryMarshal.Cast<byte, ushort>(raw.AsSpan());
+            for (int i = 0; i < mask.Length; i++) if (mask[i]) bits[i] = 0;
+        }
+        else
+        {
+            var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
+            for (int i = 0; i < mask.Length; i++) if (mask[i]) values[i] = 0f;
+        }
     }
 
     static bool IsHalf(WeightTarget t) => t.Tensor.DataType is (int)TensorProto.Types.DataType.Float16 or (int)TensorProto.Types.DataType.Bfloat16;
@@ -145,8 +141,7 @@ internal sealed class UnstructuredPruner : IScoreSource
         var scores = new float[n];
         Fill(t, scores);
         byte[] raw = TensorData.RawBytesCopy(target.Tensor);
-        bool half = IsHalf(target);
-        long before = ZeroCount(raw, half);
+        long before = ZeroCount(raw, target);
         var mask = new bool[n];
         Span<int> group = stackalloc int[pattern.M];
         for (int o = 0; o < target.Outputs; o++)
@@ -169,21 +164,9 @@ internal sealed class UnstructuredPruner : IScoreSource
                 }
             }
         }
-        long zeros;
-        if (half)
-        {
-            var bits = MemoryMarshal.Cast<byte, ushort>(raw.AsSpan());
-            for (int i = 0; i < n; i++) if (mask[i]) bits[i] = 0;
-            zeros = ZeroCount(bits);
-        }
-        else
-        {
-            var values = MemoryMarshal.Cast<byte, float>(raw.AsSpan());
-            for (int i = 0; i < n; i++) if (mask[i]) values[i] = 0f;
-            zeros = ZeroCount(values);
-        }
+        ZeroMasked(raw, mask, IsHalf(target));
         Replace(graph, target, raw);
-        return new PrunedCounts(before, zeros, n);
+        return new PrunedCounts(before, ZeroCount(raw, target), n);
     }
 
     /// <summary>Raw (un-normalized) scores of one target from its <paramref name="values"/>, in flat order (the two may be one span).</summary>

@@ -1,4 +1,6 @@
 using ModelCompression.Native.Kernels;
+using ModelCompression.Native.Onnx;
+using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Engine.Tests.Pruning;
 
@@ -82,6 +84,9 @@ public class ZeroCountTests
     {
         var values = new float[1000];
         for (int i = 0; i < values.Length; i++) values[i] = i % 3 == 0 ? 0f : i % 3 == 1 ? -0f : 1f;
-        Assert.Equal(values.Count(v => v == 0f), ModelCompression.Native.Pruning.UnstructuredPruner.ZeroCount(values));
+        var raw = System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan());
+        Assert.Equal(values.Count(v => v == 0f), TensorData.CountZeros(raw, DT.Float));
+        var halves = values.Select(v => BitConverter.HalfToUInt16Bits((Half)v)).ToArray();
+        Assert.Equal(values.Count(v => v == 0f), TensorData.CountZeros(System.Runtime.InteropServices.MemoryMarshal.AsBytes(halves.AsSpan()), DT.Float16));
     }
 }
