@@ -34,6 +34,7 @@ public interface IScoreSource
 public static class Selection
 {
     const int Bins = 1 << 16;
+    const long WorkerBudgetBytes = 1L << 30;
 
     /// <summary>The <paramref name="count"/>-th smallest of the scores (count ≥ 1), exactly.</summary>
     public static RankThreshold SmallestCount(IScoreSource source, long count, CancellationToken cancel = default)
@@ -129,7 +130,11 @@ public static class Selection
     /// </summary>
     static long[] Histogram(IScoreSource source, int? bucket, CancellationToken cancel)
     {
-        int workers = Math.Max(1, Math.Min(Parallelism.Threads, source.Chunks));
+        // Each worker holds a score buffer of the longest chunk (and a source may read through one as large): a budget
+        // keeps a machine with many cores from holding more of a large model at once than it needs to.
+        long longest = 1;
+        for (int c = 0; c < source.Chunks; c++) longest = Math.Max(longest, source.ChunkLength(c));
+        int workers = (int)Math.Clamp(Math.Min(Math.Min(Parallelism.Threads, source.Chunks), WorkerBudgetBytes / (8 * longest)), 1, int.MaxValue);
         var tables = new long[workers][];
         int next = -1;
         ParallelLoop.For(0, workers, w =>
