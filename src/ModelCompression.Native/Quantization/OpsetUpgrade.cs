@@ -34,7 +34,10 @@ internal static class OpsetUpgrade
             {
                 case "Slice" when from < 10:
                     {
-                        var starts = Ints(n, "starts"); var ends = Ints(n, "ends"); var axes = Ints(n, "axes");
+                        // Opset 1-9 Slice requires starts and ends; a node without them is invalid and ONNX Runtime would refuse it.
+                        var starts = Ints(n, "starts") ?? throw Refuse($"Slice node '{n.Name}' has no 'starts'");
+                        var ends = Ints(n, "ends") ?? throw Refuse($"Slice node '{n.Name}' has no 'ends'");
+                        var axes = Ints(n, "axes");
                         RemoveAttrs(n, "starts", "ends", "axes");
                         n.Input.Add(Const(n, "starts", starts));
                         n.Input.Add(Const(n, "ends", ends));
