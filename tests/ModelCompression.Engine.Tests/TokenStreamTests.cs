@@ -46,25 +46,6 @@ public class TokenStreamTests
     }
 
     [Fact]
-    public void OpeningMapsTheFileInsteadOfCopyingIt()
-    {
-        using var tmp = new TempDir();
-        const int n = 16 << 20;   // 64 MB of int32 ids
-        var raw = new byte[4L * n];
-        for (int i = 0; i < n; i++) BitConverter.TryWriteBytes(raw.AsSpan(i * 4), i % 50_000);
-        WriteNpy(tmp.File("big.npy"), "<i4", $"({n},)", raw);
-        raw = [];
-        GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
-        long before = GC.GetTotalMemory(forceFullCollection: true);
-        using var stream = TokenStream.Open(tmp.File("big.npy"));
-        var windows = new TokenWindows(stream, 128, 32, new Random(1));
-        for (int i = 0; i < 20; i++) windows.Next();
-        long after = GC.GetTotalMemory(forceFullCollection: true);
-        Assert.True(after - before < 4 << 20, $"managed memory grew by {(after - before) >> 20} MB for a 64 MB token file");
-        Assert.Equal(49_999, stream.MaxId);
-    }
-
-    [Fact]
     public void WindowsAreNextTokenPairsDrawnBySeed()
     {
         using var tmp = new TempDir();
@@ -120,5 +101,29 @@ public class TokenStreamTests
         Assert.Equal("NpyTypeUnsupported", Fails(P("big-endian.npy")).ErrorId);
         WriteNpy(P("empty.npy"), "<i4", "(0,)", []);
         Assert.Equal("DataFileEmpty", Fails(P("empty.npy")).ErrorId);
+    }
+}
+
+/// <summary>Measures the process's managed memory, so it runs alone: tests running beside it would count in it.</summary>
+[Collection(nameof(ProcessWideLimits))]
+public class TokenStreamMemoryTests
+{
+    [Fact]
+    public void OpeningMapsTheFileInsteadOfCopyingIt()
+    {
+        using var tmp = new TempDir();
+        const int n = 16 << 20;   // 64 MB of int32 ids
+        var raw = new byte[4L * n];
+        for (int i = 0; i < n; i++) BitConverter.TryWriteBytes(raw.AsSpan(i * 4), i % 50_000);
+        TokenStreamTests.WriteNpy(tmp.File("big.npy"), "<i4", $"({n},)", raw);
+        raw = [];
+        GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
+        long before = GC.GetTotalMemory(forceFullCollection: true);
+        using var stream = TokenStream.Open(tmp.File("big.npy"));
+        var windows = new TokenWindows(stream, 128, 32, new Random(1));
+        for (int i = 0; i < 20; i++) windows.Next();
+        long after = GC.GetTotalMemory(forceFullCollection: true);
+        Assert.True(after - before < 4 << 20, $"managed memory grew by {(after - before) >> 20} MB for a 64 MB token file");
+        Assert.Equal(49_999, stream.MaxId);
     }
 }

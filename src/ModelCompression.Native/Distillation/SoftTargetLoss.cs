@@ -44,7 +44,7 @@ internal static class SoftTargetLoss
         float scale = 1f / groups;
         int pieces = Math.Clamp((int)((long)groups * classes / (1 << 15)), 1, 16);
         var sums = new LossSums[pieces];
-        Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Parallelism.Threads }, p =>
+        Parallelism.Each(0, pieces, p =>
         {
             var a = new float[classes]; var b = new float[classes]; var c = new float[classes];
             ref var acc = ref sums[p];

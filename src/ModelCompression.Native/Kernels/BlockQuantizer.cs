@@ -67,7 +67,7 @@ public sealed class BlockQuantized
         // Without padding, each column's blocks are its codes in order: packing is one pass over all of them.
         if (K % BlockSize == 0) return Bits == 8 ? (byte[])Codes.Clone() : PackPairs(Codes);
         var packed = new byte[(long)N * blocks * blob];
-        Parallel.For(0, N, c =>
+        Parallelism.Each(0, N, c =>
         {
             var column = Codes.AsSpan((int)((long)c * K), K);
             var dst = packed.AsSpan((int)((long)c * blocks * blob), blocks * blob);
@@ -99,7 +99,7 @@ public sealed class BlockQuantized
         if (K % 2 == 0) return PackPairs(Codes);
         int rowBytes = (K * Bits + 7) / 8;
         var packed = new byte[(long)N * rowBytes];
-        Parallel.For(0, N, c =>
+        Parallelism.Each(0, N, c =>
         {
             var column = Codes.AsSpan((int)((long)c * K), K);
             var dst = packed.AsSpan((int)((long)c * rowBytes), rowBytes);
@@ -156,7 +156,7 @@ public sealed class BlockQuantized
     {
         int blocks = BlocksPerColumn;
         var w = new float[(long)K * N];
-        Parallel.For(0, N, c =>
+        Parallelism.Each(0, N, c =>
         {
             for (int r = 0; r < K; r++)
             {
@@ -223,7 +223,7 @@ internal static unsafe class BlockTiles
         fixed (float* w = weight) fixed (byte* codesOut = q.Codes) fixed (float* scalesOut = q.Scales) fixed (byte* zerosOut = q.ZeroPoints)
         {
             nint wp = (nint)w, cp = (nint)codesOut, sp = (nint)scalesOut, zp = (nint)zerosOut;
-            ParallelLoop.For(0, blocks, b =>
+            Parallelism.Each(0, blocks, b =>
             {
                 int start = b * bs, rows = Math.Min(bs, k - start);
                 float* pad = stackalloc float[rows * Lanes];
@@ -307,25 +307,5 @@ internal static class Simd
         x = Vector256.Min(Vector256.Max(x, -limit), limit);
         var m = Vector256.Create(Magic);
         return (x + m) - m;
-    }
-}
-
-/// <summary>Parallel loops whose failures reach the caller as the exception thrown, not as an <see cref="AggregateException"/>.</summary>
-internal static class ParallelLoop
-{
-    public static void For(int from, int to, Action<int> body)
-    {
-        try { Parallel.For(from, to, body); }
-        catch (AggregateException e) { throw Unwrap(e); }
-    }
-
-    /// <summary>The first <see cref="EngineException"/> or <see cref="OperationCanceledException"/> inside, rethrown with its own stack.</summary>
-    static Exception Unwrap(AggregateException e)
-    {
-        var flat = e.Flatten().InnerExceptions;
-        var chosen = flat.FirstOrDefault(x => x is EngineException) ?? flat.FirstOrDefault(x => x is OperationCanceledException) ?? (flat.Count == 1 ? flat[0] : null);
-        if (chosen is null) return e;
-        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(chosen).Throw();
-        return chosen; // not reached
     }
 }

@@ -13,7 +13,7 @@ namespace ModelCompression.Native.Kernels;
 /// with unit stride from cache. The micro-kernel keeps an MR×NR block of C in vector registers and updates it with
 /// fused multiply-adds: 8×32 with Vector512 where AVX-512 runs, 6×16 with Vector256 (FMA when the CPU has it).
 /// For the cores, C is cut along its longer side into a few chunks per thread, each a complete serial product with
-/// its own packed panels (no barrier between K slices), spread with Parallel.For; a small C over a long K is cut along
+/// its own packed panels (no barrier between K slices), spread with Parallelism.Each; a small C over a long K is cut along
 /// K instead (see DeepProduct). How a product is cut depends on its shape only, never on the thread count, so results
 /// do not depend on the thread count or scheduling.
 /// </summary>
@@ -103,7 +103,7 @@ public static class Gemm
         CheckExtent(a.Length - (long)(batch - 1) * strideA, transA ? k : m, transA ? m : k, lda, nameof(a));
         CheckExtent(b.Length - (long)(batch - 1) * strideB, transB ? n : k, transB ? k : n, ldb, nameof(b));
         CheckExtent(c.Length - (long)(batch - 1) * strideC, m, n, ldc, nameof(c));
-        int threads = MaxThreads > 0 ? MaxThreads : Environment.ProcessorCount;
+        int threads = Parallelism.Threads;
         if (batch == 1 || threads <= 1 || k == 0 || alpha == 0f || Chosen == Path.Portable || 2L * m * n * k >= 4 * ParallelFlops || 2L * m * n * k * batch < ParallelFlops)
         {
             for (int i = 0; i < batch; i++)
@@ -115,7 +115,7 @@ public static class Gemm
         {
             nint A = (nint)pa, B = (nint)pb, C = (nint)pc;
             int chunks = Math.Min(batch, threads * 4);
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            Parallelism.Each(0, chunks, t =>
             {
                 int i0 = (int)((long)batch * t / chunks), i1 = (int)((long)batch * (t + 1) / chunks);
                 for (int i = i0; i < i1; i++)
@@ -134,7 +134,7 @@ public static class Gemm
     static unsafe void Blocked(int mr, int nr, bool transA, bool transB, int m, int n, int k, float alpha,
         float* a, int lda, float* b, int ldb, float beta, float* c, int ldc)
     {
-        int threads = MaxThreads > 0 ? MaxThreads : Environment.ProcessorCount;
+        int threads = Parallelism.Threads;
         if (k >= 1024 && k >= 4 * Math.Max(m, n) && 2L * m * n * k >= ParallelFlops)
         {
             DeepProduct(mr, nr, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads);
@@ -152,7 +152,7 @@ public static class Gemm
         int strips = byColumns ? (n + nr - 1) / nr : (m + mr - 1) / mr;
         int chunks = Math.Min(strips, threads * 4);
         nint A = (nint)a, B = (nint)b, C = (nint)c;
-        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
+        Parallelism.Each(0, chunks, i =>
         {
             int s0 = (int)((long)strips * i / chunks), s1 = (int)((long)strips * (i + 1) / chunks);
             if (byColumns)
@@ -184,7 +184,7 @@ public static class Gemm
         try
         {
             nint A = (nint)a, B = (nint)b;
-            Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, threads) }, p =>
+            Parallelism.Each(0, pieces, p =>
             {
                 int k0 = (int)((long)k * p / pieces), k1 = (int)((long)k * (p + 1) / pieces);
                 float* ap = (float*)A + (transA ? (long)k0 * lda : k0);

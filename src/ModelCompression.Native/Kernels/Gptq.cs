@@ -58,10 +58,10 @@ public static class Gptq
         var position = new int[k]; // position[original row] = processing position
         for (int i = 0; i < k; i++) position[order[i]] = i;
         // Stripes of columns (multiples of the vector width), a few per core.
-        int stripe = Math.Max(BlockTiles.Lanes, (n / (Environment.ProcessorCount * 2) + BlockTiles.Lanes - 1) / BlockTiles.Lanes * BlockTiles.Lanes);
+        int stripe = Math.Max(BlockTiles.Lanes, (n / (Parallelism.Threads * 2) + BlockTiles.Lanes - 1) / BlockTiles.Lanes * BlockTiles.Lanes);
         int stripes = (n + stripe - 1) / stripe;
         int lazy = Math.Max(settings.LazyBlockSize, blockSize) / blockSize * blockSize;
-        ParallelLoop.For(0, stripes, s =>
+        Parallelism.Each(0, stripes, s =>
         {
             int c0 = s * stripe, width = Math.Min(stripe, n - c0);
             new Stripe(w, k, n, c0, width, u, order, position, result, lazy, halfScales, what, cancel).Run();

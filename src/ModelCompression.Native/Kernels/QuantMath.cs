@@ -178,7 +178,7 @@ public static class QuantMath
     {
         const int Slice = 1 << 18;
         if (x.Length <= Slice) { Quantize(x, p, qmin, qmax, destination); return; }
-        Parallel.For(0, (x.Length + Slice - 1) / Slice, s =>
+        Parallelism.Each(0, (x.Length + Slice - 1) / Slice, s =>
         {
             int start = s * Slice, n = Math.Min(Slice, x.Length - start);
             Quantize(x.AsSpan(start, n), p, qmin, qmax, destination.AsSpan(start, n));

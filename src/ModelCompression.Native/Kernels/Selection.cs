@@ -137,7 +137,7 @@ public static class Selection
         int workers = (int)Math.Clamp(Math.Min(Math.Min(Parallelism.Threads, source.Chunks), WorkerBudgetBytes / (8 * longest)), 1, int.MaxValue);
         var tables = new long[workers][];
         int next = -1;
-        ParallelLoop.For(0, workers, w =>
+        Parallelism.Each(0, workers, w =>
         {
             var counts = tables[w] = new long[Bins];
             var scores = Array.Empty<float>();

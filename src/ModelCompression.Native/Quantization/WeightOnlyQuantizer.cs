@@ -256,7 +256,7 @@ internal sealed record Layer(NodeProto Node, ILayerHandler Handler, WeightSource
         var t = new float[values.Length];
         // stored [N, K] -> [K, N], in tiles
         const int Tile = 32;
-        System.Threading.Tasks.Parallel.For(0, (N + Tile - 1) / Tile, tile =>
+        Kernels.Parallelism.Each(0, (N + Tile - 1) / Tile, tile =>
         {
             int r0 = tile * Tile, r1 = Math.Min(N, r0 + Tile);
             for (int c0 = 0; c0 < K; c0 += Tile)

@@ -146,7 +146,7 @@ internal static class Broadcast
             int pieces = Math.Min(16, outer * inner / Grain);
             var partial = System.Buffers.ArrayPool<float>.Shared.Rent(pieces * inner);
             partial.AsSpan(0, pieces * inner).Clear();
-            Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Parallelism.Threads }, p =>
+            Parallelism.Each(0, pieces, p =>
             {
                 var acc = partial.AsSpan(p * inner, inner);
                 for (int o = (int)((long)outer * p / pieces), end = (int)((long)outer * (p + 1) / pieces); o < end; o++)

@@ -54,17 +54,6 @@ internal struct Window2D
 /// <summary>2-D convolution (groups, pads, strides, dilations) as im2col + GEMM per image and group; backward by col2im.</summary>
 internal sealed class ConvKernel : TrainOp
 {
-    /// <summary>
-    /// Runs body over [0, n) cut into contiguous chunks, one per processor, in parallel when the work
-    /// (multiply-adds per item) is worth it. The chunking depends only on n and the processor count.
-    /// </summary>
-    internal static void ForChunks(int n, long workPerItem, Action<int, int> body)
-    {
-        int workers = Math.Min(n, Environment.ProcessorCount);
-        if (workers <= 1 || workPerItem * n < 1 << 18) { body(0, n); return; }
-        Parallel.For(0, workers, i => body((int)((long)n * i / workers), (int)((long)n * (i + 1) / workers)));
-    }
-
     readonly int group;
     public ConvKernel(NodeProto node) : base(node) { group = (int)Int("group", 1); }
 
@@ -140,7 +129,7 @@ internal sealed class ConvKernel : TrainOp
         var y = Arena.Rent(n * m * ohw);
         var xd = x.Data; var wdata = w.Data;
         // images in parallel (each writes its own slice of y), one im2col buffer per worker
-        ForChunks(n, (long)m * kk * ohw, (b0, b1) =>
+        Parallelism.Chunks(n, (long)m * kk * ohw, (b0, b1) =>
         {
             var col = new float[kk * ohw];
             for (int b = b0; b < b1; b++)
@@ -172,7 +161,7 @@ internal sealed class ConvKernel : TrainOp
         // Images in fixed contiguous chunks, one per worker: dx slices are disjoint; each chunk sums its own dW,
         // and the chunks' dW are added in chunk order, so the result does not depend on scheduling.
         var partial = new List<(int Start, float[] Dw)>();
-        ForChunks(n, (long)m * kk * ohw * 2, (b0, b1) =>
+        Parallelism.Chunks(n, (long)m * kk * ohw * 2, (b0, b1) =>
         {
             var col = new float[kk * ohw];
             var dwLocal = dw is null ? null : new float[w.Length];

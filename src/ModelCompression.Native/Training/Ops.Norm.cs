@@ -192,7 +192,7 @@ internal sealed class LayerNormKernel : TrainOp
         int pieces = Math.Clamp(x.Length / Broadcast.Grain, 1, 16);
         var partial = System.Buffers.ArrayPool<float>.Shared.Rent(pieces * 2 * inner);   // per piece: dscale, then dbias
         partial.AsSpan(0, pieces * 2 * inner).Clear();
-        Parallel.For(0, pieces, new ParallelOptions { MaxDegreeOfParallelism = Parallelism.Threads }, p =>
+        Parallelism.Each(0, pieces, p =>
         {
             var dscale = partial.AsSpan(p * 2 * inner, inner);
             var dbias = partial.AsSpan((p * 2 + 1) * inner, inner);
