@@ -76,7 +76,7 @@ public sealed class CompressionReport
     internal static CompressionReport From(ModelReport r) => new()
     {
         Stage = r.Stage,
-        Entries = r.Entries.Select(e => new ReportRow { Target = e.Target, OpType = e.OpType, Action = e.Action, Detail = e.Detail, Error = e.Error }).ToArray(),
+        Entries = r.Entries.Select(e => new ReportRow { Target = e.Target, OpType = e.OpType, Action = e.Action, Detail = e.Detail, Error = e.Error, Bytes = e.Bytes }).ToArray(),
         Notes = r.Notes.ToArray(),
         Metrics = new Dictionary<string, double>(r.Metrics),
     };
@@ -92,4 +92,6 @@ public sealed class ReportRow
     public required string Detail { get; init; }
     /// <summary>The stage's error measure for this row, when it has one (weight-only quantization with calibration data: the layer's relative output error).</summary>
     public double? Error { get; init; }
+    /// <summary>Bytes the row's target takes after the stage, when the stage counts them (weight-only quantization: each layer's weight).</summary>
+    public long? Bytes { get; init; }
 }
