@@ -12,7 +12,7 @@ namespace ModelCompression.Native.Quantization;
 internal sealed class BudgetEvaluator
 {
     /// <summary>Rows a single-layer sensitivity run measures on (all rows verify a whole configuration).</summary>
-    public const int SensitivityRows = 32;
+    public const int SensitivityRows = 16;
 
     readonly QualityBudget budget;
     readonly List<InputBatch> batches;

@@ -9,8 +9,8 @@ using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 namespace ModelCompression.Native.Quantization;
 
 /// <summary>
-/// Weight-only layers as budget units: each distinct weight at 4 bits in blocks of 32, 64, 128 or 256, at 8 bits, or
-/// float (-Bits and -BlockSize narrow the set). Statistics are collected once and inputs scaled once (AWQ, searched at
+/// Weight-only layers as budget units: each distinct weight at 4 bits in blocks of 32, 128 or 256, at 8 bits in blocks
+/// of 128, or float (-Bits and -BlockSize narrow the set; four measured choices per layer keep the search's cost down). Statistics are collected once and inputs scaled once (AWQ, searched at
 /// the plan's precision), then every candidate weight is quantized once and kept. One ONNX Runtime session runs a copy
 /// of the model whose weights are graph inputs: a configuration is a set of arrays fed beside the data (a quantized
 /// choice feeds its dequantized weight, which is what MatMulNBits computes with).
@@ -78,7 +78,7 @@ internal sealed class WeightOnlyCandidates : IBudgetCandidates, IDisposable
         foreach (int bits in o.Bits is { } b ? [b] : new[] { 4, 8 })
         {
             if (layer.Handler.Unsupported(layer, bits, q.Format) is not null) continue;
-            var blocks = o.BlockSize is { } given ? [given] : bits == 8 ? [128] : new[] { 32, 64, 128, 256 };
+            var blocks = o.BlockSize is { } given ? [given] : bits == 8 ? [128] : new[] { 32, 128, 256 };
             foreach (int bs in blocks.Where(bs => bs <= Math.Max(layer.K, blocks.Min()))) yield return new LayerPrecision(bits, bs);
         }
         yield return LayerPrecision.Float;
