@@ -16,6 +16,7 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["pruning-transformers"] = TransformerPruningBench.Run,
     ["large"] = LargeModelBench.Run,
     ["large-child"] = LargeModelBench.Child,
+    ["large-write-child"] = LargeModelBench.Write,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {

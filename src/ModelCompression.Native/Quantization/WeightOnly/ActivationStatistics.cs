@@ -17,6 +17,8 @@ internal static class ActivationStatistics
 {
     /// <summary>Memory for the statistics of one pass.</summary>
     public const long BudgetBytes = 512L << 20;
+    /// <summary>Memory for the statistics of one segment of a model too large for one session (its weights and GPTQ's work come on top).</summary>
+    public const long SegmentBudgetBytes = 256L << 20;
     /// <summary>Rows kept per activation: AWQ's scale search runs on them, and when a layer saw no more tokens than this they are X itself.</summary>
     public const int SampleRows = 512;
     const int RowsPerUpdate = 512;
@@ -40,6 +42,34 @@ internal static class ActivationStatistics
         using var probe = new ActivationProbe(model, sums.Keys);
         probe.Observe(new InputSource { Data = data, BatchSize = batchSize }, t => sums[t.Name].Add(t.Value.AsFloat()), progress: progress, cancel: cancel);
         return sums.ToDictionary(kv => kv.Key, kv => kv.Value.Finish(), StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// The same for a model <see cref="SegmentedProbe"/> runs in segments: after each segment, the statistics of the
+    /// activations it produced, so the caller can quantize their layers and let the statistics go before the next.
+    /// </summary>
+    public static IEnumerable<Dictionary<string, LayerStatistics>> CollectInSegments(OnnxModel model, IReadOnlyList<(string Name, int K)> activations, DataSet data, int batchSize,
+        IProgress<double>? progress, CancellationToken cancel)
+    {
+        var widths = activations.DistinctBy(a => a.Name).ToDictionary(a => a.Name, a => a.K, StringComparer.Ordinal);
+        var sums = new Dictionary<string, Accumulator>(StringComparer.Ordinal);
+        void Observe(ProbedTensor t)
+        {
+            if (!sums.TryGetValue(t.Name, out var acc)) sums[t.Name] = acc = new Accumulator(t.Name, widths[t.Name]);
+            acc.Add(t.Value.AsFloat());
+        }
+        foreach (var done in SegmentedProbe.Observe(model, [.. widths.Keys], new InputSource { Data = data, BatchSize = batchSize }, Observe,
+            name => Bytes(widths[name]), SegmentBudgetBytes, progress, cancel))
+        {
+            var finished = new Dictionary<string, LayerStatistics>(StringComparer.Ordinal);
+            foreach (var name in done)
+            {
+                if (!sums.Remove(name, out var acc))
+                    throw new EngineException("CalibrationTensorNotObserved", EngineErrorKind.InvalidData, $"Calibration never observed activation '{name}' (no calibration rows?).");
+                finished[name] = acc.Finish();
+            }
+            yield return finished;
+        }
     }
 
     /// <summary>One activation's statistics: rows buffered, then H += X^T X with the engine's GEMM; |x| sums and a reservoir sample on the way.</summary>

@@ -4,17 +4,17 @@ using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 namespace ModelCompression.Native.Quantization;
 
 /// <summary>
-/// Lets an input-scaling algorithm (AWQ) scale the inputs of groups of layers: for each activation whose readers are
-/// all planned layers, not yet quantized, with weights of their own, the algorithm's scales s (searched on the
-/// quantized readers) make the readers hold diag(s) W and the activation X / s, folded into what produces it
-/// (<see cref="ScaleFolding"/>) or through an inserted Mul. The decisions go into the <see cref="WeightOnlyContext"/>
+/// Lets an input-scaling algorithm (AWQ) scale the inputs of groups of layers: for each activation whose layers are not
+/// yet quantized and have weights of their own, the algorithm's scales s (searched on the quantized layers) make the
+/// layers hold diag(s) W and read X / s: folded into what produces X (<see cref="ScaleFolding"/>) when the layers are its
+/// only readers, else through a Mul inserted in front of them. The decisions go into the <see cref="WeightOnlyContext"/>
 /// (weights are scaled when read, the graph edited when emitted); the statistics are replaced by the scaled ones.
 /// </summary>
 internal sealed class InputScaling(WeightOnlyContext q, IReadOnlyList<Layer> layers, IReadOnlyDictionary<Layer, LayerPrecision> precision, ISet<NodeProto> quantized)
 {
     int scaledGroups, foldedGroups;
 
-    /// <summary>Input scales for each activation of the pass whose readers are all planned, unquantized layers with weights of their own.</summary>
+    /// <summary>Input scales for each activation the pass's layers read.</summary>
     public void Apply(IEnumerable<Layer> pass, Dictionary<string, LayerStatistics> stats)
     {
         var folding = new ScaleFolding(q.Index, node => layers.FirstOrDefault(l => l.Node == node && !quantized.Contains(node)), quantized);
@@ -29,7 +29,9 @@ internal sealed class InputScaling(WeightOnlyContext q, IReadOnlyList<Layer> lay
             q.InputScales[activation] = s;
             stats[activation] = stat.Scaled(s);
             scaledGroups++;
-            if (folding.Plan(activation, s) is { } edits)
+            // Folding changes the activation for every reader of it; with other readers (a residual sum) a Mul goes in front of the layers instead.
+            bool exclusive = q.Index.ConsumersOf(activation).All(c => readers.Any(r => r.Node == c.Node && c.Input == 0));
+            if (exclusive && folding.Plan(activation, s) is { } edits)
             {
                 foldedGroups++;
                 foreach (var edit in edits)
@@ -44,12 +46,10 @@ internal sealed class InputScaling(WeightOnlyContext q, IReadOnlyList<Layer> lay
         }
     }
 
-    /// <summary>Every consumer of the activation is one of <paramref name="readers"/>, none quantized yet, and no reader shares its weight with a layer elsewhere.</summary>
+    /// <summary>No reader of the activation is quantized yet, and none shares its weight with a layer that reads another input.</summary>
     bool Scalable(string activation, List<Layer> readers)
     {
-        var consumers = q.Index.ConsumersOf(activation);
-        if (consumers.Count != readers.Count || consumers.Any(c => !readers.Any(r => r.Node == c.Node && c.Input == 0))) return false;
-        if (readers.Any(r => quantized.Contains(r.Node) || q.Index.GraphOutputs.Contains(activation))) return false;
+        if (readers.Any(r => quantized.Contains(r.Node))) return false;
         var names = readers.Select(r => r.Weight.Name).ToHashSet(StringComparer.Ordinal);
         return !layers.Any(l => names.Contains(l.Weight.Name) && l.Activation != activation);
     }

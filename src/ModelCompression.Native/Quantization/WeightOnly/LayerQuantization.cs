@@ -2,6 +2,7 @@ using ModelCompression.Native.Data;
 using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
+using ModelCompression.Native.Runtime;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Native.Quantization;
@@ -31,6 +32,12 @@ internal sealed class LayerQuantization(WeightOnlyContext q, OnnxModel source, I
         var keys = layers.GroupBy(l => (l.WeightKey, precision[l])).Select(g => g.ToList()).ToList();
         var data = q.Options.CalibrationData;
         var scaling = new InputScaling(q, layers, precision, quantized);
+        if (Prepared is null && data is not null && SegmentedProbe.Needed(source))
+        {
+            InSegments(keys, data, scaling);
+            scaling.Note();
+            return outcomes;
+        }
         int done = 0;
         foreach (var pass in Prepared is null ? Passes(keys, data is not null) : [keys])
         {
@@ -45,6 +52,39 @@ internal sealed class LayerQuantization(WeightOnlyContext q, OnnxModel source, I
         }
         scaling.Note();
         return outcomes;
+    }
+
+    /// <summary>
+    /// A model too large for one session: it runs once, segment by segment; after each, the weights whose inputs have
+    /// all been seen are scaled and quantized, and statistics no remaining weight needs are let go.
+    /// </summary>
+    void InSegments(List<List<Layer>> keys, DataSet data, InputScaling scaling)
+    {
+        var pending = new List<List<Layer>>(keys);
+        var available = new Dictionary<string, LayerStatistics>(StringComparer.Ordinal);
+        var activations = layers.Where(l => l.Activation is not null).Select(l => (l.Activation!, l.K)).Distinct().ToList();
+        var phase = new ActionProgress<double>(f => progress?.Report(new QuantizationProgress("Collecting activation statistics and quantizing, segment by segment", f)));
+        int done = 0;
+        foreach (var stats in ActivationStatistics.CollectInSegments(source, activations, data, q.Options.CalibrationBatchSize ?? ActivationStatistics.DefaultBatchSize(source), phase, q.Cancel))
+        {
+            foreach (var (name, s) in stats) available[name] = s;
+            var ready = pending.Where(key => key.All(l => l.Activation is null || available.ContainsKey(l.Activation))).ToList();
+            scaling.Apply(ready.SelectMany(k => k), available);
+            foreach (var key in ready)
+            {
+                q.Cancel.ThrowIfCancellationRequested();
+                Quantize(key, available);
+                pending.Remove(key);
+                // A large layer leaves hundreds of megabytes of large arrays behind (its statistics, GPTQ's inverse); the GC
+                // would keep them until it felt pressure, and the next segment would come on top.
+                GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                progress?.Report(new QuantizationProgress($"Quantizing weights ({q.Algorithm.Name})", (double)++done / keys.Count));
+            }
+            foreach (var name in available.Keys.Where(a => !pending.Any(k => k.Any(l => l.Activation == a))).ToList()) available.Remove(name);
+        }
+        if (pending.Count > 0)
+            throw new EngineException("CalibrationTensorNotObserved", EngineErrorKind.InvalidData,
+                $"Calibration never observed the inputs of {pending.Count} layer(s) (first: '{pending[0][0].Name}').");
     }
 
     /// <summary>Groups of distinct weights whose layers' input statistics fit the budget together (one group without data).</summary>

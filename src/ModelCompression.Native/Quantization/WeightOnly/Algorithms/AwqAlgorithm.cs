@@ -34,6 +34,7 @@ public sealed record AwqAlgorithm : WeightOnlyAlgorithm
     {
         var stats = group.Statistics;
         var magnitude = stats.MeanAbs.Select(m => MathF.Max(m, 1e-4f)).ToArray();
+        var buffers = group.Members.Select(m => new float[m.Weight.Length]).ToList();
         float[]? best = null;
         double bestError = double.PositiveInfinity;
         for (int step = 0; step < Grid; step++)
@@ -43,26 +44,17 @@ public sealed record AwqAlgorithm : WeightOnlyAlgorithm
             var s = magnitude.Select(m => MathF.Max(MathF.Pow(m, alpha), 1e-4f)).ToArray();
             float norm = MathF.Sqrt(s.Max() * s.Min());
             for (int c = 0; c < s.Length; c++) s[c] /= norm;
-            double error = group.Members.Sum(m => stats.ColumnErrors(ScaledDifference(m.Weight, m.Layer, s), m.Layer.N).Sum());
+            double error = 0;
+            for (int i = 0; i < group.Members.Count; i++)
+            {
+                var (weight, l) = group.Members[i];
+                // W - diag(1/s) Q(diag(s) W), Q rounding to nearest
+                RoundingDifference.Compute(weight, l.K, l.N, l.Bits, l.BlockSize, l.Symmetric, l.HalfScales, s, null, buffers[i]);
+                error += stats.ColumnErrors(buffers[i], l.N).Sum();
+            }
             if (error < bestError) { bestError = error; best = step == 0 ? null : s; }
         }
         return best;
-    }
-
-    /// <summary>W - diag(1/s) Q(diag(s) W) with round to nearest as Q.</summary>
-    static float[] ScaledDifference(float[] weight, WeightOnlyLayerSettings l, float[] s)
-    {
-        int k = l.K, n = l.N;
-        var scaled = new float[weight.Length];
-        for (int r = 0; r < k; r++)
-            for (int c = 0; c < n; c++) scaled[(long)r * n + c] = weight[(long)r * n + c] * s[r];
-        var q = RoundToNearest.Quantize(scaled, k, n, l.Bits, l.BlockSize, l.Symmetric, l.HalfScales, l.What).Dequantize();
-        for (int r = 0; r < k; r++)
-        {
-            float inverse = 1f / s[r];
-            for (int c = 0; c < n; c++) q[(long)r * n + c] = weight[(long)r * n + c] - q[(long)r * n + c] * inverse;
-        }
-        return q;
     }
 
     internal override BlockQuantized Quantize(float[] weight, WeightOnlyLayerSettings l, CancellationToken cancel)
@@ -77,12 +69,15 @@ public sealed record AwqAlgorithm : WeightOnlyAlgorithm
         int k = l.K, n = l.N;
         var best = new float[n];
         var bestError = Enumerable.Repeat(double.PositiveInfinity, n).ToArray();
+        var difference = new float[w.Length];
+        var shrink = new float[n];
         for (int step = 0; step < ClipSteps; step++)
         {
             cancel.ThrowIfCancellationRequested();
-            float shrink = 1f - 0.05f * step;
-            var errors = stats.ColumnErrors(ClipDifference(w, l, shrink), n);
-            for (int c = 0; c < n; c++) if (errors[c] < bestError[c]) { bestError[c] = errors[c]; best[c] = shrink; }
+            Array.Fill(shrink, 1f - 0.05f * step);
+            RoundingDifference.Compute(w, k, n, l.Bits, l.BlockSize, l.Symmetric, l.HalfScales, null, shrink, difference);
+            var errors = stats.ColumnErrors(difference, n);
+            for (int c = 0; c < n; c++) if (errors[c] < bestError[c]) { bestError[c] = errors[c]; best[c] = shrink[c]; }
         }
         var clipped = (float[])w.Clone();
         Parallelism.Each(0, n, c =>
@@ -96,29 +91,6 @@ public sealed record AwqAlgorithm : WeightOnlyAlgorithm
             }
         });
         return clipped;
-    }
-
-    /// <summary>W - dequantized codes when every block's range is shrunk by <paramref name="shrink"/> (values beyond it clamp to the end levels).</summary>
-    static float[] ClipDifference(float[] w, WeightOnlyLayerSettings l, float shrink)
-    {
-        int k = l.K, n = l.N;
-        var (qmin, qmax) = BlockQuantized.Range(l.Bits, l.Symmetric);
-        var d = new float[w.Length];
-        Parallelism.Each(0, n, c =>
-        {
-            for (int g0 = 0; g0 < k; g0 += l.BlockSize)
-            {
-                int g1 = Math.Min(k, g0 + l.BlockSize);
-                var (lo, hi) = BlockRange(w, n, c, g0, g1, l.Symmetric);
-                var (scale, zero) = BlockQuantized.Params(lo * shrink, hi * shrink, l.Bits, l.Symmetric, l.HalfScales, l.What);
-                for (int r = g0; r < g1; r++)
-                {
-                    float v = w[(long)r * n + c];
-                    d[(long)r * n + c] = v - (Math.Clamp(MathF.Round(v / scale) + zero, qmin, qmax) - zero) * scale;
-                }
-            }
-        });
-        return d;
     }
 
     /// <summary>A block's range as its codes see it: [min, max], or [-max|w|, max|w|] when symmetric.</summary>
