@@ -9,6 +9,7 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["quant-latency"] = QuantizationBench.Latency,
     ["quant-time"] = QuantizationBench.Time,
     ["quant-llm"] = LlmQuantizationBench.Run,
+    ["quant-budget"] = BudgetBench.Run,
     ["latency"] = LatencyBench.Run,
     ["latency-child"] = LatencyBench.ChildLoop,
     ["pruning-latency"] = PruningBench.Latency,
