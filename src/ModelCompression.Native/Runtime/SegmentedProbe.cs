@@ -1,7 +1,6 @@
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
-using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Native.Runtime;
 
@@ -132,24 +131,11 @@ public static class SegmentedProbe
             if (declared.TryGetValue(r, out var input) && graphInputs.Contains(r)) { sub.Input.Add(input); continue; }
             var value = carried?.GetValueOrDefault(r) ?? throw new EngineException("ProbeSegmentInvalid", EngineErrorKind.InvalidData,
                 $"Model '{model.Name}': segment starting at node {start} reads '{r}', which no earlier segment produced.");
-            sub.Input.Add(GraphBuilder.Value(r, ElementType(value), [.. value.Shape.Select((_, d) => (object)$"{r}_dim{d}")]));
+            sub.Input.Add(GraphBuilder.Value(r, ModelInputs.ElementType(value), [.. value.Shape.Select((_, d) => (object)$"{r}_dim{d}")]));
         }
         foreach (var o in outputs) sub.Output.Add(new ValueInfoProto { Name = o });
         var proto = new ModelProto { IrVersion = model.Proto.IrVersion, Graph = sub, ProducerName = model.Proto.ProducerName };
         proto.OpsetImport.AddRange(model.Proto.OpsetImport);
         return new ModelSession(new OnnxModel(proto, model.SourcePath, []), new SessionSettings { GraphOptimization = "Basic" });
     }
-
-    static DT ElementType(NamedArray a) => a.Data switch
-    {
-        float[] => DT.Float,
-        double[] => DT.Double,
-        long[] => DT.Int64,
-        int[] => DT.Int32,
-        byte[] => DT.Uint8,
-        sbyte[] => DT.Int8,
-        bool[] => DT.Bool,
-        Half[] => DT.Float16,
-        _ => DT.Undefined,
-    };
 }

@@ -71,7 +71,7 @@ internal sealed class InputScaling(WeightOnlyContext q, IReadOnlyList<Layer> lay
         foreach (var layer in layers)
             if (layer.Activation is { } a && q.InsertedMuls.ContainsKey(a)) Target(layer.Node).Input[0] = q.ActivationOf(layer);
         var muls = q.InsertedMuls.ToDictionary(kv => kv.Key, kv => QuantNodes.Node("Mul", index.Fresh(kv.Key + "_awq_mul"),
-            [kv.Key, AddInitializer(q, index, Constant(index.Fresh(kv.Key + "_awq_inverse_scale"), kv.Value.Inverse, kv.Value.Type, null))], [kv.Value.Output]), StringComparer.Ordinal);
+            [kv.Key, AddInitializer(q, index, WeightOnlyContext.FloatTensor(index.Fresh(kv.Key + "_awq_inverse_scale"), [kv.Value.Inverse.Length], kv.Value.Inverse, kv.Value.Type))], [kv.Value.Output]), StringComparer.Ordinal);
         if (muls.Count == 0) return;
         var nodes = muls.Where(kv => !index.Producer.ContainsKey(kv.Key)).Select(kv => kv.Value).ToList();
         foreach (var node in graph.Node)
@@ -92,15 +92,10 @@ internal sealed class InputScaling(WeightOnlyContext q, IReadOnlyList<Layer> lay
         int k = edit.Divisor.Length;
         for (int i = 0; i < values.Length; i++) values[i] /= edit.Divisor[i % k];
         var type = (DT)tensor.DataType == DT.Float16 ? DT.Float16 : DT.Float;
-        node.Input[edit.Slot] = AddInitializer(q, index, Constant(index.Fresh(input + "_awq"), values, type, tensor.Dims.ToArray()));
+        node.Input[edit.Slot] = AddInitializer(q, index, WeightOnlyContext.FloatTensor(index.Fresh(input + "_awq"), tensor.Dims.ToArray(), values, type));
     }
 
     static string AddInitializer(WeightOnlyContext q, Onnx.GraphIndex index, TensorProto t) => ReferenceEquals(index, q.Index) ? q.Add(t) : index.AddInitializer(t).Name;
-
-    static TensorProto Constant(string name, float[] values, DT type, long[]? dims) =>
-        type == DT.Float16
-            ? Onnx.TensorData.FromRaw(name, DT.Float16, dims ?? [values.Length], Kernels.QuantMath.HalfBytes(Kernels.QuantMath.ToHalf(values)))
-            : Onnx.TensorData.FromFloat(name, dims ?? [values.Length], values);
 
     public void Note()
     {

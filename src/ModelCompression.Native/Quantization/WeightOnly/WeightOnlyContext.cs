@@ -47,10 +47,13 @@ internal sealed class WeightOnlyContext(ModelProto model, QuantizationOptions op
     }
 
     /// <summary>Scales in the type the node computes in: float32, or float16 for float16 graphs (MatMulNBits' and GatherBlockQuantized's T).</summary>
-    public string AddScales(string name, long[] dims, float[] values, DT compute) =>
-        Add(compute == DT.Float16
+    public string AddScales(string name, long[] dims, float[] values, DT compute) => Add(FloatTensor(name, dims, values, compute));
+
+    /// <summary>Float values as a tensor of the type a node computes in (float16, else float32).</summary>
+    public static TensorProto FloatTensor(string name, long[] dims, float[] values, DT type) =>
+        type == DT.Float16
             ? TensorData.FromRaw(name, DT.Float16, dims, QuantMath.HalfBytes(QuantMath.ToHalf(values)))
-            : TensorData.FromFloat(name, dims, values));
+            : TensorData.FromFloat(name, dims, values);
 
     /// <summary>The input the layer's node reads: its activation, or the output of a Mul inserted before it.</summary>
     public string ActivationOf(Layer layer) =>
@@ -77,9 +80,6 @@ internal sealed class WeightOnlyContext(ModelProto model, QuantizationOptions op
     {
         var values = layer.Transpose ? Layer.Transposed(kn, layer.K, layer.N) : kn;
         long[] dims = layer.Weight.Tensor.Dims.ToArray();
-        string name = Index.Fresh(layer.Weight.Name + "_scaled");
-        return Add(layer.Weight.Compute == DT.Float16
-            ? TensorData.FromRaw(name, DT.Float16, dims, QuantMath.HalfBytes(QuantMath.ToHalf(values)))
-            : TensorData.FromFloat(name, dims, values));
+        return Add(FloatTensor(Index.Fresh(layer.Weight.Name + "_scaled"), dims, values, layer.Weight.Compute));
     }
 }
