@@ -77,6 +77,14 @@ internal sealed class LinearRule : ChannelRule
         var b = w.Shape(node.Input[1]);
         if (a is null || b is null || a.Length < 2 || b.Length < 2) return w.Fail($"{d} multiplies vectors or tensors of unknown shape");
         int outRank = Math.Max(a.Length, b.Length);
+        if (inputs.Count == 2 && (inputs[0].Track.Repeat is null) != (inputs[1].Track.Repeat is null))
+        {
+            // Query heads meet key/value heads repeated for them (grouped-query attention).
+            var (query, repeated) = inputs[0].Track.Repeat is null ? (inputs[0].Track, inputs[1].Track) : (inputs[1].Track, inputs[0].Track);
+            int heads = query.Rank - query.Axis;
+            if (heads > 2 && repeated.Rank - repeated.Axis == heads)
+                return HeadRepeat.Meet(w, node, query, repeated) is { } met ? new Track(outRank - heads, outRank, met.Length, met.Pos) : null;
+        }
         Track? result = null;
         var parts = new List<int[][]>();
         foreach (var (index, t) in inputs)

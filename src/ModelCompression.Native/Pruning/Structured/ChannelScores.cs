@@ -14,7 +14,7 @@ namespace ModelCompression.Native.Pruning;
 /// into every projection); for FFN neurons, and groups without such a consumer, |w| x the input activation norm of the
 /// member columns (Wanda at the member). Random: a baseline.
 /// </summary>
-internal sealed class ChannelScores(PruningOptions options, Dictionary<string, double[]>? activations, GraphIndex index)
+internal sealed partial class ChannelScores(PruningOptions options, Dictionary<string, double[]>? activations, GraphIndex index)
 {
     public static void Decide(List<ChannelGroup> groups, PruningOptions options, Dictionary<string, double[]>? activations, GraphIndex index) =>
         new ChannelScores(options, activations, index).Decide(groups);
@@ -22,7 +22,8 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
     void Decide(List<ChannelGroup> groups)
     {
         var clusters = GroupPlanner.Clusters(groups.Where(g => g.Viable));
-        foreach (var part in Enum.GetValues<PrunedPart>())
+        DecideHeads(clusters.Where(c => c[0].Part == PrunedPart.Heads).ToList());
+        foreach (var part in new[] { PrunedPart.Hidden, PrunedPart.Ffn })
         {
             double rate = options.RateFor(part);
             var selected = clusters.Where(c => c[0].Part == part).ToList();
@@ -66,7 +67,7 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
     static EngineException WouldEmpty(ChannelGroup g, double rate) => new("PruningWouldEmptyLayer", EngineErrorKind.InvalidArgument,
         $"Rate {rate.ToString("0.###", CultureInfo.InvariantCulture)} would remove all {g.Classes} {UnitWord(g.Part)} of layer '{g.First.Name}'; lower the rate or exclude the layer with -ExcludeNode.");
 
-    public static string UnitWord(PrunedPart part) => part == PrunedPart.Heads ? "heads" : "channels";
+    public static string UnitWord(PrunedPart part) => part switch { PrunedPart.Heads => "heads", PrunedPart.KeyValueHeads => "key/value heads", _ => "channels" };
 
     double[] ClusterScores(List<ChannelGroup> cluster)
     {

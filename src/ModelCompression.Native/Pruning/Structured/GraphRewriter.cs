@@ -21,6 +21,7 @@ internal static class GraphRewriter
         var entries = new Dictionary<(NodeProto Node, int Input), List<(int Entry, Func<long, long> Change)>>(NodeInputComparer.Instance);
         var attributes = new List<(NodeProto Node, string Name, int Entry, long Delta)>();
         var changedTensors = new HashSet<string>(StringComparer.Ordinal);
+        var interfaces = new List<(string Name, int Axis, int Removed)>();
         foreach (var g in groups)
         {
             foreach (var e in g.Slices)
@@ -35,6 +36,18 @@ internal static class GraphRewriter
                 if (removed.Count == 0) continue;
                 if (!entries.TryGetValue((e.Node, e.Input), out var list)) entries[(e.Node, e.Input)] = list = [];
                 list.Add((e.Entry, e.Bound ? v => Bound(v, e.Length, removed) : v => v - removed.Count * e.Scale));
+            }
+            foreach (var e in g.RepeatEdits)
+            {
+                long query = Kept(g, e.Query), keyValue = Kept(g, e.KeyValue);
+                if (query == e.Query.Sum(p => p.Length) && keyValue == e.KeyValue.Sum(p => p.Length)) continue;
+                if (!entries.TryGetValue((e.Node, e.Input), out var list)) entries[(e.Node, e.Input)] = list = [];
+                list.Add((e.Entry, _ => query / keyValue));
+            }
+            foreach (var e in g.Interface)
+            {
+                int removed = g.RemovedPositions(e.Pos).Count;
+                if (removed > 0) interfaces.Add((e.Name, e.Axis, removed));
             }
             foreach (var e in g.Attributes)
             {
@@ -65,11 +78,24 @@ internal static class GraphRewriter
             else a.Ints[entry] -= delta;
         }
 
+        foreach (var (name, axis, removed) in interfaces) Declare(graph, name, axis, removed);
+
         // Shapes recorded for changed tensors are stale; drop them (ONNX Runtime infers them again).
         for (int i = graph.ValueInfo.Count - 1; i >= 0; i--)
             if (changedTensors.Contains(graph.ValueInfo[i].Name)) graph.ValueInfo.RemoveAt(i);
         RemoveDead(graph);
         return notes;
+    }
+
+    /// <summary>How many distinct positions of a position array the decision keeps.</summary>
+    static long Kept(ChannelGroup g, int[][] pos) => pos.SelectMany(p => p).Distinct().Count() - g.RemovedPositions(pos).Count;
+
+    /// <summary>Lowers a fixed dimension of a model input's or output's declared shape (a cache's head axis).</summary>
+    static void Declare(GraphProto graph, string name, int axis, int removed)
+    {
+        foreach (var value in graph.Input.Concat(graph.Output))
+            if (value.Name == name && value.Type?.TensorType?.Shape is { } shape && axis < shape.Dim.Count && shape.Dim[axis].HasDimValue)
+                shape.Dim[axis].DimValue -= removed;
     }
 
     /// <summary>A Slice bound after removing positions of an axis of <paramref name="length"/>: past the end stays past the end.</summary>

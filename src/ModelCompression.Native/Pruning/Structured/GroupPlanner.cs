@@ -28,7 +28,7 @@ internal static class GroupPlanner
         {
             g.Tie();
             g.Part = g.Members.Any(m => m.Block > 1 || m.Kind == MemberKind.Attention) ? PrunedPart.Heads
-                : g.Members.Count > 1 || g.Members.Any(m => m.Kind == MemberKind.Table) ? PrunedPart.Hidden
+                : g.Residual || g.Members.Any(m => m.Kind == MemberKind.Table) ? PrunedPart.Hidden
                 : PrunedPart.Ffn;
         }
         return groups;
@@ -101,11 +101,12 @@ internal static class GroupPlanner
                 ChannelWalk.Follow(joint, context);
                 if (joint.Failure is not null && joint.CoupledWith is null)
                 {
-                    // Merged, they still cannot be rewritten: say why on both.
+                    // Merged, they still cannot be rewritten: g stays whole. h keeps its own walk: where it met g's
+                    // channels they broadcast along its own (a rotary table along the heads), or it failed or
+                    // coupled there itself.
                     g.CoupledWith = null;
-                    h.CoupledWith = null;
                     g.Failure += $"; pruned jointly with '{h.First.Name}' it still stops: {joint.Failure}";
-                    h.Failure = $"coupled with '{g.First.Name}'; jointly they stop: {joint.Failure}";
+                    if (h.Failure is not null && h.CoupledWith is null) h.Failure += $"; coupled with '{g.First.Name}', jointly they stop: {joint.Failure}";
                     continue;
                 }
                 groups = [.. groups.Where(o => !ReferenceEquals(o, g) && !ReferenceEquals(o, h)), joint];
