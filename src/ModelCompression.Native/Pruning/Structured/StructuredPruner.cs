@@ -25,7 +25,7 @@ internal static class StructuredPruner
         List<ResidualBlock> blocks = [], removedBlocks = [];
         if (options.RemovesBlocks)
         {
-            blocks = BlockRemoval.Find(model.Proto.Graph, probe);
+            blocks = BlockRemoval.Find(model.Proto.Graph, probe, DecoderContract.Of(model)?.Cache ?? []);
             if (options.RemoveBlocks is not null && blocks.Count > 0)
                 BlockRemoval.Score(model, blocks, options.CalibrationData!, options.CalibrationBatchSize, cancel);
             removedBlocks = BlockRemoval.Select(blocks, options, model.Name);
@@ -195,6 +195,6 @@ internal static class StructuredPruner
         report.Notes.Add($"Key/value cache: {before.CacheBytesPerToken:N0} -> {after.CacheBytesPerToken:N0} bytes per token of context " +
             $"({before.CacheLayers} -> {after.CacheLayers} layers, key/value heads {string.Join(", ", before.Cache.Select(c => c.Heads).Distinct())} -> {heads}); " +
             (before.CacheBytesPerToken == after.CacheBytesPerToken ? "the cache contract is unchanged."
-                : "the cache inputs and outputs (past and present) are declared with the new sizes, and a runtime must allocate the cache by them (a GenAI config must say so)."));
+                : "the model's cache inputs and outputs (past and present) now declare this smaller cache, and a runtime allocates it by them (a GenAI config must say so too)."));
     }
 }
