@@ -26,11 +26,21 @@ internal abstract class ChannelRule
     public virtual Track? Start(ChannelWalk w, int member) =>
         w.Fail($"{ChannelWalk.Describe(w.Group.Members[member].Node)} cannot be a source of channels");
 
+    /// <summary>For a normalization the rule follows: what it normalizes and where its scale and bias are (for refitting them), else null.</summary>
+    public virtual Normalization? Normalizes(NodeProto node) => null;
+
     /// <summary>The single tracked data input (input 0), or a failure naming the input the rule does not follow.</summary>
     protected static Track? DataInput(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs) =>
         inputs.Count == 1 && inputs[0].Index == 0 ? inputs[0].Track
             : w.Fail($"{ChannelWalk.Describe(node)} reads the channels through input {inputs.First(x => x.Index != 0).Index}, which the rewrite does not follow");
 }
+
+/// <summary>
+/// What a normalization computes, for refitting its scale and bias: it normalizes the sum of inputs <c>Summands</c>
+/// (computed or constant) over the last axis, subtracting the mean when <c>Centred</c>, then scales by input
+/// <c>Scale</c> and adds input <c>Bias</c> (none for RMS forms).
+/// </summary>
+internal sealed record Normalization(int[] Summands, int Scale, int? Bias, bool Centred, float Epsilon);
 
 /// <summary>The registry: the rule for each operator type.</summary>
 internal static class ChannelRules
@@ -39,7 +49,7 @@ internal static class ChannelRules
         new UnaryRule(), new ElementwiseRule(), new ConcatRule(), new NormalizationRule(), new LayerNormRule(),
         new PoolRule(), new ResizeRule(), new PadRule(), new TransposeRule(), new SqueezeRule(), new FlattenRule(), new ReshapeRule(),
         new ConvRule(), new LinearRule(), new ShapeRule(), new GatherRule(), new SliceRule(), new SoftmaxRule(), new ReduceRule(),
-        new AttentionRule(), new MultiHeadAttentionRule(), new ExpandRule());
+        new AttentionRule(), new MultiHeadAttentionRule(), new ExpandRule(), new SkipNormRule(), new ContribUnaryRule(), new FusedMatMulRule(), new TileRule());
 
     static Dictionary<(string, string), ChannelRule> Build(params ChannelRule[] rules)
     {

@@ -69,8 +69,11 @@ internal sealed class LinearRule : ChannelRule
         return Batched(w, node, inputs);
     }
 
-    /// <summary>MatMul of two computed tensors [..., n, k] x [..., k, m].</summary>
-    static Track? Batched(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs)
+    /// <summary>
+    /// MatMul of two computed tensors [..., n, k] x [..., k, m] (with <paramref name="transA"/>/<paramref name="transB"/>
+    /// the last two axes of an operand swapped, as FusedMatMul reads them).
+    /// </summary>
+    public static Track? Batched(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs, bool transA = false, bool transB = false)
     {
         string d = ChannelWalk.Describe(node);
         var a = w.Shape(node.Input[0]);
@@ -92,12 +95,14 @@ internal sealed class LinearRule : ChannelRule
             int other = 1 - index;
             var otherShape = index == 0 ? b : a;
             w.TryTrack(node.Input[other], out var ot);
-            int fromEnd = t.Rank - t.Axis;
-            bool contracted = index == 0 ? t.Axis == t.Rank - 1 : t.Axis == t.Rank - 2;
+            // Counted from the end: 1 or 2 for the matrix axes (swapped when transposed), more for batch axes.
+            bool swapped = index == 0 ? transA : transB;
+            int fromEnd = t.Rank - t.Axis is var f && f <= 2 && swapped ? 3 - f : t.Rank - t.Axis;
+            bool contracted = index == 0 ? fromEnd == 1 : fromEnd == 2;
             if (contracted)
             {
                 // Both operands must lose the same positions of the contracted axis; nothing of it reaches the output.
-                int otherAxis = index == 0 ? otherShape.Length - 2 : otherShape.Length - 1;
+                int otherAxis = otherShape.Length - (index == 0 ? (transB ? 1 : 2) : (transA ? 2 : 1));
                 if (ot is null || ot.Axis != otherAxis || ot.Length != t.Length || ot.Interleaved || t.Interleaved)
                     return ot is null && w.Constant(node.Input[other]) is null
                         ? w.Couple(node.Input[other], $"coupled: {d} contracts the channels with '{node.Input[other]}'")

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
@@ -16,18 +17,18 @@ namespace ModelCompression.Native.Pruning;
 /// </summary>
 internal static class NormRefit
 {
-    /// <summary>A normalization to refit: its original scale and bias, the channels it keeps, and the sums of the fit.</summary>
-    internal sealed class Prepared(NodeProto node, int[] kept, float[] scale, float[] bias, float epsilon, bool centred)
+    /// <summary>A normalization to refit: what its rule says it computes, its original scale and bias, the channels it keeps, and the sums of the fit.</summary>
+    internal sealed class Prepared(NodeProto node, Normalization spec, int[] kept, float[] scale, float[] bias)
     {
         public NodeProto Node { get; } = node;
+        public Normalization Spec { get; } = spec;
         public int[] Kept { get; } = kept;
         public float[] Scale { get; } = scale;
         public float[] Bias { get; } = bias;
-        public float Epsilon { get; } = epsilon;
-        /// <summary>LayerNormalization subtracts the mean; RMS normalizations do not.</summary>
-        public bool Centred { get; } = centred;
         public readonly double[] Z = new double[kept.Length], ZZ = new double[kept.Length], T = new double[kept.Length], ZT = new double[kept.Length];
         public long Count;
+        /// <summary>The computed tensors whose sum (with the constant ones) the node normalizes.</summary>
+        public IEnumerable<string> Computed(GraphIndex index) => Spec.Summands.Where(i => i < Node.Input.Count && Node.Input[i].Length > 0 && index.Constant(Node.Input[i]) is null).Select(i => Node.Input[i]);
     }
 
     /// <summary>How many calibration tokens (rows of the normalized axis) each fit reads at least.</summary>
@@ -41,11 +42,12 @@ internal static class NormRefit
         var sequence = norms.Where(n => order.ContainsKey(n.Node)).OrderBy(n => order[n.Node]).ToList();
         if (sequence.Count == 0) return 0;
         // The original model does not change: one session gives every normalization's targets.
-        using var before = Exposing(original, sequence.Select(n => n.Node.Input[0]).Distinct());
+        var originalIndex = new GraphIndex(original.Proto.Graph, inputInitializersAreConstant: true);
+        using var before = Exposing(original, sequence.SelectMany(n => n.Computed(originalIndex)).Distinct());
         foreach (var n in sequence)
         {
-            var (scale, bias) = Fit(n, before, new OnnxModel(proto.Clone(), original.SourcePath, []), data, batchSize, cancel);
-            Apply(proto.Graph, index, n.Node, scale, bias);
+            var (scale, bias) = Fit(n, before, original, originalIndex, new OnnxModel(proto.Clone(), original.SourcePath, []), index, data, batchSize, cancel);
+            Apply(proto.Graph, index, n, scale, bias);
         }
         GraphRewriter.RemoveDead(proto.Graph);
         return sequence.Count;
@@ -58,14 +60,15 @@ internal static class NormRefit
         foreach (var g in groups)
             foreach (var node in g.Norms.Distinct())
             {
-                if (!g.Tracks.TryGetValue(node.Input[0], out var track) || index.Constant(node.Input[1]) is not { } scale) continue;
+                if (ChannelRules.For(node)?.Normalizes(node) is not { } spec || index.Constant(node.Input[spec.Scale]) is not { } scale) continue;
+                if (spec.Summands.Select(i => i < node.Input.Count ? g.Tracks.GetValueOrDefault(node.Input[i]) : null).FirstOrDefault(t => t is not null) is not { } track) continue;
                 var removed = g.RemovedPositions(track.Pos);
                 if (removed.Count == 0) continue;
                 var kept = Enumerable.Range(0, track.Length).Where(c => !removed.Contains(c)).ToArray();
                 var gamma = TensorData.ToFloat(scale);
-                var beta = node.Input.Count > 2 && node.Input[2].Length > 0 && index.Constant(node.Input[2]) is { } b ? TensorData.ToFloat(b) : new float[gamma.Length];
+                var beta = spec.Bias is int b && b < node.Input.Count && node.Input[b].Length > 0 && index.Constant(node.Input[b]) is { } bt ? TensorData.ToFloat(bt) : new float[gamma.Length];
                 if (gamma.Length != track.Length || beta.Length != track.Length) continue;
-                norms.Add(new Prepared(node, kept, gamma, beta, GraphIndex.FloatAttr(node, "epsilon") ?? 1e-5f, node.OpType == "LayerNormalization"));
+                norms.Add(new Prepared(node, spec, kept, gamma, beta));
             }
         return norms;
     }
@@ -75,19 +78,19 @@ internal static class NormRefit
     /// from the original model, the normalized values from the pruned one, so the fit also absorbs what pruning changed
     /// upstream. A normalization without a bias input (RMS forms) gets the least-squares scale through the origin.
     /// </summary>
-    static (float[] Scale, float[] Bias) Fit(Prepared n, ModelSession before, OnnxModel pruned, DataSet data, int batchSize, CancellationToken cancel)
+    static (float[] Scale, float[] Bias) Fit(Prepared n, ModelSession before, OnnxModel original, GraphIndex originalIndex, OnnxModel pruned, GraphIndex prunedIndex, DataSet data, int batchSize, CancellationToken cancel)
     {
-        string input = n.Node.Input[0];
-        using var after = Exposing(pruned, [input]);
+        var computed = n.Computed(prunedIndex).ToList();
+        using var after = Exposing(pruned, computed);
         foreach (var (batch, _, _) in ModelInputs.Batches(pruned, new InputSource { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
-            var original = before.Run(batch, [input], cancel)[0].AsFloat();
-            var now = after.Run(batch, [input], cancel)[0].AsFloat();
-            Accumulate(n, original, now);
+            // The batch is the pruned model's (its cache, if any, has its head count); the original gets its own.
+            var x = Summed(n, before.Run(ModelInputs.For(original, batch), [.. n.Computed(originalIndex)], cancel), originalIndex);
+            Accumulate(n, x, Summed(n, after.Run(batch, computed, cancel), prunedIndex));
             if (n.Count >= Tokens) break;
         }
-        bool biased = n.Node.Input.Count > 2 || n.Node.OpType == "LayerNormalization";
+        bool biased = n.Spec.Bias is not null;
         var scale = new float[n.Kept.Length];
         var bias = new float[n.Kept.Length];
         for (int k = 0; k < n.Kept.Length; k++)
@@ -100,6 +103,20 @@ internal static class NormRefit
             bias[k] = biased ? (float)(mt - a * mz) : 0f;
         }
         return (scale, bias);
+    }
+
+    /// <summary>What the node normalizes: its computed summands (fetched) plus its constant ones (a bias along the last axis).</summary>
+    static float[] Summed(Prepared n, IReadOnlyList<NamedArray> fetched, GraphIndex index)
+    {
+        var sum = (float[])fetched[0].AsFloat().Clone();
+        foreach (var f in fetched.Skip(1)) TensorPrimitives.Add(sum, f.AsFloat(), sum);
+        foreach (int i in n.Spec.Summands)
+            if (i < n.Node.Input.Count && index.Constant(n.Node.Input[i]) is { } c)
+            {
+                var v = TensorData.ToFloat(c);
+                for (int p = 0; p < sum.Length; p++) sum[p] += v[p % v.Length];
+            }
+        return sum;
     }
 
     static ModelSession Exposing(OnnxModel model, IEnumerable<string> tensors)
@@ -118,8 +135,8 @@ internal static class NormRefit
         {
             var v = x.AsSpan((int)(row * d), d);
             var u = y.AsSpan((int)(row * k), k);
-            var (mean, sd) = Moments(v, n);
-            var (keptMean, keptSd) = Moments(u, n);
+            var (mean, sd) = Moments(v, n.Spec);
+            var (keptMean, keptSd) = Moments(u, n.Spec);
             for (int j = 0; j < k; j++)
             {
                 int c = n.Kept[j];
@@ -131,30 +148,31 @@ internal static class NormRefit
     }
 
     /// <summary>The mean (0 for RMS normalizations) and the standard deviation (with epsilon) the normalization divides by.</summary>
-    static (double Mean, double Sd) Moments(ReadOnlySpan<float> v, Prepared n)
+    static (double Mean, double Sd) Moments(ReadOnlySpan<float> v, Normalization spec)
     {
         double mean = 0;
-        if (n.Centred)
+        if (spec.Centred)
         {
             foreach (float f in v) mean += f;
             mean /= v.Length;
         }
         double var = 0;
         foreach (float f in v) var += (f - mean) * (f - mean);
-        return (mean, Math.Sqrt(var / v.Length + n.Epsilon));
+        return (mean, Math.Sqrt(var / v.Length + spec.Epsilon));
     }
 
     /// <summary>Gives a refitted normalization its own scale and bias (the pruned ones may be shared with other nodes).</summary>
-    static void Apply(GraphProto graph, GraphIndex index, NodeProto node, float[] scale, float[] bias)
+    static void Apply(GraphProto graph, GraphIndex index, Prepared n, float[] scale, float[] bias)
     {
+        var node = n.Node;
         string label = ChannelWalk.Label(node);
         string s = GraphRewriter.Unique(index, label + ".refit_scale");
         graph.Initializer.Add(index.Initializers[s] = TensorData.FromFloat(s, [scale.Length], scale));
-        node.Input[1] = s;
-        if (node.Input.Count <= 2 && node.OpType != "LayerNormalization") return;   // no bias input (RMS forms)
+        node.Input[n.Spec.Scale] = s;
+        if (n.Spec.Bias is not int at) return;   // no bias (RMS forms)
         string b = GraphRewriter.Unique(index, label + ".refit_bias");
         graph.Initializer.Add(index.Initializers[b] = TensorData.FromFloat(b, [bias.Length], bias));
-        if (node.Input.Count > 2) node.Input[2] = b;
-        else node.Input.Add(b);
+        while (node.Input.Count <= at) node.Input.Add("");
+        node.Input[at] = b;
     }
 }
