@@ -17,18 +17,21 @@ namespace ModelCompression.Native.Pruning;
 /// </summary>
 internal static class NormRefit
 {
-    /// <summary>A normalization to refit: what its rule says it computes, its original scale and bias, the channels it keeps, and the sums of the fit.</summary>
-    internal sealed class Prepared(NodeProto node, Normalization spec, int[] kept, float[] scale, float[] bias)
+    /// <summary>
+    /// A normalization to refit: what its rule says it computes (the computed tensors it sums, and the sum of its constant
+    /// summands before pruning), its original scale and bias, the channels it keeps, and the sums of the fit.
+    /// </summary>
+    internal sealed class Prepared(NodeProto node, Normalization spec, string[] computed, float[]? offset, int[] kept, float[] scale, float[] bias)
     {
         public NodeProto Node { get; } = node;
         public Normalization Spec { get; } = spec;
+        public string[] Computed { get; } = computed;
+        public float[]? Offset { get; } = offset;
         public int[] Kept { get; } = kept;
         public float[] Scale { get; } = scale;
         public float[] Bias { get; } = bias;
         public readonly double[] Z = new double[kept.Length], ZZ = new double[kept.Length], T = new double[kept.Length], ZT = new double[kept.Length];
         public long Count;
-        /// <summary>The computed tensors whose sum (with the constant ones) the node normalizes.</summary>
-        public IEnumerable<string> Computed(GraphIndex index) => Spec.Summands.Where(i => i < Node.Input.Count && Node.Input[i].Length > 0 && index.Constant(Node.Input[i]) is null).Select(i => Node.Input[i]);
     }
 
     /// <summary>How many calibration tokens (rows of the normalized axis) each fit reads at least.</summary>
@@ -42,11 +45,10 @@ internal static class NormRefit
         var sequence = norms.Where(n => order.ContainsKey(n.Node)).OrderBy(n => order[n.Node]).ToList();
         if (sequence.Count == 0) return 0;
         // The original model does not change: one session gives every normalization's targets.
-        var originalIndex = new GraphIndex(original.Proto.Graph, inputInitializersAreConstant: true);
-        using var before = Exposing(original, sequence.SelectMany(n => n.Computed(originalIndex)).Distinct());
+        using var before = new ActivationProbe(original, sequence.SelectMany(n => n.Computed));
         foreach (var n in sequence)
         {
-            var (scale, bias) = Fit(n, before, original, originalIndex, new OnnxModel(proto.Clone(), original.SourcePath, []), index, data, batchSize, cancel);
+            var (scale, bias) = Fit(n, before, new OnnxModel(proto.Clone(), original.SourcePath, []), index, data, batchSize, cancel);
             Apply(proto.Graph, index, n, scale, bias);
         }
         GraphRewriter.RemoveDead(proto.Graph);
@@ -68,7 +70,8 @@ internal static class NormRefit
                 var gamma = TensorData.ToFloat(scale);
                 var beta = spec.Bias is int b && b < node.Input.Count && node.Input[b].Length > 0 && index.Constant(node.Input[b]) is { } bt ? TensorData.ToFloat(bt) : new float[gamma.Length];
                 if (gamma.Length != track.Length || beta.Length != track.Length) continue;
-                norms.Add(new Prepared(node, spec, kept, gamma, beta));
+                var summands = spec.Summands.Where(i => i < node.Input.Count && node.Input[i].Length > 0).Select(i => node.Input[i]).ToList();
+                norms.Add(new Prepared(node, spec, [.. summands.Where(t => index.Constant(t) is null)], Constants(summands, index), kept, gamma, beta));
             }
         return norms;
     }
@@ -78,16 +81,15 @@ internal static class NormRefit
     /// from the original model, the normalized values from the pruned one, so the fit also absorbs what pruning changed
     /// upstream. A normalization without a bias input (RMS forms) gets the least-squares scale through the origin.
     /// </summary>
-    static (float[] Scale, float[] Bias) Fit(Prepared n, ModelSession before, OnnxModel original, GraphIndex originalIndex, OnnxModel pruned, GraphIndex prunedIndex, DataSet data, int batchSize, CancellationToken cancel)
+    static (float[] Scale, float[] Bias) Fit(Prepared n, ActivationProbe before, OnnxModel pruned, GraphIndex prunedIndex, DataSet data, int batchSize, CancellationToken cancel)
     {
-        var computed = n.Computed(prunedIndex).ToList();
-        using var after = Exposing(pruned, computed);
-        foreach (var (batch, _, _) in ModelInputs.Batches(pruned, new InputSource { Data = data, BatchSize = batchSize }))
+        using var after = new ActivationProbe(pruned, n.Computed);
+        var offset = Constants(n.Node.Input.Where((t, i) => n.Spec.Summands.Contains(i) && t.Length > 0), prunedIndex);
+        foreach (var (batch, _, _) in ModelInputs.Batches(before.Model, new InputSource { Data = data, BatchSize = batchSize }))
         {
-            cancel.ThrowIfCancellationRequested();
-            // The batch is the pruned model's (its cache, if any, has its head count); the original gets its own.
-            var x = Summed(n, before.Run(ModelInputs.For(original, batch), [.. n.Computed(originalIndex)], cancel), originalIndex);
-            Accumulate(n, x, Summed(n, after.Run(batch, computed, cancel), prunedIndex));
+            // The batch is the original model's; the pruned one gets its own (its cache may have fewer heads).
+            var original = Summed(before.Fetch(batch, n.Computed, cancel), n.Computed, n.Offset);
+            Accumulate(n, original, Summed(after.Fetch(ModelInputs.For(pruned, batch), n.Computed, cancel), n.Computed, offset));
             if (n.Count >= Tokens) break;
         }
         bool biased = n.Spec.Bias is not null;
@@ -105,26 +107,27 @@ internal static class NormRefit
         return (scale, bias);
     }
 
-    /// <summary>What the node normalizes: its computed summands (fetched) plus its constant ones (a bias along the last axis).</summary>
-    static float[] Summed(Prepared n, IReadOnlyList<NamedArray> fetched, GraphIndex index)
+    /// <summary>What a normalization normalizes: its computed summands (fetched) plus its constant ones.</summary>
+    static float[] Summed(IReadOnlyDictionary<string, NamedArray> fetched, IReadOnlyList<string> computed, float[]? offset)
     {
-        var sum = (float[])fetched[0].AsFloat().Clone();
-        foreach (var f in fetched.Skip(1)) TensorPrimitives.Add(sum, f.AsFloat(), sum);
-        foreach (int i in n.Spec.Summands)
-            if (i < n.Node.Input.Count && index.Constant(n.Node.Input[i]) is { } c)
-            {
-                var v = TensorData.ToFloat(c);
-                for (int p = 0; p < sum.Length; p++) sum[p] += v[p % v.Length];
-            }
+        var sum = (float[])fetched[computed[0]].AsFloat().Clone();
+        foreach (var name in computed.Skip(1)) TensorPrimitives.Add(sum, fetched[name].AsFloat(), sum);
+        if (offset is not null)
+            for (int p = 0; p < sum.Length; p += offset.Length) TensorPrimitives.Add(sum.AsSpan(p, offset.Length), offset, sum.AsSpan(p, offset.Length));
         return sum;
     }
 
-    static ModelSession Exposing(OnnxModel model, IEnumerable<string> tensors)
+    /// <summary>The sum of the constant summands (a bias along the last axis), or null when there is none.</summary>
+    static float[]? Constants(IEnumerable<string> summands, GraphIndex index)
     {
-        var proto = model.Proto.Clone();
-        var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in tensors) if (outputs.Add(t)) proto.Graph.Output.Add(new ValueInfoProto { Name = t });
-        return new ModelSession(new OnnxModel(proto, model.SourcePath, []));
+        float[]? sum = null;
+        foreach (var c in summands.Select(index.Constant).OfType<TensorProto>())
+        {
+            var v = TensorData.ToFloat(c);
+            sum ??= new float[v.Length];
+            TensorPrimitives.Add(sum, v, sum);
+        }
+        return sum;
     }
 
     /// <summary>One batch: x is the original normalization's input (all channels), y the pruned one's (the kept channels).</summary>
