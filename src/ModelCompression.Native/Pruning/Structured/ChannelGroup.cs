@@ -237,7 +237,8 @@ internal sealed class ChannelGroup
             .Select(x => new HeadBucket([.. x.First().Value], [.. x.Select(e => e.Key).Order()])).OrderBy(b => b.KeyValue[0]).ToArray();
         var query = buckets.SelectMany(b => b.Query).ToList();
         var keyValue = buckets.SelectMany(b => b.KeyValue).ToList();
-        if (buckets.All(b => b.Query.Length > 0 && b.Query.Length == buckets[0].Query.Length) && query.Distinct().Count() == query.Count
+        // One query head per group is no grouping: such heads go with their key/value heads, as in multi-head attention.
+        if (buckets.All(b => b.Query.Length > 1 && b.Query.Length == buckets[0].Query.Length) && query.Distinct().Count() == query.Count
             && !query.Intersect(keyValue).Any() && query.Count + keyValue.Count == Classes)
         {
             Buckets = buckets;
