@@ -14,6 +14,13 @@ internal sealed class FusedMatMulRule : ChannelRule
     public override IReadOnlyList<string> OpTypes { get; } = ["FusedMatMul"];
     public override bool FollowsInterleaved => true;
 
+    public override long Flops(NodeProto node, ShapeProbe probe) =>
+        probe.Shape(node.Output[0]) is { } output && probe.Shape(node.Input[0]) is { Length: >= 2 } a
+            ? 2 * CostModel.Product(output) * (GraphIndex.IntAttr(node, "transA", 0) != 0 ? a[^2] : a[^1]) : 0;
+
+    public override (string Tensor, int Axis)? SinkInput(NodeProto node, SliceEdit edit) =>
+        GraphIndex.IntAttr(node, "transA", 0) == 0 && edit.Axis == (GraphIndex.IntAttr(node, "transB", 0) != 0 ? 1 : 0) ? (node.Input[0], -1) : null;
+
     public override Track? Propagate(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs)
     {
         string d = ChannelWalk.Describe(node);

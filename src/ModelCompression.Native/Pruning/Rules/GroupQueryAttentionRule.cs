@@ -19,6 +19,14 @@ internal sealed class GroupQueryAttentionRule : ChannelRule
 
     enum Role { Query, Key, Value }
 
+    /// <summary>The two attention products (Q·Kᵀ and P·V) over the cache and the new tokens.</summary>
+    public override long Flops(NodeProto node, ShapeProbe probe)
+    {
+        if (probe.Shape(node.Output[0]) is not { Length: 3 } output) return 0;
+        long total = node.Output.Count > 1 && probe.Shape(node.Output[1]) is { Length: 4 } present ? present[2] : output[1];
+        return 4 * CostModel.Product(output) * total;
+    }
+
     public override Track? Propagate(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs)
     {
         string d = ChannelWalk.Describe(node);

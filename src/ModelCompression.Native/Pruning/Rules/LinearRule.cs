@@ -14,6 +14,37 @@ internal sealed class LinearRule : ChannelRule
     public override IReadOnlyList<string> OpTypes { get; } = ["MatMul", "Gemm"];
     public override bool FollowsInterleaved => true;
 
+    public override bool ReadsWeights => true;
+
+    public override LayerShape? Layer(NodeProto node, TensorProto weight, out string? why)
+    {
+        why = null;
+        if (weight.Dims.Count != 2)
+        {
+            why = node.OpType == "MatMul" ? $"MatMul weight has rank {weight.Dims.Count}; only 2-D weights are pruned" : "Gemm weight is not 2-D";
+            return null;
+        }
+        var (k, n) = ((int)weight.Dims[0], (int)weight.Dims[1]);
+        if (node.OpType == "MatMul") return new LayerShape(WeightLayout.InputMajor, n, k, ActivationAxis: -1);
+        int axis = GraphIndex.IntAttr(node, "transA", 0) != 0 ? 0 : 1;
+        return GraphIndex.IntAttr(node, "transB", 0) != 0 ? new LayerShape(WeightLayout.OutputMajor, k, n, axis) : new LayerShape(WeightLayout.InputMajor, n, k, axis);
+    }
+
+    public override long Flops(NodeProto node, ShapeProbe probe)
+    {
+        if (probe.Shape(node.Output[0]) is not { } output || probe.Shape(node.Input[0]) is not { Length: > 0 } a) return 0;
+        if (node.OpType == "MatMul") return 2 * CostModel.Product(output) * a[^1];
+        if (a.Length != 2) return 0;
+        return 2 * CostModel.Product(output) * (GraphIndex.IntAttr(node, "transA", 0) != 0 ? a[0] : a[1]);
+    }
+
+    public override (string Tensor, int Axis)? SinkInput(NodeProto node, SliceEdit edit)
+    {
+        if (node.OpType == "MatMul") return edit.Axis == 0 ? (node.Input[0], -1) : null;
+        bool transB = GraphIndex.IntAttr(node, "transB", 0) != 0;
+        return GraphIndex.IntAttr(node, "transA", 0) == 0 && edit.Axis == (transB ? 1 : 0) ? (node.Input[0], 1) : null;
+    }
+
     public override Track? Start(ChannelWalk w, int member)
     {
         var m = w.Group.Members[member];

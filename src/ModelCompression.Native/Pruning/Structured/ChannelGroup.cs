@@ -91,8 +91,10 @@ internal sealed class Member
     /// <summary>For each unit, the columns of the member's own weight (or table) that it covers; scores sum over them.</summary>
     public required int[][] Columns { get; init; }
     public int Units => Columns.Length;
-    /// <summary>Per output channel, the scale of a BatchNormalization right after the layer (set while following).</summary>
-    public float[]? BatchNormScale { get; set; }
+    /// <summary>Per output channel, the scale of a normalization right after the layer (set while following).</summary>
+    public float[]? ChannelScale { get; set; }
+    /// <summary>The member's data input and its channel axis, whose activation norms weigh its columns (Wanda at the member).</summary>
+    public (string Tensor, int Axis)? Activation { get; init; }
     public string Name => Node.Name.Length > 0 ? Node.Name : Node.Output[0];
     /// <summary>The weight this member reads; members of different groups with the same key are tied layers.</summary>
     public string Key => Target?.Name ?? Constant ?? Name;
@@ -102,7 +104,7 @@ internal sealed class Member
 
     public Member WithBlock(int block) => new()
     {
-        Kind = Kind, Node = Node, Target = Target, Constant = Constant, Tensor = Tensor, Block = block,
+        Kind = Kind, Node = Node, Target = Target, Constant = Constant, Tensor = Tensor, Block = block, Activation = Activation,
         Columns = Blocks(Target?.Outputs ?? Columns.Length * Block, block),
     };
 }

@@ -134,10 +134,9 @@ internal sealed class ChannelWalk
         if (rule.Start(this, m) is not { } track) return 0;
         if (Group.Tracks.ContainsKey(output)) { Fail($"two members produce '{output}'"); return 0; }
         Group.Tracks[output] = track;
-        // A BatchNormalization right after the layer scales each channel: it belongs in the channel's importance.
+        // A normalization right after the layer (BatchNormalization) scales each channel: it belongs in the channel's importance.
         var direct = Index.ConsumersOf(output);
-        member.BatchNormScale = direct.Count == 1 && direct[0].Node.OpType == "BatchNormalization"
-            ? NormalizationRule.BatchNormScale(direct[0].Node, Index, track.Length) : null;
+        member.ChannelScale = direct.Count == 1 ? ChannelRules.For(direct[0].Node)?.ChannelScale(direct[0].Node, Index, track.Length) : null;
         return Context.Order[node];
     }
 

@@ -48,22 +48,20 @@ internal static class GroupPlanner
         foreach (var t in index.Graph.Initializer)
         {
             if (weights.Contains(t.Name) || t.Dims.Count < 2 || !WeightTargets.IsFloat(t.DataType) || TensorData.ElementCount(t) < options.MinElements) continue;
-            var reader = index.ConsumersOf(t.Name).FirstOrDefault(c => c.Input == 0 && c.Node.OpType is "Gather" or "Slice" && c.Node.Domain.Length == 0).Node;
+            var reader = index.ConsumersOf(t.Name).FirstOrDefault(c => ChannelRules.For(c.Node)?.ReadsTable(c.Node, c.Input) == true).Node;
             if (reader is null) continue;
             if (options.IsExcluded(reader.Name)) { skipped.Add(new(reader.Name, reader.OpType, "Skipped", "excluded by -ExcludeNode")); continue; }
             result.Add(new Member { Kind = MemberKind.Table, Node = reader, Constant = t.Name, Tensor = t, Columns = ChannelWalk.Identity((int)t.Dims[^1]) });
         }
+        // Other sources: operators whose own weights hold units (attention operators and their heads).
         foreach (var node in index.Graph.Node)
         {
-            if (node.Domain != "com.microsoft" || node.OpType != "Attention") continue;
+            if (ChannelRules.For(node) is not { } rule) continue;
+            var source = rule.Source(node, index, out string? why);
+            if (source is null && why is null) continue;
             if (options.IsExcluded(node.Name)) { skipped.Add(new(node.Name, node.OpType, "Skipped", "excluded by -ExcludeNode")); continue; }
-            var weight = node.Input.Count > 1 ? index.Constant(node.Input[1]) : null;
-            if (weight is null || AttentionRule.Sizes(node, weight) is not { } s)
-            {
-                skipped.Add(new(node.Name, node.OpType, "Skipped", "its packed Q/K/V weight is computed or does not match num_heads"));
-                continue;
-            }
-            result.Add(new Member { Kind = MemberKind.Attention, Node = node, Constant = index.ConstantSource(node.Input[1]), Tensor = weight, Columns = AttentionRule.HeadColumns(s.Q, s.K, s.V, s.Heads) });
+            if (source is null) skipped.Add(new(node.Name, node.OpType, "Skipped", why!));
+            else result.Add(source);
         }
         return result;
     }

@@ -73,7 +73,7 @@ internal static class StructuredReport
             report.Notes.Add($"Depth: {removedBlocks.Count} of {blocks.Count} residual block(s) removed ({string.Join(", ", removedBlocks.Select(b => b.Name))})" +
                 (options.RemoveBlocks is not null ? ", those whose output was closest to their input (cosine) on the calibration data." : ", by name.") +
                 (options.Structured ? "" : $" Parameters {before.Parameters:N0} -> {after.Parameters:N0}; FLOPs {before.Flops:N0} -> {after.Flops:N0}."));
-        report.Notes.Add($"FLOPs count MatMul, Gemm, Conv and ConvTranspose (2 per multiply-add) at the probe inputs {probe.InputDescription}.");
+        report.Notes.Add($"FLOPs count {CostModel.Counted} at the probe inputs {probe.InputDescription}.");
         int jointly = pruned.Count(g => g.Members.Count > 1);
         if (jointly > 0) report.Notes.Add($"{jointly} group(s) of layers whose channels are tied (residual Add, gating Mul, attention) were pruned jointly with one decision per group.");
         report.Notes.AddRange(notes);
