@@ -79,7 +79,14 @@ internal static class WeightTargets
         var fromConstants = new Dictionary<string, bool>(StringComparer.Ordinal);
         foreach (var node in index.Graph.Node)
         {
-            if (node.Domain.Length != 0 || !PruningOptions.SupportedOpTypes.Contains(node.OpType) || node.Input.Count < 2) continue;
+            if (node.Input.Count < 2 || ChannelRules.For(node) is not { ReadsWeights: true } rule) continue;
+            if (node.Domain.Length != 0 || !PruningOptions.SupportedOpTypes.Contains(node.OpType))
+            {
+                // A layer pruning does not handle (a quantized MatMulNBits): its rule says why, unless -OpType narrows the choice.
+                if (options.OpTypes.Count == 0 && index.Constant(node.Input[1]) is { } weight && rule.Layer(node, weight, out string? reason) is null && reason is not null)
+                    skipped.Add(new(node.Name, node.OpType, "Skipped", reason));
+                continue;
+            }
             if (!ops.Contains(node.OpType)) continue;
             string? name = index.InitializerName(node.Input[1]);
             if (options.IsExcluded(node.Name))
@@ -103,7 +110,7 @@ internal static class WeightTargets
             }
             var t = index.Initializers[name];
             string? why = null;
-            if (ChannelRules.For(node)?.Layer(node, t, out why) is not { } shape)
+            if (rule.Layer(node, t, out why) is not { } shape)
             {
                 why ??= $"{node.OpType} has no layer rule";
                 skipped.Add(new(node.Name, node.OpType, "Skipped", why));

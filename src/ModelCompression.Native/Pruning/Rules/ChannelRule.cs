@@ -85,7 +85,7 @@ internal static class ChannelRules
         new UnaryRule(), new ElementwiseRule(), new ConcatRule(), new NormalizationRule(), new LayerNormRule(),
         new PoolRule(), new ResizeRule(), new PadRule(), new TransposeRule(), new SqueezeRule(), new FlattenRule(), new ReshapeRule(),
         new ConvRule(), new LinearRule(), new ShapeRule(), new GatherRule(), new SliceRule(), new SoftmaxRule(), new ReduceRule(),
-        new AttentionRule(), new MultiHeadAttentionRule(), new ExpandRule(), new SkipNormRule(), new ContribUnaryRule(), new FusedMatMulRule(), new TileRule(), new GroupQueryAttentionRule(), new RotaryEmbeddingRule());
+        new AttentionRule(), new MultiHeadAttentionRule(), new ExpandRule(), new SkipNormRule(), new ContribUnaryRule(), new FusedMatMulRule(), new TileRule(), new GroupQueryAttentionRule(), new RotaryEmbeddingRule(), new MatMulNBitsRule());
 
     static Dictionary<(string, string), ChannelRule> Build(params ChannelRule[] rules)
     {
