@@ -85,9 +85,10 @@ internal static class StructuredPruner
         if (groups.Count == 0 && !blocksRemoved) throw ModelPruner.NothingToPrune(model, options, index);
         if (!groups.Any(g => g.Viable) && !blocksRemoved)
         {
-            var reasons = groups.Take(6).Select(g => $"{g.First.Name}: {g.Failure}");
+            // Layers first (skipped ones, then the ones that stopped); tables (an embedding that met nothing prunable) last.
+            var reasons = skipped.Select(e => $"{e.Target}: {e.Detail}").Concat(groups.OrderBy(g => g.Members.All(m => m.Kind == MemberKind.Table)).Select(g => $"{g.First.Name}: {g.Failure}")).ToList();
             throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
-                $"Model '{model.Name}' has no layer whose channels can be removed: {string.Join("; ", reasons)}" + (groups.Count > 6 ? $"; and {groups.Count - 6} more." : ".")) { Target = model.SourcePath };
+                $"Model '{model.Name}' has no layer whose channels can be removed: {string.Join("; ", reasons.Take(6))}" + (reasons.Count > 6 ? $"; and {reasons.Count - 6} more." : ".")) { Target = model.SourcePath };
         }
         var asked = Enum.GetValues<PrunedPart>().Where(p => options.RateFor(p) > 0).ToList();
         if (asked.Count > 0 && !blocksRemoved && !groups.Any(g => g.Viable && asked.Any(p => Serves(g, p))))
