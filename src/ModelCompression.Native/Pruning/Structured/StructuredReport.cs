@@ -37,7 +37,7 @@ internal static class StructuredReport
             {
                 int kv = g.KeyValueHeads, keptKv = kv - g.RemovedKeyValueHeads;
                 perPart[PrunedPart.KeyValueHeads] = (perPart[PrunedPart.KeyValueHeads].Before + kv, perPart[PrunedPart.KeyValueHeads].After + keptKv);
-                if (g.Buckets is not null) grouped = $" (grouped-query attention: {keptKv} of {kv} key/value heads, {(keptKv == 0 ? 0 : kept / keptKv)} query heads each)";
+                if (g.Buckets is not null) grouped = $" (grouped-query attention: {keptKv} of {kv} key/value heads, {(keptKv == 0 ? 0 : kept / keptKv)} query head{(keptKv > 0 && kept / keptKv == 1 ? "" : "s")} each)";
             }
             string joint = g.Members.Count == 1 ? "" : $"; pruned jointly with {string.Join(", ", g.Members.Skip(1).Select(m => m.Name).Distinct())} (coupled {unit}, one decision)";
             string path = g.Path.Count == 0 ? "" : $"; through {string.Join(", ", g.Path.Distinct())}";
