@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Distillation;
+using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Pruning;
 using ModelCompression.Native.Quantization;
@@ -144,10 +145,7 @@ static class LmBench
             var v = logits.AsFloat(); int vocab = (int)logits.Shape[2];
             for (int i = 0; i < n * seq; i++)
             {
-                var row = v.AsSpan(i * vocab, vocab);
-                float max = System.Numerics.Tensors.TensorPrimitives.Max(row);
-                double sum = 0; foreach (float z in row) sum += Math.Exp(z - max);
-                nll += Math.Log(sum) + max - row[(int)y[(long)r0 * seq + i]];
+                nll += Softmax.CrossEntropy(v.AsSpan(i * vocab, vocab), (int)y[(long)r0 * seq + i]);
             }
         }
         return Math.Exp(nll / ((double)rows * seq));
