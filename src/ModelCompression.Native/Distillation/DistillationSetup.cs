@@ -55,7 +55,7 @@ internal sealed class DistillationSetup : IDisposable
         try
         {
             var (probe, probeRows, makeSource, trainRows) = trainingData(rng);
-            var validRows = validation is null ? null : Prepared.From(validation, studentInputs, "validation");
+            var validRows = validation is null ? null : Prepared.From(validation, student, "validation");
             var shapes = new ShapeProbe(graph, outIndex, teacher, student, options, cancellation);
             var (rowShape, teacherProbe) = shapes.RowShape(probe, probeRows, "training");
             var validShape = validRows is null ? rowShape : shapes.ValidationShape(validRows, rowShape);

@@ -34,7 +34,7 @@ public static class Distiller
                 $"'{training.Source}' holds one 1-D array of {only.Length:N0} integers, a token stream: give a sequence length to train on windows of it (-SequenceLength).") { Target = training.Source };
         return Run(teacher, student, validation, options, progress, cancellation, rng =>
         {
-            var rows = Prepared.From(training, studentInputs, "training");
+            var rows = Prepared.From(training, student, "training");
             var probe = rows.Batch(Enumerable.Range(0, Math.Min(8, rows.Rows)).ToArray());
             return (probe, Math.Min(8, rows.Rows), (t, shape) => new RowBatches(rows, t, shape, options.BatchSize, options.Shuffle, rng, options.TeacherBatchSize, cancellation), rows);
         });
