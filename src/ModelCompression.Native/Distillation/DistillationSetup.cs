@@ -41,8 +41,7 @@ internal sealed class DistillationSetup : IDisposable
     public static DistillationSetup Prepare(OnnxModel teacherModel, OnnxModel student, DataSet? validation, DistillationOptions options,
         TrainingData trainingData, Random rng, CancellationToken cancellation)
     {
-        var studentInputs = InputSynthesizer.Inputs(student);
-        var pairing = PairInputs(teacherModel, InputSynthesizer.Inputs(teacherModel), student, studentInputs);
+        var pairing = PairInputs(teacherModel, student);
         var (teacherOutput, studentOutput) = PairOutputs(teacherModel, student);
         var graph = TrainingGraph.Load(student, new TrainingGraphOptions { Freeze = options.Freeze, Seed = options.Seed });
         int trainable = graph.Parameters.Where(p => p.Trainable).Sum(p => p.Value.Length);
@@ -142,8 +141,14 @@ internal sealed class DistillationSetup : IDisposable
                     + $"; the models have {classes} classes (labels 0..{classes - 1}).") { Target = data.Source };
     }
 
-    static List<(string Teacher, string Student)> PairInputs(OnnxModel teacher, IReadOnlyList<ValueSignature> ti, OnnxModel student, IReadOnlyList<ValueSignature> si)
+    /// <summary>
+    /// The inputs that data feed, paired by name (or else by position); the inputs a language model derives (mask,
+    /// positions, cache) are not paired: each model derives its own, so a teacher and student may differ in cache layout.
+    /// </summary>
+    static List<(string Teacher, string Student)> PairInputs(OnnxModel teacher, OnnxModel student)
     {
+        var ti = DataInputs(teacher);
+        var si = DataInputs(student);
         if (ti.Count != si.Count)
             throw new EngineException("DistillationInputMismatch", EngineErrorKind.InvalidData,
                 $"Teacher '{teacher.Name}' has {ti.Count} inputs ({string.Join(", ", ti)}) but student '{student.Name}' has {si.Count} ({string.Join(", ", si)}).");
@@ -161,13 +166,22 @@ internal sealed class DistillationSetup : IDisposable
         return pairs;
     }
 
+    static List<ValueSignature> DataInputs(OnnxModel model)
+    {
+        var derived = DecoderContract.Of(model)?.DerivedInputs.ToHashSet(StringComparer.Ordinal) ?? [];
+        return InputSynthesizer.Inputs(model).Where(i => !derived.Contains(i.Name)).ToList();
+    }
+
+    /// <summary>The outputs that are distilled: a language model's logits (its cache outputs are not), or else each model's first output.</summary>
     static (string Teacher, string Student) PairOutputs(OnnxModel teacher, OnnxModel student)
     {
-        var to = teacher.Proto.Graph.Output.Select(ValueSignature.From).ToList();
-        var so = student.Proto.Graph.Output.Select(ValueSignature.From).ToList();
-        if (to.Count == 0 || so.Count == 0)
+        static ValueSignature? Distilled(OnnxModel m)
+        {
+            var outputs = m.Proto.Graph.Output.Select(ValueSignature.From).ToList();
+            return DecoderContract.Of(m)?.Logits is { } logits ? outputs.First(o => o.Name == logits) : outputs.FirstOrDefault();
+        }
+        if (Distilled(teacher) is not { } t || Distilled(student) is not { } s)
             throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData, "Teacher and student need at least one output each.");
-        var t = to[0]; var s = so[0];
         if (!SameRowShape(t, s))
             throw new EngineException("DistillationOutputMismatch", EngineErrorKind.InvalidData,
                 $"Teacher output {t} and student output {s} have different shapes; the student must produce what the teacher produces.");

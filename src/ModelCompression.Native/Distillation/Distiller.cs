@@ -27,9 +27,8 @@ public static class Distiller
         if (options.SequenceLength is not null)
             throw new EngineException("SequenceLengthNeedsTokenData", EngineErrorKind.InvalidArgument,
                 $"A sequence length applies to token data (one 1-D .npy array of token ids) only; '{training.Source}' holds {string.Join(", ", training.Arrays)}.") { Target = training.Source };
-        var studentInputs = InputSynthesizer.Inputs(student);
         if (training.Features is [{ Shape.Length: 1 } only] && only.Data is long[] or int[] or short[] or ushort[] or byte[] or sbyte[]
-            && studentInputs is [{ Shape.Count: 2 } input] && (DT)input.ElementTypeCode == DT.Int64)
+            && WindowData.TokenInput(student) is { } input && (DT)input.ElementTypeCode == DT.Int64)
             throw new EngineException("TokenDataNeedsSequenceLength", EngineErrorKind.InvalidArgument,
                 $"'{training.Source}' holds one 1-D array of {only.Length:N0} integers, a token stream: give a sequence length to train on windows of it (-SequenceLength).") { Target = training.Source };
         return Run(teacher, student, validation, options, progress, cancellation, rng =>
@@ -42,7 +41,8 @@ public static class Distiller
 
     /// <summary>
     /// Distils on random windows of <see cref="DistillationOptions.SequenceLength"/> tokens from a token stream; the labels
-    /// are the next tokens. The student (and teacher) take one int64 input [batch, seq].
+    /// are the next tokens. The student (and teacher) take one int64 input [batch, seq], or are language models whose
+    /// other inputs their <see cref="DecoderContract"/> derives (Optimum's decoder-with-past layout, with an empty cache).
     /// </summary>
     public static DistillationResult Distill(OnnxModel teacher, OnnxModel student, TokenStream training, DataSet? validation,
         DistillationOptions options, Action<DistillationProgress>? progress = null, CancellationToken cancellation = default)
@@ -53,36 +53,11 @@ public static class Distiller
                 $"Token data '{training.Source}' is read as windows: give the number of tokens per window (-SequenceLength).") { Target = training.Source };
         if (!options.Shuffle)
             throw new EngineException("ShuffleNotApplicable", EngineErrorKind.InvalidArgument, "Token windows are always drawn at random; turning shuffling off applies to the rows of a data file only.");
-        var inputs = InputSynthesizer.Inputs(student);
-        if (inputs is not [{ Shape.Count: 2 } input] || (DT)input.ElementTypeCode != DT.Int64)
-            throw new EngineException("TokenDataInputMismatch", EngineErrorKind.InvalidData,
-                $"Token windows feed a student with one int64 input [batch, seq]; '{student.Name}' has {string.Join(", ", inputs)}.");
+        var windows = WindowData.For(student, training, length, options.BatchSize);
         if (training.Length < length + 1L)
             throw new EngineException("TokenDataTooShort", EngineErrorKind.InvalidData,
                 $"Token data '{training.Source}' holds {training.Length:N0} tokens; a window of {length} tokens and its next-token labels need {length + 1}.") { Target = training.Source };
-        return Run(teacher, student, validation, options, progress, cancellation, rng =>
-        {
-            var windows = new WindowBatchesFactory(training, length, options.BatchSize, input.Name, rng);
-            return (windows.Probe(), 1, windows.Create, null);
-        });
-    }
-
-    sealed class WindowBatchesFactory(TokenStream tokens, int length, int batch, string input, Random rng)
-    {
-        public Dictionary<string, Tensor> Probe()
-        {
-            var x = new long[length];
-            tokens.CopyWindow(0, x);
-            return new Dictionary<string, Tensor>(StringComparer.Ordinal) { [input] = Tensor.Int64([1, length], x) };
-        }
-
-        public IBatchSource Create(TeacherModel teacher, int[] rowShape)
-        {
-            if (tokens.MinId < 0 || tokens.MaxId >= rowShape[^1])
-                throw new EngineException("TokenIdOutOfRange", EngineErrorKind.InvalidData,
-                    $"Token data '{tokens.Source}' holds ids {tokens.MinId}..{tokens.MaxId}, but the models' vocabulary (last output dimension) is {rowShape[^1]} (ids 0..{rowShape[^1] - 1}).") { Target = tokens.Source };
-            return new WindowBatches(new TokenWindows(tokens, length, batch, rng), input, teacher, rowShape);
-        }
+        return Run(teacher, student, validation, options, progress, cancellation, rng => (windows.Probe(), 1, (t, shape) => windows.Create(t, shape, rng), null));
     }
 
     static DistillationResult Run(OnnxModel teacherModel, OnnxModel student, DataSet? validation, DistillationOptions options,
