@@ -52,7 +52,8 @@ static class LmBench
             };
             var mine = Distil("ModelCompression, peer recipe", teacher, student, trainPath, test, peerOptions);
             Dictionary<string, JsonElement>? peer = null;
-            if (torch) peer = RunTorch(root, task, trainPath, Path.Combine(shared, "data", "tiny_lm_test.npz"), steps, interval, threads);
+            if (torch) peer = RunTorch(root, "torch_lm_distill.py", Path.Combine(task, "task.npz"), trainPath, Path.Combine(shared, "data", "tiny_lm_test.npz"),
+                steps.ToString(CultureInfo.InvariantCulture), interval.ToString(CultureInfo.InvariantCulture), threads.ToString(CultureInfo.InvariantCulture));
             (string Name, double[] Ppl, double SecondsPerStep)? defaults = null;
             if (ours) defaults = Distil("ModelCompression, Invoke-Distillation defaults", teacher, student, trainPath, test,
                 new DistillationOptions { SequenceLength = 128, MaxSteps = steps, ValidationInterval = interval });
@@ -72,7 +73,7 @@ static class LmBench
         finally { Directory.Delete(task, true); }
     }
 
-    static (string Name, double[] Ppl, double SecondsPerStep) Distil(string name, OnnxModel teacher, OnnxModel student, string trainPath, DataSet test, DistillationOptions options)
+    internal static (string Name, double[] Ppl, double SecondsPerStep) Distil(string name, OnnxModel teacher, OnnxModel student, string trainPath, DataSet test, DistillationOptions options)
     {
         using var tokens = TokenStream.Open(trainPath);
         long allocated = GC.GetTotalAllocatedBytes(precise: true);
@@ -141,7 +142,7 @@ static class LmBench
         for (int r0 = 0; r0 < rows; r0 += 32)
         {
             int n = Math.Min(32, rows - r0);
-            var logits = session.Run(new Dictionary<string, NamedArray> { ["input_ids"] = x.Slice(r0, n) })[0];
+            var logits = session.Run(ModelInputs.Bind(model, new DataSet(test.Source, [x.Slice(r0, n)])))[0];
             var v = logits.AsFloat(); int vocab = (int)logits.Shape[2];
             for (int i = 0; i < n * seq; i++)
             {
@@ -167,12 +168,12 @@ static class LmBench
         Npy.WriteNpz(file, arrays);
     }
 
-    static Dictionary<string, JsonElement>? RunTorch(string root, string task, string train, string test, int steps, int interval, int threads)
+    /// <summary>Runs a PyTorch peer of bench/Distillation with <paramref name="args"/>; its "RESULT {json}" line, the rest echoed.</summary>
+    internal static Dictionary<string, JsonElement>? RunTorch(string root, string script, params string[] args)
     {
         var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(root, "bench", "Distillation", "torch_lm_distill.py"), Path.Combine(task, "task.npz"), train, test,
-            steps.ToString(CultureInfo.InvariantCulture), interval.ToString(CultureInfo.InvariantCulture), threads.ToString(CultureInfo.InvariantCulture) })
-            psi.ArgumentList.Add(a);
+        psi.ArgumentList.Add(Path.Combine(root, "bench", "Distillation", script));
+        foreach (var a in args) psi.ArgumentList.Add(a);
         // Debian's OpenBLAS runs some 30 times slower with these set (they come from this machine's environment)
         psi.Environment.Remove("OPENBLAS_CORETYPE");
         psi.Environment.Remove("OPENBLAS_L2_SIZE");
@@ -192,5 +193,5 @@ static class LmBench
         return result;
     }
 
-    static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
+    internal static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 }
