@@ -51,6 +51,7 @@ internal static class TrainOps
         ["Slice"] = (n, opset) => new SliceKernel(n, opset),
         ["Gather"] = (n, _) => new GatherKernel(n),
         ["Expand"] = (n, _) => new ExpandKernel(n),
+        ["Tile"] = (n, _) => new TileKernel(n),
         ["Flatten"] = (n, opset) => new ReshapeLikeKernel(n, opset),
         ["Reshape"] = (n, opset) => new ReshapeLikeKernel(n, opset),
         ["Identity"] = (n, opset) => new ReshapeLikeKernel(n, opset),
