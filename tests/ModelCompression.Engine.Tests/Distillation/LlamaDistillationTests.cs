@@ -91,6 +91,17 @@ public class LlamaDistillationTests(ITestOutputHelper output)
         for (int i = 0; i < norms.Length; i++) Assert.Equal(norms[i], cachedNorms[i], 1e-9 + 1e-5 * norms[i]);
     }
 
+    [SharedFact]
+    public void TheBuilderLayoutIsRefusedByItsFusedOps()
+    {
+        // ONNX Runtime GenAI's layout fuses attention and normalization into contrib ops the engine cannot differentiate
+        var builder = new OnnxModel(LlamaModels.TinyLlamaBuilderLayout(Cached.Value), null, []);
+        using var tokens = TokenStream.Open(SharedFiles.Data("tiny_lm_train.npy"));
+        var e = Assert.Throws<EngineException>(() => Distiller.Distill(Cached.Value, builder, tokens, null, new DistillationOptions { SequenceLength = 16, MaxSteps = 1 }));
+        Assert.Equal("TrainingOpUnsupported", e.ErrorId);
+        Assert.Contains("com.microsoft.GroupQueryAttention", e.Message);
+    }
+
     [Fact]
     public void ACacheTheTrainingEngineCannotTakeIsRefusedBeforeTraining()
     {
