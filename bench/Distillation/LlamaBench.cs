@@ -65,14 +65,11 @@ static class LlamaBench
                     I(steps), I(interval), I(threads), "--check", Path.Combine(task, "check.npz"), .. args.Contains("freeze-rotary") ? ["--freeze-rotary"] : Array.Empty<string>()];
                 peer = LmBench.RunTorch(root, "torch_llama_distill.py", peerArgs);
             }
-            Console.WriteLine();
-            Console.WriteLine($"| side | perplexity after {string.Join(" / ", Enumerable.Range(1, mine.Ppl.Length).Select(i => Math.Min(i * interval, steps)))} steps | s/step (teacher included) |");
-            Console.WriteLine("| --- | --- | ---: |");
-            Console.WriteLine($"| teacher / pruned student | {pplTeacher:F3} / {pplPruned:F3} | |");
-            Console.WriteLine($"| {mine.Name} | {string.Join(" / ", mine.Ppl.Select(p => p.ToString("F3", CultureInfo.InvariantCulture)))} | {mine.SecondsPerStep:F3} |");
+            var rows = new List<(string, double[], double)> { mine };
             if (peer is not null)
-                Console.WriteLine($"| PyTorch {peer["torch"].GetString()}, {peer["threads"].GetInt32()} threads, same recipe{(peer["frozen_rotary"].GetBoolean() ? ", rotary tables frozen" : "")}"
-                    + $"{(peer["same_start"].ValueKind == JsonValueKind.True ? "" : " (START DIFFERS)")} | {string.Join(" / ", peer["ppl"].EnumerateArray().Select(p => p.GetDouble().ToString("F3", CultureInfo.InvariantCulture)))} | {peer["seconds_per_step"].GetDouble():F3} |");
+                rows.Add(LmBench.PeerRow(peer, "same recipe" + (peer["frozen_rotary"].GetBoolean() ? ", rotary tables frozen" : "")
+                    + (peer["same_start"].ValueKind == JsonValueKind.True ? "" : " (START DIFFERS)")));
+            LmBench.PrintTable(steps, interval, pplTeacher, pplPruned, rows);
             Console.WriteLine($"load average at the end {LmBench.LoadAverage()}");
         }
         finally { Directory.Delete(task, true); }

@@ -59,15 +59,10 @@ static class LmBench
                 new DistillationOptions { SequenceLength = 128, MaxSteps = steps, ValidationInterval = interval });
             if (pipeline) Pipeline(teacher, test, shared, trainPath, steps, interval, pplTeacher);
 
-            Console.WriteLine();
-            Console.WriteLine($"| side | perplexity after {string.Join(" / ", Enumerable.Range(1, mine.Ppl.Length).Select(i => Math.Min(i * interval, steps)))} steps | s/step (teacher included) |");
-            Console.WriteLine("| --- | --- | ---: |");
-            Console.WriteLine($"| teacher / pruned student | {pplTeacher:F3} / {pplPruned:F3} | |");
-            Console.WriteLine($"| {mine.Name} | {string.Join(" / ", mine.Ppl.Select(p => p.ToString("F3", CultureInfo.InvariantCulture)))} | {mine.SecondsPerStep:F3} |");
-            if (peer is not null)
-                Console.WriteLine($"| PyTorch {peer["torch"].GetString()}, {peer["threads"].GetInt32()} threads, peer recipe | {string.Join(" / ", peer["ppl"].EnumerateArray().Select(p => p.GetDouble().ToString("F3", CultureInfo.InvariantCulture)))} | {peer["seconds_per_step"].GetDouble():F3} |");
-            if (defaults is { } d)
-                Console.WriteLine($"| {d.Name} | {string.Join(" / ", d.Ppl.Select(p => p.ToString("F3", CultureInfo.InvariantCulture)))} | {d.SecondsPerStep:F3} |");
+            var rows = new List<(string, double[], double)> { mine };
+            if (peer is not null) rows.Add(PeerRow(peer, "peer recipe"));
+            if (defaults is { } d) rows.Add(d);
+            PrintTable(steps, interval, pplTeacher, pplPruned, rows);
             Console.WriteLine($"load average at the end {LoadAverage()}");
         }
         finally { Directory.Delete(task, true); }
@@ -191,6 +186,21 @@ static class LmBench
         }
         catch (System.ComponentModel.Win32Exception e) { Console.WriteLine($"  PyTorch side not run: {e.Message}"); }
         return result;
+    }
+
+    /// <summary>The PyTorch side's figures from its RESULT line, as a row of <see cref="PrintTable"/>.</summary>
+    internal static (string Name, double[] Ppl, double SecondsPerStep) PeerRow(Dictionary<string, JsonElement> peer, string recipe) =>
+        ($"PyTorch {peer["torch"].GetString()}, {peer["threads"].GetInt32()} threads, {recipe}", peer["ppl"].EnumerateArray().Select(p => p.GetDouble()).ToArray(), peer["seconds_per_step"].GetDouble());
+
+    /// <summary>The summary table: perplexity at each record and seconds per step of each side.</summary>
+    internal static void PrintTable(int steps, int interval, double pplTeacher, double pplPruned, IReadOnlyList<(string Name, double[] Ppl, double SecondsPerStep)> rows)
+    {
+        static string F3(double v) => v.ToString("F3", CultureInfo.InvariantCulture);
+        Console.WriteLine();
+        Console.WriteLine($"| side | perplexity after {string.Join(" / ", Enumerable.Range(1, rows[0].Ppl.Length).Select(i => Math.Min(i * interval, steps)))} steps | s/step (teacher included) |");
+        Console.WriteLine("| --- | --- | ---: |");
+        Console.WriteLine($"| teacher / pruned student | {F3(pplTeacher)} / {F3(pplPruned)} | |");
+        foreach (var (name, ppl, seconds) in rows) Console.WriteLine($"| {name} | {string.Join(" / ", ppl.Select(F3))} | {F3(seconds)} |");
     }
 
     internal static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";

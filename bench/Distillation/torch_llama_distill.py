@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
+from lm_eval import TestWindows
+
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 flags = sys.argv[1:]
 check_path = flags[flags.index("--check") + 1] if "--check" in flags else None
@@ -174,19 +176,7 @@ if check_path:
     agree = max(diffs) <= 1e-3
     print(f"PyTorch modules against ONNX Runtime on {len(x)} windows: teacher max abs {diffs[0]:.2e}, student max abs {diffs[1]:.2e}" + ("" if agree else "  MISMATCH"))
 
-test = np.load(test_path)
-test_x, test_y = torch.from_numpy(test["x"]), torch.from_numpy(test["y"])
-
-
-def perplexity(model):
-    model.eval()
-    nll = 0.0
-    with torch.no_grad():
-        for r in range(0, len(test_x), 32):
-            logits = model(test_x[r : r + 32])
-            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), test_y[r : r + 32].reshape(-1), reduction="sum").item()
-    model.train()
-    return math.exp(nll / test_y.numel())
+perplexity = TestWindows(test_path).perplexity
 
 
 trainable = [p for p in student.parameters() if p.requires_grad]

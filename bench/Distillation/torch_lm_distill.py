@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lm_eval import TestWindows
+
 task, train_path, test_path = sys.argv[1:4]
 steps = int(sys.argv[4]) if len(sys.argv) > 4 else 600
 interval = int(sys.argv[5]) if len(sys.argv) > 5 else 200
@@ -128,19 +130,7 @@ def prune():
     return heads, neurons
 
 
-test = np.load(test_path)
-test_x, test_y = torch.from_numpy(test["x"]), torch.from_numpy(test["y"])
-
-
-def perplexity(model):
-    model.eval()
-    nll = 0.0
-    with torch.no_grad():
-        for r in range(0, len(test_x), 32):
-            logits = model(test_x[r : r + 32])
-            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), test_y[r : r + 32].reshape(-1), reduction="sum").item()
-    model.train()
-    return math.exp(nll / test_y.numel())
+perplexity = TestWindows(test_path).perplexity
 
 
 teacher = build()
