@@ -22,7 +22,6 @@ Prints the test perplexity every `interval` steps and, last, one line "RESULT {j
 import json
 import math
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from lm_eval import TestWindows
+from lm_peer import TestWindows, distil
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 flags = sys.argv[1:]
@@ -187,23 +186,21 @@ print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; teacher (h
 tokens = np.load(train_path, mmap_mode="r")
 rng = np.random.default_rng(1)
 opt = torch.optim.Adam(trainable, lr=LR)
-ppl, train_seconds = [], 0.0
-for step in range(1, steps + 1):
-    start = time.perf_counter()
+
+
+def windows():
     starts = rng.integers(0, len(tokens) - LENGTH, size=BATCH)
-    window = np.stack([tokens[s : s + LENGTH + 1] for s in starts]).astype(np.int64)
-    x, y = torch.from_numpy(window[:, :-1]), torch.from_numpy(window[:, 1:])
-    with torch.no_grad():
-        t = teacher(x).reshape(-1, teacher.head.out_features)
-    s = student(x).reshape(t.shape)
+    window = torch.from_numpy(np.stack([tokens[s : s + LENGTH + 1] for s in starts]).astype(np.int64))
+    return window[:, :-1], window[:, 1:]
+
+
+def loss(s, t, y):
+    """Invoke-Distillation's: Alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - Alpha) * cross-entropy, averaged over positions."""
+    s, t = s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1])
     soft = F.kl_div(F.log_softmax(s / TEMPERATURE, -1), F.log_softmax(t / TEMPERATURE, -1), log_target=True, reduction="batchmean")
-    loss = ALPHA * TEMPERATURE**2 * soft + (1 - ALPHA) * F.cross_entropy(s, y.reshape(-1))
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    train_seconds += time.perf_counter() - start
-    if step % interval == 0 or step == steps:
-        ppl.append(perplexity(student))
-        print(f"  PyTorch: step {step}: loss {loss.item():.4f}, test perplexity {ppl[-1]:.3f}, {train_seconds / step:.3f} s/step so far")
+    return ALPHA * TEMPERATURE**2 * soft + (1 - ALPHA) * F.cross_entropy(s, y.reshape(-1))
+
+
+ppl, seconds_per_step = distil(student, teacher, opt, steps, interval, windows, loss, perplexity)
 print("RESULT " + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "ppl": ppl,
-                              "seconds_per_step": train_seconds / steps, "same_start": agree, "frozen_rotary": freeze_rotary}))
+                              "seconds_per_step": seconds_per_step, "same_start": agree, "frozen_rotary": freeze_rotary}))
