@@ -29,7 +29,7 @@ internal sealed class WindowData
     {
         var inputs = InputSynthesizer.Inputs(student);
         var contract = DecoderContract.Of(student);
-        var tokenInput = TokenInput(student);
+        var tokenInput = TokenInput(contract, inputs);
         if (tokenInput is null || (DT)tokenInput.ElementTypeCode != DT.Int64)
             throw new EngineException("TokenDataInputMismatch", EngineErrorKind.InvalidData,
                 $"Token windows feed a student with one int64 input [batch, seq] (or a language model's input_ids, with the inputs it derives); '{student.Name}' has {string.Join(", ", inputs)}.");
@@ -39,8 +39,10 @@ internal sealed class WindowData
     }
 
     /// <summary>The input token windows feed: a language model's token ids, or a model's only input when it is [batch, seq].</summary>
-    public static ValueSignature? TokenInput(OnnxModel student) =>
-        DecoderContract.Of(student)?.Tokens ?? (InputSynthesizer.Inputs(student) is [{ Shape.Count: 2 } only] ? only : null);
+    public static ValueSignature? TokenInput(OnnxModel student) => TokenInput(DecoderContract.Of(student), InputSynthesizer.Inputs(student));
+
+    static ValueSignature? TokenInput(DecoderContract? contract, IReadOnlyList<ValueSignature> inputs) =>
+        contract?.Tokens ?? (inputs is [{ Shape.Count: 2 } only] ? only : null);
 
     /// <summary>One window from the start of the stream, with what the student derives, to probe the models' shapes.</summary>
     public Dictionary<string, Tensor> Probe()
