@@ -16,7 +16,7 @@ using ModelCompression.Native.Runtime;
 /// weights), checks that it computes what ONNX Runtime computes on a few windows, and runs the same recipe on the same
 /// data and steps. A student file may be given instead of pruning here (a student of either layout pruned elsewhere,
 /// or bench/Distillation/prune_llama_by_hand.py's while the engine cannot prune grouped-query attention).
-///   dotnet run -c Release --project bench/Distillation -- llama [steps=600] [interval=200] [threads=2] [student.onnx] [no-torch] [freeze-rotary]
+///   dotnet run -c Release --project bench/Distillation -- llama [steps=600] [interval=200] [threads=2] [student.onnx] [no-torch]
 /// </summary>
 static class LlamaBench
 {
@@ -62,13 +62,12 @@ static class LlamaBench
             {
                 string I(int v) => v.ToString(CultureInfo.InvariantCulture);
                 string[] peerArgs = [Path.Combine(shared, "models", "tiny_llama.onnx"), studentFile, trainPath, Path.Combine(shared, "data", "tiny_lm_test.npz"),
-                    I(steps), I(interval), I(threads), "--check", Path.Combine(task, "check.npz"), .. args.Contains("freeze-rotary") ? ["--freeze-rotary"] : Array.Empty<string>()];
+                    I(steps), I(interval), I(threads), "--check", Path.Combine(task, "check.npz")];
                 peer = LmBench.RunTorch(root, "torch_llama_distill.py", peerArgs);
             }
             var rows = new List<(string, double[], double)> { mine };
             if (peer is not null)
-                rows.Add(LmBench.PeerRow(peer, "same recipe" + (peer["frozen_rotary"].GetBoolean() ? ", rotary tables frozen" : "")
-                    + (peer["same_start"].ValueKind == JsonValueKind.True ? "" : " (START DIFFERS)")));
+                rows.Add(LmBench.PeerRow(peer, "same recipe" + (peer["same_start"].ValueKind == JsonValueKind.True ? "" : " (START DIFFERS)")));
             LmBench.PrintTable(steps, interval, pplTeacher, pplPruned, rows);
             Console.WriteLine($"load average at the end {LmBench.LoadAverage()}");
         }

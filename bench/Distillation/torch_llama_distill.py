@@ -8,8 +8,8 @@ the rotary table), so any structurally pruned student of tiny_llama works, in ei
 export has the same weights and node names). Then it distils the student with Invoke-Distillation's defaults: 32
 random windows of 128 tokens per step from tiny_lm_train.npy, loss 0.7 * T^2 * KL(softmax(t/T) || softmax(s/T)) +
 0.3 * cross-entropy with the next tokens, T = 4, averaged over positions, Adam lr 1e-3, constant, the teacher's
-forward pass in every step. Like Invoke-Distillation it trains every float initializer that reaches the logits,
-the rotary cos/sin tables included (pass --freeze-rotary to keep them, as a PyTorch user usually would).
+forward pass in every step. Like Invoke-Distillation it trains every weight and keeps the rotary cos/sin tables as
+they are (buffers).
 
 With a check file (x: int64 windows, student / teacher: ONNX Runtime's logits on them, written by the C# side), it
 first verifies that both modules compute what ONNX Runtime computes, so both sides start from the same point.
@@ -17,7 +17,7 @@ Prints the test perplexity every `interval` steps and, last, one line "RESULT {j
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 bench/Distillation/torch_llama_distill.py \
         teacher.onnx student.onnx tiny_lm_train.npy tiny_lm_test.npz [steps=600] [interval=200] [threads=2] \
-        [--check check.npz] [--freeze-rotary]
+        [--check check.npz]
 """
 import json
 import math
@@ -36,7 +36,6 @@ flags = sys.argv[1:]
 check_path = flags[flags.index("--check") + 1] if "--check" in flags else None
 if check_path in args:
     args.remove(check_path)
-freeze_rotary = "--freeze-rotary" in flags
 teacher_path, student_path, train_path, test_path = args[:4]
 steps = int(args[4]) if len(args) > 4 else 600
 interval = int(args[5]) if len(args) > 5 else 200
@@ -131,8 +130,8 @@ class Llama(torch.nn.Module):
         vocab, d_model = src.emb.shape
         self.eps = src.eps
         self.emb = torch.nn.Embedding(vocab, d_model)
-        self.cos = torch.nn.Parameter(torch.from_numpy(src.cos.copy()), requires_grad=not freeze_rotary)
-        self.sin = torch.nn.Parameter(torch.from_numpy(src.sin.copy()), requires_grad=not freeze_rotary)
+        self.register_buffer("cos", torch.from_numpy(src.cos))
+        self.register_buffer("sin", torch.from_numpy(src.sin))
         shapes = [src.block(b) for b in range(src.blocks)]
         self.blocks = torch.nn.ModuleList(Block(d_model, heads, kv, src.head_dim, ffn, src.eps) for heads, kv, ffn in shapes)
         self.norm = torch.nn.Parameter(torch.ones(d_model))
@@ -181,7 +180,7 @@ perplexity = TestWindows(test_path).perplexity
 trainable = [p for p in student.parameters() if p.requires_grad]
 print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; teacher (heads, key/value heads, FFN) per block {teacher.shape()}, "
       f"test perplexity {perplexity(teacher):.3f}; student {student.shape()}, {sum(p.numel() for p in trainable):,} trainable values, "
-      f"test perplexity {perplexity(student):.3f}; rotary tables {'frozen' if freeze_rotary else 'trained (as Invoke-Distillation does)'}")
+      f"test perplexity {perplexity(student):.3f}")
 
 tokens = np.load(train_path, mmap_mode="r")
 rng = np.random.default_rng(1)
@@ -203,4 +202,4 @@ def loss(s, t, y):
 
 ppl, seconds_per_step = distil(student, teacher, opt, steps, interval, windows, loss, perplexity)
 print("RESULT " + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "ppl": ppl,
-                              "seconds_per_step": seconds_per_step, "same_start": agree, "frozen_rotary": freeze_rotary}))
+                              "seconds_per_step": seconds_per_step, "same_start": agree}))

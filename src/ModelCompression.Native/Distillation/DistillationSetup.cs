@@ -86,6 +86,8 @@ internal sealed class DistillationSetup : IDisposable
         var masks = Graph.Parameters.Where(p => p.IsMask).Select(p => p.Name).ToList();
         if (masks.Count > 0)
             Notes.Add($"{string.Join(", ", masks.Select(m => "'" + m + "'"))} hold{(masks.Count == 1 ? "s" : "")} an additive attention mask (0 and a large negative value), kept as a constant.");
+        var tables = Graph.Parameters.Where(p => p.IsRotaryTable).Select(p => "'" + p.Name + "'").ToList();
+        if (tables.Count > 0) Notes.Add($"{string.Join(", ", tables)} hold rotary position tables (cos and sin), kept as constants.");
         bool hasLabels = windows || TrainRows?.Labels is not null;
         if (!hasLabels) Notes.Add("The training data has no labels: the loss is the soft (teacher) loss alone, so Alpha does not apply.");
         if (windows) Notes.Add($"Training windows of {options.SequenceLength} tokens at random starts; the labels are the next tokens.");

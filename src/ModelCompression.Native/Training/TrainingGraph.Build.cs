@@ -91,7 +91,36 @@ public sealed partial class TrainingGraph
             parameters.Add(p);
             paramById[id] = p;
         }
+        MarkRotaryTables(parameters);
         return (parameters, values);
+    }
+
+    /// <summary>Finds the cos and sin tables of rotary position embeddings among the parameters and keeps them constant.</summary>
+    static void MarkRotaryTables(List<TrainingParameter> parameters)
+    {
+        static bool FirstRowIs(TrainingParameter p, float v) =>
+            p.Value.Rank == 2 && p.Value.Shape[0] > 1 && p.Value.Data.AsSpan(0, p.Value.Shape[1]).IndexOfAnyExcept(v) < 0;
+        foreach (var cos in parameters.Where(p => FirstRowIs(p, 1f)).ToList())
+            foreach (var sin in parameters.Where(p => p != cos && p.Value.Shape.SequenceEqual(cos.Value.Shape) && FirstRowIs(p, 0f)))
+            {
+                if (!IsRotaryPair(cos.Value.Data, sin.Value.Data)) continue;
+                cos.IsRotaryTable = sin.IsRotaryTable = true;
+                cos.Trainable = sin.Trainable = false;
+            }
+    }
+
+    /// <summary>
+    /// Whether two float tables of one shape [positions, width] are the cos and sin of rotary position embeddings: the
+    /// first row (position 0) all 1 and all 0, and cos² + sin² = 1 everywhere. Exporters store these caches as
+    /// initializers (PyTorch buffers); they are rotations by position, not weights: training them would make them no
+    /// rotations at all, and only at the positions the training windows reach.
+    /// </summary>
+    public static bool IsRotaryPair(ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        if (cos.Length != sin.Length || cos.Length < 2 || cos[0] != 1f || sin[0] != 0f) return false;
+        for (int i = 0; i < cos.Length; i++)
+            if (!(Math.Abs((double)cos[i] * cos[i] + (double)sin[i] * sin[i] - 1) <= 1e-4)) return false;
+        return true;
     }
 
     /// <summary>Nodes in dependency order (exporters already sort them; sort anyway so a shuffled graph still trains).</summary>

@@ -20,6 +20,8 @@ public sealed class TrainingParameter
     public bool ReceivesGradient { get; internal set; }
     /// <summary>An additive attention mask stored as an initializer (see <see cref="TrainingGraph.IsAdditiveMask"/>): a constant, never trained.</summary>
     public bool IsMask { get; internal set; }
+    /// <summary>A rotary position table, cos or sin (see <see cref="TrainingGraph.IsRotaryPair"/>): a constant, never trained.</summary>
+    public bool IsRotaryTable { get; internal set; }
 }
 
 /// <summary>Time spent in the nodes of one op type since the graph was loaded (or <see cref="TrainingGraph.ResetTiming"/>).</summary>

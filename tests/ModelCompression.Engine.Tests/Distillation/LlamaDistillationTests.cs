@@ -66,6 +66,34 @@ public class LlamaDistillationTests(ITestOutputHelper output)
         Assert.Equal(distilled.DifferencePerplexity!.Value, b.Epochs.Single().ValidationPerplexity!.Value, 3);
         Assert.Equal(a.Epochs.Single().ValidationPerplexity!.Value, b.Epochs.Single().ValidationPerplexity!.Value, 4);
         Assert.Equal(pruned.ReferencePerplexity!.Value, b.TeacherValidationPerplexity!.Value, 3);
+        // the rotary cos/sin caches are positions' rotations, not weights: they come out as they went in
+        foreach (var table in new[] { "m.cos_cached", "m.sin_cached" })
+            Assert.Equal(TensorData.ToFloat(cachedStudent.Initializers.Single(t => t.Name == table)), TensorData.ToFloat(b.Student.Initializers.Single(t => t.Name == table)));
+        Assert.Contains(b.Student.Report!.Notes, n => n.Contains("'m.cos_cached', 'm.sin_cached' hold rotary position tables"));
+    }
+
+    [Fact]
+    public void RotaryTablesAreConstantsAndAnEmbeddingIsNot()
+    {
+        // positions gather rows of cos/sin tables that rotate x; tokens gather rows of an embedding whose first row is zero (a padding id)
+        int positions = 6, width = 4;
+        var cos = new float[positions * width]; var sin = new float[positions * width];
+        for (int p = 0; p < positions; p++)
+            for (int i = 0; i < width; i++) { cos[p * width + i] = MathF.Cos(p / (1f + i)); sin[p * width + i] = MathF.Sin(p / (1f + i)); }
+        var embedding = TestModels.RandomWeights(new Random(3), positions * width, 1f);
+        Array.Clear(embedding, 0, width);
+        var b = new GraphBuilder("rotary").Input("ids", DT.Int64, 1, 3).Output("y", DT.Float);
+        var pos = b.InitializerInt64("positions", [1, 3], [0, 1, 2]);
+        var x = b.Node("Gather", [b.Initializer("emb", [positions, width], embedding), "ids"]);
+        var c = b.Node("Gather", [b.Initializer("cos", [positions, width], cos), pos]);
+        var s = b.Node("Gather", [b.Initializer("sin", [positions, width], sin), pos]);
+        b.Node("Add", [b.Node("Mul", [x, c]), b.Node("Mul", [x, s])], ["y"]);
+        var graph = TrainingGraph.Load(b.BuildModel());
+        Assert.All(graph.Parameters.Where(p => p.Name is "cos" or "sin"), p => Assert.True(p.IsRotaryTable && !p.Trainable));
+        Assert.True(graph.Parameters.Single(p => p.Name == "emb").Trainable);
+        Assert.True(TrainingGraph.IsRotaryPair(cos, sin));
+        Assert.False(TrainingGraph.IsRotaryPair(cos, embedding));
+        Assert.False(TrainingGraph.IsRotaryPair(sin, cos));
     }
 
     [SharedFact]
