@@ -135,15 +135,8 @@ internal sealed class MultiHeadAttentionRule : ChannelRule
         foreach (var (i, t) in inputs)
         {
             if (i > 2 || t.Axis != 2 || t.Interleaved) return w.Fail($"{d} reads the channels through input {i}");
-            int block = (int)(widths[i] / heads);
-            for (int u = 0; u < t.Pos.Length; u++)
-            {
-                if (t.Pos[u].Length == 0) continue;
-                var byHead = t.Pos[u].GroupBy(p => p / block).ToList();
-                if (byHead.Any(h => h.Count() != block))
-                    return t.Pos.All(p => p.Length <= 1) ? w.Split(block, $"{d} splits the channels into {heads} heads of {block}") : w.Fail($"{d} reads units that are not whole heads");
-                head[u] = [.. head[u].Concat(byHead.Select(h => h.Key)).Distinct().Order()];
-            }
+            if (w.Heads(t.Pos, (int)(widths[i] / heads), d) is not { } blocks) return null;
+            for (int u = 0; u < blocks.Length; u++) head[u] = [.. head[u].Concat(blocks[u]).Distinct().Order()];
         }
         for (int i = 0; i < 3; i++)
             if (!inputs.Any(x => x.Index == i))

@@ -41,20 +41,17 @@ internal sealed class GroupQueryAttentionRule : ChannelRule
         var head = new int[w.Units][];
         Array.Fill(head, []);
         foreach (var (i, t) in inputs)
-            for (int u = 0; u < t.Pos.Length; u++)
-            {
-                if (t.Pos[u].Length == 0) continue;
-                var byHead = t.Pos[u].GroupBy(p => p / (int)size).ToList();
-                if (byHead.Any(h => h.Count() != size))
-                    return t.Pos.All(p => p.Length <= 1) ? w.Split((int)size, $"{d} splits the channels into heads of {size}") : w.Fail($"{d} reads units that are not whole heads");
-                foreach (var h in byHead)
+        {
+            if (w.Heads(t.Pos, (int)size, d) is not { } blocks) return null;
+            for (int u = 0; u < blocks.Length; u++)
+                foreach (int block in blocks[u])
                 {
-                    var (r, index) = Place(i, h.Key, packed, heads, kvHeads);
+                    var (r, index) = Place(i, block, packed, heads, kvHeads);
                     if (role[u] is { } known && known != r) return w.Fail($"{d} reads one unit as query and key/value heads");
                     role[u] = r;
                     head[u] = [.. head[u].Append(index).Distinct().Order()];
                 }
-            }
+        }
         for (int i = 0; i < 3; i++)
             if (i < node.Input.Count && node.Input[i].Length > 0 && !w.IsTracked(node.Input[i]))
                 return w.Constant(node.Input[i]) is null ? w.Couple(node.Input[i], $"coupled: {d} attends with '{node.Input[i]}' (pruned jointly)") : w.Fail($"{d} has a constant input {i}");

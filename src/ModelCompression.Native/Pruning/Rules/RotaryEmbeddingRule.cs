@@ -22,9 +22,8 @@ internal sealed class RotaryEmbeddingRule : ChannelRule
         long heads = GraphIndex.IntAttr(node, "num_heads", 0);
         if (t.Rank != 3 || t.Axis != 2 || heads < 1 || t.Length % heads != 0) return w.Fail($"{d} rotates [batch, sequence, hidden] without num_heads");
         int size = (int)(t.Length / heads);
-        if (t.Pos.Any(p => p.Length > 0 && p.GroupBy(x => x / size).Any(h => h.Count() != size)))
-            return t.Pos.All(p => p.Length <= 1) ? w.Split(size, $"{d} rotates heads of {size}") : w.Fail($"{d} rotates units that are not whole heads");
-        w.Group.Attributes.Add(new AttributeEdit(node, "num_heads", -1, ChannelWalk.Map(t.Pos, p => [p / size])));
+        if (w.Heads(t.Pos, size, d) is not { } whole) return null;
+        w.Group.Attributes.Add(new AttributeEdit(node, "num_heads", -1, whole));
         return t;
     }
 }

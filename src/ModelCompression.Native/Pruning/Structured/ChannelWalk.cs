@@ -47,6 +47,27 @@ internal sealed class ChannelWalk
         return Fail(why);
     }
 
+    /// <summary>
+    /// Per unit, the heads of <paramref name="size"/> channels its positions fill; null when a unit is not whole heads,
+    /// after asking for a retry with heads as units (units of single channels) or failing.
+    /// </summary>
+    public int[][]? Heads(int[][] pos, int size, string splitter)
+    {
+        var heads = new int[pos.Length][];
+        for (int u = 0; u < pos.Length; u++)
+        {
+            var byHead = pos[u].GroupBy(p => p / size).ToList();
+            if (byHead.Any(h => h.Count() != size))
+            {
+                if (pos.All(p => p.Length <= 1)) Split(size, $"{splitter} splits the channels into heads of {size}");
+                else Fail($"{splitter} reads units that are not whole heads");
+                return null;
+            }
+            heads[u] = [.. byHead.Select(h => h.Key).Order()];
+        }
+        return heads;
+    }
+
     public TensorProto? Constant(string name) => name.Length == 0 ? null : Index.Constant(name);
     public bool IsTracked(string name) => Group.Tracks.ContainsKey(name);
     public bool TryTrack(string name, out Track track) => Group.Tracks.TryGetValue(name, out track!);
