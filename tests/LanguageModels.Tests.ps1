@@ -132,6 +132,16 @@ Describe 'ONNX Runtime GenAI folders' {
         { $q | Export-Model -Directory $out -ErrorAction Stop } | Should -Throw -ErrorId 'ExportFileExists,*'
     }
 
+    It 'writes a folder whose model had external data without the old data file' {
+        Skip-WithoutShared
+        $external = Join-Path $TestDrive 'external'
+        Get-Model (Copy-GenAiFolder (Join-Path $TestDrive 'src2')) | Export-Model -Directory $external -ExternalData
+        @(Get-ChildItem $external -Name | Sort-Object) | Should -Be 'genai_config.json', 'model.onnx', 'model.onnx.data', 'tokenizer.json'
+        $small = Join-Path $TestDrive 'small'
+        Get-Model $external | Invoke-ModelQuantization -Mode WeightOnly | Export-Model -Directory $small -ExternalData:$false
+        @(Get-ChildItem $small -Name | Sort-Object) | Should -Be 'genai_config.json', 'model.onnx', 'tokenizer.json'
+    }
+
     It 'refuses a folder whose configuration <name>' -ForEach @(
         @{ name = 'names a missing file'; edit = { param($c) $c.model.decoder.filename = 'nope.onnx' }; id = 'GenAiModelFileMissing' }
         @{ name = 'disagrees with the model'; edit = { param($c) $c.model.decoder.num_hidden_layers = 5 }; id = 'GenAiConfigMismatch' }
