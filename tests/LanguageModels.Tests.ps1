@@ -53,7 +53,8 @@ Describe 'Measure-ModelLatency -Generate' {
             $r.DecodeP50Ms | Should -BeGreaterThan 0
             $r.DecodeP99Ms | Should -BeGreaterOrEqual $r.DecodeP50Ms
             $r.TokensPerSecond | Should -BeGreaterThan 0
-            $r.MemoryBytes | Should -BeGreaterThan 0
+            $r.ModelMemoryBytes | Should -BeGreaterThan 12MB
+            $r.PeakWorkingSetBytes | Should -BeGreaterThan $r.ModelMemoryBytes
             $r.CacheBytesPerToken | Should -Be 2048
             $r.PromptSource | Should -Be 'tiny_lm_test.npz'
         }
