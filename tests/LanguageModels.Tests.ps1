@@ -53,11 +53,13 @@ Describe 'Measure-ModelLatency -Generate' {
             $r.DecodeP50Ms | Should -BeGreaterThan 0
             $r.DecodeP99Ms | Should -BeGreaterOrEqual $r.DecodeP50Ms
             $r.TokensPerSecond | Should -BeGreaterThan 0
-            $r.ModelMemoryBytes | Should -BeGreaterThan 12MB
+            $r.ModelMemoryBytes | Should -BeGreaterThan 3MB
             $r.PeakWorkingSetBytes | Should -BeGreaterThan $r.ModelMemoryBytes
             $r.CacheBytesPerToken | Should -Be 2048
             $r.PromptSource | Should -Be 'tiny_lm_test.npz'
         }
+        $run.Output[1].ModelMemoryBytes | Should -BeLessThan ($run.Output[0].ModelMemoryBytes / 2)
+        $run.Output[1].MemoryRatio | Should -BeLessThan 0.5
         $run.Output[1].Speedup | Should -BeGreaterThan 0
         $run.Output[1].SpeedupText | Should -Match '^\d+\.\d\dx \['
         $run.Progress | Where-Object RecordType -EQ Completed | Should -Not -BeNullOrEmpty
