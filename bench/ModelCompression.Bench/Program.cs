@@ -15,9 +15,13 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
     ["pruning-transformers"] = TransformerPruningBench.Run,
+    ["pruning-llama"] = LlamaPruningBench.Run,
     ["large"] = LargeModelBench.Run,
     ["large-child"] = LargeModelBench.Child,
     ["large-write-child"] = LargeModelBench.Write,
+    ["llama"] = LlamaBench.Run,
+    ["llama-child"] = LlamaBench.Child,
+    ["llama-tiny"] = LlamaBench.Tiny,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {
