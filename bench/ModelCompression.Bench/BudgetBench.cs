@@ -8,7 +8,7 @@ using ModelCompression.Native.Runtime;
 namespace ModelCompression.Bench;
 
 /// <summary>
-/// `quant-budget [sharedDir] [models] [budgets]`: the smallest model within a perplexity budget (issue 17), on tiny_lm
+/// `quant-budget [sharedDir] [models] [budgets] [validationWindows] [search]`: the smallest model within a perplexity budget (issue 17), on tiny_lm
 /// and tiny_llama. Calibration: tiny_lm_calib.npz. Validation (what the search measures on): 64 windows of 128 tokens
 /// from the end of tiny_lm_train.npy, which calibration does not use. Test: tiny_lm_test.npz, 256 windows. The table of
 /// uniform settings (4-bit in blocks of 32, 64 and 128 with RTN, HQQ, GPTQ and AWQ, and 8-bit; each with the output head
@@ -25,8 +25,9 @@ static class BudgetBench
         var budgets = args.Length > 2 ? args[2].Split(',').Select(b => double.Parse(b, CultureInfo.InvariantCulture)).ToArray() : [0.1, 0.25, 1];
         var calibration = DataSet.Load(Path.Combine(shared, "data", "tiny_lm_calib.npz"));
         var test = DataSet.Load(Path.Combine(shared, "data", "tiny_lm_test.npz"));
-        var validation = Windows(Path.Combine(shared, "data", "tiny_lm_train.npy"), 64, 128);
-        foreach (var name in models) RunModel(ModelIO.Load(Path.Combine(shared, "models", name + ".onnx")), name, calibration, validation, test, budgets);
+        var validation = Windows(Path.Combine(shared, "data", "tiny_lm_train.npy"), args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 64, 128);
+        bool searchOnly = args.Length > 4 && args[4] == "search";
+        foreach (var name in models) RunModel(ModelIO.Load(Path.Combine(shared, "models", name + ".onnx")), name, calibration, validation, test, budgets, searchOnly);
         return 0;
     }
 
@@ -48,15 +49,16 @@ static class BudgetBench
 
     sealed record Setting(string Name, long Size, double TestIncrease);
 
-    static void RunModel(OnnxModel model, string name, DataSet calibration, DataSet validation, DataSet test, double[] budgets)
+    static void RunModel(OnnxModel model, string name, DataSet calibration, DataSet validation, DataSet test, double[] budgets, bool searchOnly)
     {
         double Increase(OnnxModel q) => ModelComparer.Compare(model, q, new InputSource { Data = test, BatchSize = 64 }).Single().PerplexityIncrease!.Value;
+        ModelQuantizer.Quantize(model, Uniform(4, 128, new GptqAlgorithm(), calibration, floatHead: false)); // warm-up: the first run pays the JIT and ONNX Runtime's start
         var sw = Stopwatch.StartNew();
         ModelQuantizer.Quantize(model, Uniform(4, 128, new GptqAlgorithm(), calibration, floatHead: false));
         double gptqSeconds = sw.Elapsed.TotalSeconds;
         Console.WriteLine($"{name}: float file {model.SerializedSize:N0} bytes; one GPTQ quantization (4-bit, block 128, with calibration) {gptqSeconds:F2} s");
         var uniform = new List<Setting>();
-        foreach (bool floatHead in new[] { false, true })
+        foreach (bool floatHead in searchOnly ? [] : new[] { false, true })
         {
             foreach (int block in new[] { 32, 64, 128 })
                 foreach (var (algorithm, make) in Algorithms)
@@ -81,6 +83,8 @@ static class BudgetBench
             double seconds = sw.Elapsed.TotalSeconds, testIncrease = Increase(q);
             var best = uniform.Where(s => s.TestIncrease <= budget).MinBy(s => s.Size);
             var m = q.Report!.Metrics;
+            if (searchOnly)
+                foreach (var c in q.Report.Entries.Where(e => e.Action == "Candidate")) Console.WriteLine($"      {c.Target}: {c.Detail}");
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"    budget {budget,4} %: {q.SerializedSize,10:N0} bytes, validation +{m["ValidationFigure"]:F3} %, test +{testIncrease:F3} % ({testIncrease / budget:F2}x the budget; target <= 1.5x); " +
                 $"smallest uniform meeting it on test: {(best is null ? "none" : $"{best.Name} {best.Size:N0} bytes ({(double)q.SerializedSize / best.Size:F3}x)")}; " +

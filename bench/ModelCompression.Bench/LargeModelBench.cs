@@ -28,6 +28,7 @@ static class LargeModelBench
         ("hqq", "WeightOnly 4-bit HQQ, block 32", 6),
         ("gptq", "WeightOnly 4-bit GPTQ, 64 rows", 20),
         ("awq", "WeightOnly 4-bit AWQ, 64 rows", 20),
+        ("budget", "WeightOnly -MaxPerplexityIncrease 1", 0),
         ("dynamic", "Dynamic int8", 0),
         ("prune", "global magnitude pruning 50%", 0),
     ];
@@ -102,6 +103,12 @@ static class LargeModelBench
                 {
                     Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32, CalibrationData = Calibration(model, 64),
                     Algorithm = stage == "gptq" ? new GptqAlgorithm() : new AwqAlgorithm(),
+                }),
+                // Not a language model: the budget has nothing to measure perplexity on, and says so before any work.
+                "budget" => ModelQuantizer.Quantize(model, new QuantizationOptions
+                {
+                    Mode = QuantizationMode.WeightOnly, CalibrationData = Calibration(model, 64), ValidationData = new ModelCompression.Native.Data.DataSet("labelled rows", [.. Calibration(model, 16).Arrays, new ModelCompression.Native.Data.NamedArray("y", [16], new long[16])]),
+                    Budget = QualityBudget.MaxPerplexityIncrease(1),
                 }),
                 "dynamic" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Dynamic }),
                 "prune" => ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Scope = PruningScope.Global }),

@@ -38,6 +38,25 @@ internal sealed class BudgetEvaluator
         Evaluations = 0;
     }
 
+    /// <summary>
+    /// Refuses, before anything runs, validation data that does not fit the model and a budget no output can be measured
+    /// on (by the outputs' declared ranks: perplexity needs [batch, sequence, vocabulary], accuracy a class axis).
+    /// </summary>
+    public static void Check(OnnxModel model, DataSet validation, QualityBudget budget)
+    {
+        ModelInputs.Bind(model, validation);
+        if (budget.Metric == BudgetMetric.Cosine) return;
+        var ranks = model.Proto.Graph.Output.Select(o => o.Type?.TensorType?.Shape?.Dim.Count ?? 0).Where(r => r > 0).ToList();
+        int needed = budget.Metric == BudgetMetric.PerplexityIncrease ? 3 : 2;
+        if (ranks.Count == model.Proto.Graph.Output.Count && !ranks.Any(r => r >= needed))
+            throw NotMeasurable(budget);
+    }
+
+    static EngineException NotMeasurable(QualityBudget budget) => new("QuantizationBudgetNotMeasurable", EngineErrorKind.InvalidArgument,
+        budget.Metric == BudgetMetric.PerplexityIncrease
+            ? $"{budget} needs a language model's logits ([batch, sequence, vocabulary]) and a label per position in -ValidationData; no output of the model is scored that way."
+            : $"{budget} needs an output with a class axis and one label per row in -ValidationData; no output of the model is scored that way.");
+
     public IReadOnlyList<string> Outputs { get; }
     public long Rows { get; }
     public long SensitivityRowCount { get; }
@@ -70,15 +89,11 @@ internal sealed class BudgetEvaluator
                 return double.IsNaN(cosine) ? double.NegativeInfinity : cosine;
             case BudgetMetric.PerplexityIncrease:
                 var ppl = outputs.Where(o => o.PerplexityIncrease is not null).ToList();
-                if (ppl.Count == 0)
-                    throw new EngineException("QuantizationBudgetNotMeasurable", EngineErrorKind.InvalidArgument,
-                        $"{budget} needs a language model's logits ([batch, sequence, vocabulary]) and a label per position in -ValidationData; no output of the model is scored that way.");
+                if (ppl.Count == 0) throw NotMeasurable(budget);
                 return ppl.Max(o => o.PerplexityIncrease!.Value);
             default:
                 var acc = outputs.Where(o => o.ReferenceAccuracy is not null && o.DifferenceAccuracy is not null).ToList();
-                if (acc.Count == 0)
-                    throw new EngineException("QuantizationBudgetNotMeasurable", EngineErrorKind.InvalidArgument,
-                        $"{budget} needs an output with a class axis and one label per row in -ValidationData; no output of the model is scored that way.");
+                if (acc.Count == 0) throw NotMeasurable(budget);
                 return acc.Max(o => (o.ReferenceAccuracy!.Value - o.DifferenceAccuracy!.Value) * 100);
         }
     }

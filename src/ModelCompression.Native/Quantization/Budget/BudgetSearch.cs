@@ -38,9 +38,10 @@ internal sealed record BudgetResult(int[] Config, double[][] Cost, IReadOnlyList
 /// <item>Choice: costs are taken as additive; each unit's choices on their lower convex hull of (cost, size), and the
 /// steps of all units taken greedily by size saved per cost added while the total stays within the budget (the
 /// Lagrangian solution of the multiple-choice knapsack).</item>
-/// <item>Verification on all validation rows. Sums of single-unit costs misjudge the whole (errors interact), so the
-/// budget given to the additive model is rescaled by the measured-to-predicted ratio and the choice remade, at most
-/// <see cref="Rounds"/> times, keeping the smallest configuration that met the budget.</item>
+/// <item>Verification on all validation rows. Sums of single-unit costs misjudge the whole (errors interact, and costs
+/// measured on a few rows are noisy: those below the noise seen count as the noise), so the budget given to the
+/// additive model is rescaled by the measured-to-predicted ratio, then bisected between what verified and what did not,
+/// and the choice remade, at most <see cref="Rounds"/> times, keeping the smallest configuration that met the budget.</item>
 /// <item>Repair, when none met it: the most sensitive unit still quantized is promoted one step, until the budget is met.</item>
 /// </list>
 /// The figure is measured on validation data the search chose against, so it is optimistic for other data: the test-set
@@ -48,7 +49,7 @@ internal sealed record BudgetResult(int[] Config, double[][] Cost, IReadOnlyList
 /// </summary>
 internal static class BudgetSearch
 {
-    public const int Rounds = 4;
+    public const int Rounds = 6;
 
     public static BudgetResult Search(IBudgetCandidates c, QualityBudget budget, IProgress<QuantizationProgress>? progress, CancellationToken cancel)
     {
@@ -65,7 +66,7 @@ internal static class BudgetSearch
                 cancel.ThrowIfCancellationRequested();
                 var config = (int[])allFloat.Clone();
                 config[u] = choice;
-                cost[u][choice] = Math.Max(0, budget.Cost(c.Sensitivity(config)));
+                cost[u][choice] = budget.Cost(c.Sensitivity(config));
                 progress?.Report(new QuantizationProgress($"Measuring sensitivity ({units[u].Name} at {units[u].Choices[choice].Label})", (double)++done / Math.Max(1, total)));
             }
         }
@@ -74,19 +75,26 @@ internal static class BudgetSearch
         if (cheapest.u < 0 || cost[cheapest.u][cheapest.k] > limit)
             throw Unreachable(budget, cheapest.u < 0 ? "there is nothing to quantize" :
                 $"the least sensitive choice, {units[cheapest.u].Name} alone at {units[cheapest.u].Choices[cheapest.k].Label}, already costs {Describe(budget, cost[cheapest.u][cheapest.k])}");
+        Floor(cost, units);
         var tried = new List<BudgetCandidate>();
         var hulls = units.Select((unit, u) => Hull(unit, cost[u])).ToList();
         BudgetCandidate? best = null, last = null;
         double target = limit;
-        for (int round = 0; round < Rounds; round++)
+        double? passed = null, failed = null; // the largest budget given to the additive model that verified, the smallest that did not
+        for (int step = 0; step < 4 * Rounds && tried.Count < Rounds; step++)
         {
             var config = Solve(units, hulls, cost, target);
-            if (config.SequenceEqual(allFloat) || tried.Any(t => t.Config.SequenceEqual(config))) break;
-            last = Verify(c, budget, units, config, tried, progress);
+            if (config.SequenceEqual(allFloat)) break;
+            last = tried.FirstOrDefault(t => t.Config.SequenceEqual(config)) ?? Verify(c, budget, units, config, tried, progress);
             if (last.Met && (best is null || last.Bytes < best.Bytes)) best = last;
             double predicted = Predicted(cost, config), measured = budget.Cost(last.Figure);
-            if (last.Met && measured >= 0.9 * limit || predicted <= 0) break;
-            target = measured <= 0 ? target * 2 : limit * predicted / measured;
+            if (last.Met && measured >= 0.9 * limit) break;
+            // The measured-to-predicted ratio rescales the budget (at most doubling it) while one side is unknown; then
+            // bisection between what verified and what did not.
+            double rescaled = measured <= 0 || predicted <= 0 ? target * 2 : limit * predicted / measured;
+            if (last.Met) { passed = target; target = failed is { } f ? (target + f) / 2 : Math.Clamp(rescaled, target * 1.25, target * 2); }
+            else { failed = target; target = passed is { } p ? (target + p) / 2 : Math.Min(rescaled, target * 0.75); }
+            if (passed is { } lo && failed is { } hi && hi - lo < 1e-3 * limit) break;
         }
         best ??= Repair(c, budget, units, hulls, cost, last?.Config ?? Solve(units, hulls, cost, limit), tried, progress, cancel);
         return new BudgetResult(best.Config, cost, tried, best, c.Evaluator.Evaluations, clock.Elapsed.TotalSeconds);
@@ -129,6 +137,19 @@ internal static class BudgetSearch
     }
 
     static double Predicted(double[][] cost, int[] config) => config.Select((choice, u) => cost[u][choice]).Sum();
+
+    /// <summary>
+    /// Single-unit figures carry noise (a few rows decide them, and a quantized layer can even look helpful): a cost below
+    /// the noise seen, the root mean square of the negative costs (true costs are not negative), counts as that noise,
+    /// so the additive model does not take dozens of noisy near-zero steps as free.
+    /// </summary>
+    static void Floor(double[][] cost, IReadOnlyList<BudgetUnit> units)
+    {
+        var negative = Enumerable.Range(0, units.Count).SelectMany(u => Enumerable.Range(0, units[u].Float).Select(k => cost[u][k])).Where(v => v < 0).ToList();
+        double noise = negative.Count == 0 ? 0 : Math.Sqrt(negative.Average(v => v * v));
+        for (int u = 0; u < units.Count; u++)
+            for (int k = 0; k < units[u].Float; k++) cost[u][k] = Math.Max(cost[u][k], noise);
+    }
 
     /// <summary>A unit's choices that can be optimal for some budget: Pareto-optimal in (cost, size), with size saved per cost added decreasing.</summary>
     internal static List<int> Hull(BudgetUnit unit, double[] cost)
@@ -199,7 +220,7 @@ internal static class BudgetSearch
             bool front = !r.Tried.Any(o => o != t && o.Bytes <= t.Bytes && budget.Cost(o.Figure) <= budget.Cost(t.Figure) && (o.Bytes < t.Bytes || budget.Cost(o.Figure) < budget.Cost(t.Figure)));
             report.Report.Entries.Add(new Onnx.ReportEntry($"candidate {i + 1}", "Model", QuantizationReport.Candidate,
                 $"{t.Bytes:N0} bytes of weights, {budget.Format(t.Figure)} on the validation data: {(t.Met ? "meets" : "misses")} {budget}{(front ? "; on the Pareto front seen" : "")}{(ReferenceEquals(t, r.Chosen) ? "; chosen" : "")}")
-            { Error = t.Figure, Bytes = t.Bytes });
+            { Bytes = t.Bytes });
         }
         report.Note(string.Create(CultureInfo.InvariantCulture,
             $"{budget}: {budget.Format(r.Chosen.Figure)} on {e.Rows} validation row(s), found with {r.Evaluations} model evaluations ({sensitivity} single-layer sensitivities on {e.SensitivityRowCount} row(s), {r.Tried.Count} whole candidates verified) in {r.Seconds:F1} s.")

@@ -27,6 +27,7 @@ internal sealed class StaticCandidates : IBudgetCandidates, IDisposable
     {
         this.plan = plan;
         options = run.Options;
+        BudgetEvaluator.Check(run.Source, options.ValidationData!, options.Budget!);
         cancel = run.Cancel;
         sourcePath = run.Source.SourcePath;
         pristine = model.Clone();

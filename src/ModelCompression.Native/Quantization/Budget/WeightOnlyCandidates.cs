@@ -31,6 +31,7 @@ internal sealed class WeightOnlyCandidates : IBudgetCandidates, IDisposable
     {
         this.q = q;
         var o = q.Options;
+        BudgetEvaluator.Check(source, o.ValidationData!, o.Budget!);
         unitLayers = layers.GroupBy(l => l.WeightKey).Select(g => g.ToList()).ToList();
         Statistics = CollectAndScale(source, layers, planned, run);
         var units = new List<BudgetUnit>();
@@ -78,7 +79,7 @@ internal sealed class WeightOnlyCandidates : IBudgetCandidates, IDisposable
         foreach (int bits in o.Bits is { } b ? [b] : new[] { 4, 8 })
         {
             if (layer.Handler.Unsupported(layer, bits, q.Format) is not null) continue;
-            var blocks = o.BlockSize is { } given ? [given] : bits == 8 ? [128] : new[] { 32, 128, 256 };
+            var blocks = o.BlockSize is { } given ? [given] : bits == 8 ? [128] : new[] { 32, 64, 128, 256 };
             foreach (int bs in blocks.Where(bs => bs <= Math.Max(layer.K, blocks.Min()))) yield return new LayerPrecision(bits, bs);
         }
         yield return LayerPrecision.Float;
