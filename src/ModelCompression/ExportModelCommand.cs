@@ -30,7 +30,8 @@ public sealed class ExportModelCommand : ModelCmdletBase
     public SwitchParameter PassThru { get; set; }
 
     [Parameter]
-    public SwitchParameter ExternalData { get; set; }
+    public SwitchParameter ExternalData { get => externalData.GetValueOrDefault(); set => externalData = value; }
+    SwitchParameter? externalData;
 
     protected override void ProcessRecord()
     {
@@ -43,8 +44,7 @@ public sealed class ExportModelCommand : ModelCmdletBase
         TryInvoke(() =>
         {
             // -ExternalData: always; -ExternalData:$false: one file unless over 2 GB; neither: as the model came.
-            bool? external = MyInvocation.BoundParameters.ContainsKey(nameof(ExternalData)) ? ExternalData.IsPresent : null;
-            var result = ModelIO.Save(model.Engine, target, new SaveOptions { ExternalData = external, Overwrite = Force }, CancellationToken);
+            var result = ModelIO.Save(model.Engine, target, new SaveOptions { ExternalData = externalData?.IsPresent, Overwrite = Force }, CancellationToken);
             if (result.ExternalDataForced)
                 WriteWarning($"Model '{model.Name}' is too large for a single protobuf file; its tensors were written to '{result.DataPath}'.");
             WriteVerbose($"Wrote '{result.ModelPath}'" + (result.DataPath is null ? "." : $" and '{result.DataPath}'."));
