@@ -1,5 +1,6 @@
 using System.Collections;
 using System.Management.Automation;
+using ModelCompression.Native.Data;
 using ModelCompression.Native.Runtime;
 
 namespace ModelCompression;
@@ -67,7 +68,7 @@ public sealed class CompareModelCommand : ModelCmdletBase
         {
             var (data, synthesis) = InputArguments.Inputs(this, [reference.Engine, difference.Engine], InputData,
                 BatchSize ?? DefaultBatchSize, BatchSize is not null, InputShape, IntegerRange);
-            var inputs = new ComparisonInputs { Data = data, BatchSize = (int)synthesis.BatchSize, Synthesis = synthesis };
+            var inputs = new InputSource { Data = data, BatchSize = (int)synthesis.BatchSize, Synthesis = synthesis };
             var gates = new ComparisonGates { MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement, MaxPerplexityRise = MaxPerplexityRise };
             comparison = ModelComparison.Run(reference.Engine, difference.Engine, inputs, gates, null,
                 progress.Phase($"{difference.Name} against {reference.Name}"), CancellationToken);

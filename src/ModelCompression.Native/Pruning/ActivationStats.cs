@@ -30,7 +30,7 @@ internal static class ActivationStats
         var sums = new Dictionary<string, double[]>(StringComparer.Ordinal);
         using var session = new ModelSession(new OnnxModel(proto, model.SourcePath, []));
         long rows = 0;
-        foreach (var (batch, _, fraction) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
+        foreach (var (batch, _, fraction) in ModelInputs.Batches(model, new InputSource { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
             var results = fromSession.Count == 0 ? [] : session.Run(batch, fromSession, cancel);

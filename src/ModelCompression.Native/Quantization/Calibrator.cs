@@ -25,7 +25,7 @@ internal static class Calibrator
         foreach (var t in tensors) if (!graphInputs.Contains(t) && outputs.Add(t)) copy.Graph.Output.Add(new ValueInfoProto { Name = t });
         var probe = new OnnxModel(copy, model.SourcePath, []);
         var wanted = tensors.Where(t => !graphInputs.Contains(t)).ToList();
-        var inputs = new ComparisonInputs { Data = data, BatchSize = batchSize };
+        var inputs = new InputSource { Data = data, BatchSize = batchSize };
         int passes = method == CalibrationMethod.MinMax ? 1 : 2;
 
         using var session = new ModelSession(probe, new SessionSettings { GraphOptimization = "None" });
@@ -36,7 +36,7 @@ internal static class Calibrator
         for (int pass = 0; pass < passes; pass++)
         {
             if (pass == 1) hist = tensors.ToDictionary(t => t, _ => new long[HistogramBins], StringComparer.Ordinal);
-            foreach (var (batch, _, fraction) in ModelComparer.Batches(model, inputs))
+            foreach (var (batch, _, fraction) in ModelInputs.Batches(model, inputs))
             {
                 cancel.ThrowIfCancellationRequested();
                 var results = session.Run(batch, wanted, cancel);

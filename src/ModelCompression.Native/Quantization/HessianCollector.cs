@@ -32,7 +32,7 @@ internal static class HessianCollector
     public static Dictionary<string, float[]> Collect(OnnxModel model, IReadOnlyList<(string Name, int K)> activations, DataSet data, int batchSize,
         IProgress<double>? progress, CancellationToken cancel)
     {
-        CalibrationDataLoader.Check(model, data);
+        ModelInputs.Bind(model, data);   // refuses data that does not fit before anything runs
         var graphInputs = model.Proto.Graph.Input.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
         var copy = model.Proto.Clone();
         var outputs = copy.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
@@ -43,7 +43,7 @@ internal static class HessianCollector
         var sums = activations.DistinctBy(a => a.Name).ToDictionary(a => a.Name, a => new Accumulator(a.Name, a.K), StringComparer.Ordinal);
 
         using var session = new ModelSession(probe);
-        foreach (var (batch, _, fraction) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
+        foreach (var (batch, _, fraction) in ModelInputs.Batches(model, new InputSource { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
             var results = session.Run(batch, wanted, cancel);

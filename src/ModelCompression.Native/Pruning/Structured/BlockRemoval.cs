@@ -148,7 +148,7 @@ internal static class BlockRemoval
         var sums = new double[blocks.Count];
         var vectors = new long[blocks.Count];
         using var session = new ModelSession(new OnnxModel(proto, model.SourcePath, []));
-        foreach (var (batch, _, _) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
+        foreach (var (batch, _, _) in ModelInputs.Batches(model, new InputSource { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
             var fetched = wanted.Where(t => !graphInputs.Contains(t)).ToList();

@@ -79,7 +79,7 @@ internal static class NormRefit
     {
         string input = n.Node.Input[0];
         using var after = Exposing(pruned, [input]);
-        foreach (var (batch, _, _) in ModelComparer.Batches(pruned, new ComparisonInputs { Data = data, BatchSize = batchSize }))
+        foreach (var (batch, _, _) in ModelInputs.Batches(pruned, new InputSource { Data = data, BatchSize = batchSize }))
         {
             cancel.ThrowIfCancellationRequested();
             var original = before.Run(batch, [input], cancel)[0].AsFloat();
