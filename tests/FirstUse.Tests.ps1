@@ -128,6 +128,7 @@ Describe 'Get-ModelInfo of compressed models' {
         @{ name = 'dynamic int8'; quantize = { $input | Invoke-ModelQuantization -Mode Dynamic } }
         @{ name = 'static QDQ'; quantize = { $input | Invoke-ModelQuantization -Mode Static -CalibrationData $WineData } }
         @{ name = '4-bit MatMulNBits'; quantize = { $input | Invoke-ModelQuantization -Mode WeightOnly -BlockSize 32 } }
+        @{ name = '4-bit MatMulNBits with zero points'; quantize = { $input | Invoke-ModelQuantization -Mode WeightOnly -BlockSize 32 -Symmetric:$false } }
         @{ name = '4-bit DequantizeLinear'; quantize = { $input | Invoke-ModelQuantization -Mode WeightOnly -Format Standard -BlockSize 32 } }
     ) {
         $dense = ($Wine | & $quantize | Get-ModelInfo).Sparsity
