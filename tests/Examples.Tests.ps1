@@ -123,6 +123,10 @@ Describe 'examples/azure-pipelines.yml' {
         $byName['broken'].Status | Should -Be 'Error'
         $byName['broken'].Error | Should -BeLike '*broken.onnx*'
         $byName['lost'].Status | Should -Be 'Error'
+        # The YAML hands over the matrix itself (Get-ModelMatrix.ps1's JSON); its model names count the same.
+        $matrix = '{"wine_mlp":{"modelPath":"m/wine_mlp.onnx","modelName":"wine_mlp"},"gone":{"modelPath":"m/gone.onnx","modelName":"gone"}}'
+        $null = Invoke-Step 'Join-CompressionReport.ps1' "-Path '$reports' -Model '$matrix'"
+        (Get-Content -Raw "$reports/summary.json" | ConvertFrom-Json).Models.Model | Should -Contain 'gone'
     }
 
     It 'fails a model that misses gates: one error line per missed gate, the latency gate among them, digits that tell the miss' {

@@ -108,8 +108,10 @@ Describe 'The ModelCompressionGate task' {
 
     It 'fails missed gates: exit 1, one error issue per failed gate, the reports still uploaded' {
         Skip-WithoutNode; Skip-WithoutShared
-        $inputs = @{ Models = 'models/*.onnx'; Data = 'data/gate-data.json'; Pipeline = 'Invoke-ModelQuantization' } + $Gates
+        # Two gates missed on one model: fidelity (a cosine of 1) and latency (a fortieth of the original's at most).
+        $inputs = @{ Models = 'models/wine_mlp.onnx'; Data = 'data/gate-data.json'; Pipeline = 'Invoke-ModelQuantization' } + $Gates
         $inputs.MinCosine = '1'
+        $inputs.MaxLatencyRatio = '0.025'
         $run = Invoke-Task $inputs
         $run.ExitCode | Should -Be 1 -Because ($run.Lines -join "`n")
         $run.Result | Should -BeLike '##vso`[task.complete result=Failed*'

@@ -5,6 +5,7 @@ BeforeAll {
     $WineTest = Join-Path $RepoRoot 'data/wine_test.npz'
     $LmPath = Join-Path $SharedRoot 'models/tiny_lm.onnx'
     $LmTest = Join-Path $SharedRoot 'data/tiny_lm_test.npz'
+    $LmCalib = Join-Path $SharedRoot 'data/tiny_lm_calib.npz'
     $Bert = Join-Path $SharedRoot 'models/tiny_bert.onnx'
     # Formats objects as pwsh shows them in an 80-column console.
     function Show([Parameter(ValueFromPipeline)] $InputObject) { end { $input | Out-String -Width 80 } }
@@ -207,8 +208,8 @@ Describe 'Help text' {
 Describe 'Progress' {
     It 'reports SecondsRemaining from measured throughput: <name>' -ForEach @(
         @{ name = 'latency'; script = { param($wine, $lm, $test, $calib) Measure-ModelLatency $wine -Duration 1.5 -Warmup 0 } }
-        @{ name = 'comparison'; script = { param($wine, $lm, $test, $calib) Compare-Model $lm $lm -InputData $test -BatchSize 8 } }
-        @{ name = 'pruning'; script = { param($wine, $lm, $test, $calib) Get-Model $lm | Invoke-ModelPruning -Rate 0.5 -Criterion Activation -CalibrationData $calib } }
+        @{ name = 'comparison'; script = { param($wine, $lm, $test, $calib) Compare-Model $lm $lm -InputData $calib -BatchSize 8 } }
+        @{ name = 'pruning'; script = { param($wine, $lm, $test, $calib) Get-Model $lm | Invoke-ModelPruning -Rate 0.5 } }
         @{ name = 'quantization (GPTQ)'; script = { param($wine, $lm, $test, $calib) Get-Model $lm | Invoke-ModelQuantization -Mode WeightOnly -Algorithm GPTQ -CalibrationData $calib -CalibrationBatchSize 8 } }
         @{ name = 'distillation'; script = { param($wine, $lm, $test, $calib) Invoke-Distillation -Teacher $wine -HiddenLayers 64 -TrainingData data/wine_train.npz -Epochs 200 -BatchSize 8 } }
     ) {
