@@ -37,30 +37,52 @@ public static class QuantizedZeros
         if (!Standard.TryGetValue(node.OpType, out var input) || input.Weight != slot || !IsInteger(weight)) return null;
         var zeroPoint = ZeroPoint(input.ZeroPoint);
         if (zeroPoint is null && input.ZeroPoint < node.Input.Count && node.Input[input.ZeroPoint].Length > 0) return null; // computed: unknown
-        var values = TensorData.ToFloat(weight);
         float[] zp = zeroPoint is null ? [0f] : TensorData.ToFloat(zeroPoint);
-        long[] shape = TensorData.Shape(weight);
-        if (zp.Length == 1) return values.AsSpan().Count(zp[0]);
-        int axis = input.Axis(node);
-        if (axis < 0) axis += shape.Length;
-        if (axis < 0 || axis >= shape.Length) return null;
-        long outer = 1, inner = 1;
-        for (int d = 0; d < axis; d++) outer *= shape[d];
-        for (int d = axis + 1; d < shape.Length; d++) inner *= shape[d];
-        long channels = shape[axis];
-        // Per channel: one zero point per index along the axis; blocked (DequantizeLinear's block_size): one per block of it.
-        long block = node.OpType == "DequantizeLinear" ? Attr(node, "block_size") ?? 0 : 0;
-        long zpChannels = block > 0 ? (channels + block - 1) / block : channels;
-        if (zp.Length != (block > 0 ? outer * zpChannels * inner : channels)) return null;
-        long zeros = 0;
-        for (long o = 0, i = 0; o < outer; o++)
-            for (long c = 0; c < channels; c++)
-                for (long k = 0; k < inner; k++, i++)
-                {
-                    float z = block > 0 ? zp[(o * zpChannels + c / block) * inner + k] : zp[c];
-                    if (values[i] == z) zeros++;
-                }
-        return zeros;
+        var layout = new ZeroPointLayout(zp, 1, 1, 1, 0);
+        if (zp.Length > 1)
+        {
+            long[] shape = TensorData.Shape(weight);
+            int axis = input.Axis(node);
+            if (axis < 0) axis += shape.Length;
+            if (axis < 0 || axis >= shape.Length) return null;
+            long outer = 1, inner = 1;
+            for (int d = 0; d < axis; d++) outer *= shape[d];
+            for (int d = axis + 1; d < shape.Length; d++) inner *= shape[d];
+            // Per channel: one zero point per index along the axis; blocked (DequantizeLinear's block_size): one per block of it.
+            long block = node.OpType == "DequantizeLinear" ? Attr(node, "block_size") ?? 0 : 0;
+            layout = new ZeroPointLayout(zp, outer, shape[axis], inner, Math.Max(0, block));
+            if (zp.Length != (block > 0 ? outer * layout.ZeroPointChannels * inner : shape[axis])) return null;
+        }
+        // 8-bit weights are counted in their own bytes, without a float copy of a tensor that may be large.
+        return (DT)weight.DataType switch
+        {
+            DT.Uint8 => layout.Count(TensorData.RawBytes(weight).Span),
+            DT.Int8 => layout.Count(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(TensorData.RawBytes(weight).Span)),
+            _ => layout.Count<float>(TensorData.ToFloat(weight)),
+        };
+    }
+
+    /// <summary>Zero points over a weight seen as [outer, channels, inner]: one per channel, one per block of channels, or one for all.</summary>
+    sealed record ZeroPointLayout(float[] ZeroPoints, long Outer, long Channels, long Inner, long Block)
+    {
+        public long ZeroPointChannels => Block > 0 ? (Channels + Block - 1) / Block : Channels;
+
+        public long Count<T>(ReadOnlySpan<T> values) where T : unmanaged, System.Numerics.INumberBase<T>
+        {
+            if (ZeroPoints.Length == 1) return Count(values, float.CreateTruncating(ZeroPoints[0]));
+            long zeros = 0;
+            for (long o = 0, i = 0; o < Outer; o++)
+                for (long c = 0; c < Channels; c++)
+                    for (long k = 0; k < Inner; k++, i++)
+                    {
+                        float z = Block > 0 ? ZeroPoints[(o * ZeroPointChannels + c / Block) * Inner + k] : ZeroPoints[c];
+                        if (float.CreateTruncating(values[(int)i]) == z) zeros++;
+                    }
+            return zeros;
+        }
+
+        static long Count<T>(ReadOnlySpan<T> values, float zero) where T : unmanaged, System.Numerics.INumberBase<T> =>
+            T.CreateTruncating(zero) is var z && float.CreateTruncating(z) == zero ? values.Count(z) : 0;
     }
 
     /// <summary>MatMulNBits: B [N, blocks, blob] packs column n's K values in blocks of block_size, bits each, low bits first.</summary>
