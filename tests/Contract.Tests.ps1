@@ -16,7 +16,7 @@ Describe 'Mirrors of engine records' {
         $marks = (Get-Module ModelCompression).ImplementingAssembly.GetExportedTypes() | ForEach-Object { $_.GetCustomAttributes($false) } |
             Where-Object { $_.GetType().Name -eq 'EngineRecordAttribute' }
         $engine = @($marks.EngineType.Name | Sort-Object)
-        $engine | Should -Be @('GateFailure', 'LatencyResult', 'ModelComparison', 'ModelReport', 'ModelStage', 'ModelSummary', 'OutputFidelity', 'ReportEntry', 'ValueSignature')
+        $engine | Should -Be @('GateFailure', 'GenerationAgreement', 'GenerationResult', 'LatencyResult', 'ModelComparison', 'ModelReport', 'ModelStage', 'ModelSummary', 'OutputFidelity', 'ReportEntry', 'ValueSignature')
     }
 
     It '<name> shows every property of <mark.EngineType.Name>, or names it as left out' -ForEach $Mirrors {

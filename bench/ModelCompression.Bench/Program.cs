@@ -16,6 +16,9 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["pruning-transformers"] = TransformerPruningBench.Run,
     ["large"] = LargeModelBench.Run,
     ["large-child"] = LargeModelBench.Child,
+    ["llama"] = LlamaBench.Run,
+    ["llama-child"] = LlamaBench.Child,
+    ["llama-tiny"] = LlamaBench.Tiny,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {

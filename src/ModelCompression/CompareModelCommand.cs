@@ -1,7 +1,9 @@
 using System.Collections;
 using System.Management.Automation;
+using ModelCompression.Native;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Runtime;
+using ModelCompression.Native.Runtime.Generation;
 
 namespace ModelCompression;
 
@@ -58,6 +60,29 @@ public sealed class CompareModelCommand : ModelCmdletBase
     [ValidateRange(0.0, 1.0)]
     public double? MaxPerplexityRise { get; set; }
 
+    [Parameter]
+    public SwitchParameter Generate { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int? PromptLength { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int? NewTokens { get; set; }
+
+    [Parameter]
+    [ValidateRange(1, int.MaxValue)]
+    public int? Prompts { get; set; }
+
+    [Parameter]
+    [ValidateRange(0.0, 1.0)]
+    public double? MinGenerationAgreement { get; set; }
+
+    [Parameter]
+    [ValidateSet("Auto", "OnnxRuntime", "GenAI")]
+    public string? GenerationEngine { get; set; }
+
     protected override void ProcessRecord()
     {
         var reference = Reference!;
@@ -69,9 +94,13 @@ public sealed class CompareModelCommand : ModelCmdletBase
             var (data, synthesis) = InputArguments.Inputs(this, [reference.Engine, difference.Engine], InputData,
                 BatchSize ?? DefaultBatchSize, BatchSize is not null, InputShape, IntegerRange);
             var inputs = new InputSource { Data = data, BatchSize = (int)synthesis.BatchSize, Synthesis = synthesis };
-            var gates = new ComparisonGates { MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement, MaxPerplexityRise = MaxPerplexityRise };
+            var gates = new ComparisonGates
+            {
+                MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement, MaxPerplexityRise = MaxPerplexityRise,
+                MinGenerationAgreement = MinGenerationAgreement,
+            };
             comparison = ModelComparison.Run(reference.Engine, difference.Engine, inputs, gates, null,
-                progress.Phase($"{difference.Name} against {reference.Name}"), CancellationToken);
+                progress.Phase($"{difference.Name} against {reference.Name}"), CancellationToken, GenerationRequest());
         }, difference);
         progress.Complete();
         if (!ok || comparison is null) return;
@@ -81,5 +110,19 @@ public sealed class CompareModelCommand : ModelCmdletBase
         WriteObject(output);
         foreach (var gate in report.FailedGates)
             WriteError(new ErrorRecord(new ModelGateException(gate), gate.ErrorId, ErrorCategory.InvalidResult, report));
+    }
+
+    /// <summary>-Generate's comparison (by default 16 prompts of 64 tokens, 64 new tokens each); its options without -Generate are refused.</summary>
+    GenerationComparisonRequest? GenerationRequest()
+    {
+        if (!Generate)
+        {
+            if (PromptLength is not null || NewTokens is not null || Prompts is not null || GenerationEngine is not null)
+                throw new EngineException("GenerationParameterNotApplicable", EngineErrorKind.InvalidArgument,
+                    "-PromptLength, -NewTokens, -Prompts and -GenerationEngine shape the generation comparison; add -Generate.");
+            return null;
+        }
+        var settings = new GenerationSettings { PromptLength = PromptLength ?? 64, NewTokens = NewTokens ?? 64, Engine = Enum.Parse<GenerationEngine>(GenerationEngine ?? "Auto") };
+        return new GenerationComparisonRequest(settings, Prompts ?? 16);
     }
 }

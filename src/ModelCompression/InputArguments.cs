@@ -53,7 +53,7 @@ static class InputArguments
     /// The -InputData file, loaded. -InputShape and -IntegerRange shape synthesized inputs only: beside a data file,
     /// whose arrays have their own shapes and values, they would be ignored, so they are refused.
     /// </summary>
-    static DataSet? Data(PSCmdlet cmdlet, string? path, Hashtable? shape, long[]? range)
+    public static DataSet? Data(PSCmdlet cmdlet, string? path, Hashtable? shape, long[]? range)
     {
         if (string.IsNullOrEmpty(path)) return null;
         if (shape is not null || range is not null)

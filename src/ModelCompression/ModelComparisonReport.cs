@@ -22,6 +22,8 @@ public sealed class ModelComparisonReport
     public string InputSource { get; init; } = "";
     public long Rows { get; init; }
     public OutputComparison[] Outputs { get; init; } = [];
+    /// <summary>Compare-Model -Generate: greedy continuations compared token by token; null without -Generate.</summary>
+    public GenerationComparison? Generation { get; init; }
     /// <summary>The gates checked, by parameter name, with their thresholds; empty when none was given.</summary>
     public Dictionary<string, double> Gates { get; init; } = [];
     public GateResult[] FailedGates { get; init; } = [];

@@ -3,6 +3,9 @@ using ModelCompression.Native.Onnx;
 
 namespace ModelCompression.Native.Runtime;
 
+/// <summary>A generation comparison to run beside the fidelity one: how many prompts, and how they are made and continued (data: the comparison's when not given).</summary>
+public sealed record GenerationComparisonRequest(Generation.GenerationSettings Settings, int Prompts = 16);
+
 /// <summary>
 /// Thresholds a comparison must meet (null: not checked). Every output that reports the metric is checked. Relative
 /// gates are fractions, all of them: an accuracy drop of 0.01 is one percentage point, a perplexity rise of 0.05 is 5 %.
@@ -18,6 +21,9 @@ public sealed record ComparisonGates
     /// <summary>The other model's perplexity may exceed the reference's by at most this fraction of it (0.05: 5 %); needs labels per position.</summary>
     public double? MaxPerplexityRise { get; init; }
 
+    /// <summary>The share of greedily generated tokens that agree must be at least this (a fraction); needs a generation comparison.</summary>
+    public double? MinGenerationAgreement { get; init; }
+
     /// <summary>The gates that are set, by name, with their thresholds.</summary>
     public IReadOnlyDictionary<string, double> Set()
     {
@@ -26,6 +32,7 @@ public sealed record ComparisonGates
         if (MaxAccuracyDrop is { } d) set[nameof(MaxAccuracyDrop)] = d;
         if (MinTop1Agreement is { } t) set[nameof(MinTop1Agreement)] = t;
         if (MaxPerplexityRise is { } p) set[nameof(MaxPerplexityRise)] = p;
+        if (MinGenerationAgreement is { } g) set[nameof(MinGenerationAgreement)] = g;
         return set;
     }
 }
@@ -54,6 +61,8 @@ public sealed record ModelComparison
     public required IReadOnlyList<OutputFidelity> Outputs { get; init; }
     /// <summary>The gates that were checked, by name, with their thresholds; empty when none was given.</summary>
     public required IReadOnlyDictionary<string, double> Gates { get; init; }
+    /// <summary>Greedy continuations compared token by token, when asked for.</summary>
+    public Generation.GenerationAgreement? Generation { get; init; }
     public required IReadOnlyList<GateFailure> FailedGates { get; init; }
     /// <summary>Whether every gate held; null when no gate was given (a comparison without gates claims nothing).</summary>
     public bool? Passed => Gates.Count == 0 ? null : FailedGates.Count == 0;
@@ -63,11 +72,17 @@ public sealed record ModelComparison
     /// evaluates <paramref name="gates"/>. A gate that needs labels when the inputs have none is refused before anything runs.
     /// </summary>
     public static ModelComparison Run(OnnxModel reference, OnnxModel difference, InputSource inputs, ComparisonGates? gates = null,
-        SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default)
+        SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default, GenerationComparisonRequest? generation = null)
     {
         gates ??= new ComparisonGates();
         ValidateGates(gates, inputs);
-        var outputs = ModelComparer.Compare(reference, difference, inputs, settings, progress, cancel);
+        if (gates.MinGenerationAgreement is { } ga && (ga < 0 || ga > 1 || double.IsNaN(ga)))
+            throw new EngineException("MinGenerationAgreementOutOfRange", EngineErrorKind.InvalidArgument, $"A minimum generation agreement is a fraction between 0 and 1, not {ga}.");
+        if (gates.MinGenerationAgreement is not null && generation is null)
+            throw new EngineException("GenerationGateRequiresGenerate", EngineErrorKind.InvalidArgument, "A minimum generation agreement needs the generation comparison (-Generate).");
+        var outputs = ModelComparer.Compare(reference, difference, inputs, settings, ProgressRelay.Range(progress, 0, generation is null ? 1 : 0.5), cancel);
+        var agreement = generation is null ? null : Runtime.Generation.GenerationAgreement.Measure(reference, difference,
+            generation.Settings with { Data = generation.Settings.Data ?? inputs.Data }, generation.Prompts, ProgressRelay.Range(progress, 0.5, 1), cancel);
         long refSize = reference.SerializedSize, diffSize = difference.SerializedSize;
         long refParams = Parameters(reference), diffParams = Parameters(difference);
         string source;
@@ -98,7 +113,8 @@ public sealed record ModelComparison
             Rows = rows,
             Outputs = outputs,
             Gates = gates.Set(),
-            FailedGates = Evaluate(gates, outputs),
+            Generation = agreement,
+            FailedGates = [.. Evaluate(gates, outputs), .. EvaluateGeneration(gates, agreement)],
         };
     }
 
@@ -180,6 +196,13 @@ public sealed record ModelComparison
                         $"Output '{o.Output}': perplexity rose from {o.ReferencePerplexity:G6} to {o.DifferencePerplexity:G6} (+{o.PerplexityRise:P3}), more than the maximum {maxRise:P3}."));
         }
         return failed;
+    }
+
+    static IEnumerable<GateFailure> EvaluateGeneration(ComparisonGates gates, Generation.GenerationAgreement? a)
+    {
+        if (gates.MinGenerationAgreement is { } min && a is not null && !(a.TokenAgreement >= min))
+            yield return new GateFailure("MinGenerationAgreement", "GenerationAgreementBelowMinimum", "generation", min, a.TokenAgreement,
+                $"Greedy generation: {a.TokenAgreement:P2} of the generated tokens agree ({a.Prompts} prompts of {a.PromptLength} tokens, {a.NewTokens} new each; first divergence at {a.MeanFirstDivergence:F1} on average), below the minimum {min:P2}.");
     }
 
     static long Parameters(OnnxModel model) => ParameterCount.Of(model.Proto);
