@@ -14,6 +14,7 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
     ["pruning-transformers"] = TransformerPruningBench.Run,
+    ["pruning-llama"] = LlamaPruningBench.Run,
     ["large"] = LargeModelBench.Run,
     ["large-child"] = LargeModelBench.Child,
     ["llama"] = LlamaBench.Run,

@@ -33,7 +33,8 @@ public sealed class GenerationReport
     public double DecodeP99Ms { get; init; }
     public double TokensPerSecond { get; init; }
     public double EndToEndTokensPerSecond { get; init; }
-    public long MemoryBytes { get; init; }
+    /// <summary>What the model needs to generate, counted: its weights as stored and its cache at the end of a generation.</summary>
+    public long ModelMemoryBytes { get; init; }
     public long PeakWorkingSetBytes { get; init; }
     public long CacheBytesPerToken { get; init; }
     public string? Baseline { get; internal set; }
