@@ -209,7 +209,7 @@ Describe 'Progress' {
     It 'reports SecondsRemaining from measured throughput: <name>' -ForEach @(
         @{ name = 'latency'; script = { param($wine, $lm, $test, $calib) Measure-ModelLatency $wine -Duration 1.5 -Warmup 0 } }
         @{ name = 'comparison'; script = { param($wine, $lm, $test, $calib) Compare-Model $lm $lm -InputData $calib -BatchSize 8 } }
-        @{ name = 'pruning'; script = { param($wine, $lm, $test, $calib) Get-Model $lm | Invoke-ModelPruning -Rate 0.5 } }
+        @{ name = 'pruning'; script = { param($wine, $lm, $test, $calib) Get-Model $lm | Invoke-ModelPruning -Rate 0.5 -Structured } }
         @{ name = 'quantization (GPTQ)'; script = { param($wine, $lm, $test, $calib) Get-Model $lm | Invoke-ModelQuantization -Mode WeightOnly -Algorithm GPTQ -CalibrationData $calib -CalibrationBatchSize 8 } }
         @{ name = 'distillation'; script = { param($wine, $lm, $test, $calib) Invoke-Distillation -Teacher $wine -HiddenLayers 64 -TrainingData data/wine_train.npz -Epochs 200 -BatchSize 8 } }
     ) {
