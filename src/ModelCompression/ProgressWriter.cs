@@ -15,7 +15,8 @@ sealed class ProgressWriter(Cmdlet cmdlet, string activity, int id = 1)
 
     readonly int thread = Environment.CurrentManagedThreadId;
     readonly Stopwatch clock = Stopwatch.StartNew();
-    string phase = "";
+    // The first phase is timed from the start of the work: what came before its first report is part of it.
+    string? phase;
     TimeSpan phaseStart;
     (string Status, int Percent, int Seconds) last = ("", -1, -1);
 
@@ -24,7 +25,11 @@ sealed class ProgressWriter(Cmdlet cmdlet, string activity, int id = 1)
     public void Report(string phase, double fraction, string? status = null)
     {
         if (Environment.CurrentManagedThreadId != thread) return;
-        if (phase != this.phase) { this.phase = phase; phaseStart = clock.Elapsed; }
+        if (phase != this.phase)
+        {
+            if (this.phase is not null) phaseStart = clock.Elapsed;
+            this.phase = phase;
+        }
         int percent = (int)Math.Clamp(fraction * 100, 0, 100);
         var spent = clock.Elapsed - phaseStart;
         int seconds = fraction > 0 && fraction < 1 && spent >= Settle ? (int)Math.Ceiling(spent.TotalSeconds * (1 - fraction) / fraction) : -1;
