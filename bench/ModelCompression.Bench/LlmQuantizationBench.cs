@@ -65,7 +65,7 @@ static class LlmQuantizationBench
                     reference = o.ReferencePerplexity!.Value;
                     Console.WriteLine($"  float32: perplexity {reference:F4}, token accuracy {o.ReferenceAccuracy:P2}");
                 }
-                Console.WriteLine($"  block {blockSize,3} {name,-15} perplexity {o.DifferencePerplexity:F4} (+{o.PerplexityIncrease:F3} %), token accuracy {o.DifferenceAccuracy:P2}, " +
+                Console.WriteLine($"  block {blockSize,3} {name,-15} perplexity {o.DifferencePerplexity:F4} (+{o.PerplexityRise:P3}), token accuracy {o.DifferenceAccuracy:P2}, " +
                                   $"layer output error {q.Report!.Metrics["ReconstructionErrorMean"]:P2} mean on the calibration activations; {seconds:F2} s with calibration");
             }
     }

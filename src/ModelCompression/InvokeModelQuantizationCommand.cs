@@ -2,6 +2,7 @@ using System.Collections;
 using System.Management.Automation;
 using System.Management.Automation.Language;
 using ModelCompression.Native.Kernels;
+using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Quantization;
 
 namespace ModelCompression;
@@ -31,13 +32,15 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
     public string? ActivationType { get; set; }
 
     [Parameter]
-    public SwitchParameter Symmetric { get; set; }
+    public SwitchParameter Symmetric { get => symmetric.GetValueOrDefault(); set => symmetric = value; }
+    SwitchParameter? symmetric;
 
     [Parameter]
     public SwitchParameter ReduceRange { get; set; }
 
     [Parameter]
-    public SwitchParameter PerChannel { get; set; }
+    public SwitchParameter PerChannel { get => perChannel.GetValueOrDefault(); set => perChannel = value; }
+    SwitchParameter? perChannel;
 
     [Parameter]
     [ValidateNotNullOrEmpty]
@@ -54,11 +57,11 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateSet("4", "8")]
-    public int Bits { get; set; }
+    public int? Bits { get; set; }
 
     [Parameter]
     [ValidateRange(16, 256)]
-    public int BlockSize { get; set; }
+    public int? BlockSize { get; set; }
 
     [Parameter]
     [ValidateSet("MatMulNBits", "Standard")]
@@ -66,7 +69,7 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateRange(0, 4)]
-    public int AccuracyLevel { get; set; }
+    public int? AccuracyLevel { get; set; }
 
     [Parameter]
     [ValidateSet("RTN", "HQQ", "GPTQ")]
@@ -74,20 +77,23 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateRange(0.0, 100.0)]
-    public double Damping { get; set; }
+    public double? Damping { get; set; }
 
     [Parameter]
-    public SwitchParameter ActOrder { get; set; }
+    public SwitchParameter ActOrder { get => actOrder.GetValueOrDefault(); set => actOrder = value; }
+    SwitchParameter? actOrder;
 
     [Parameter]
     [ValidateSet("4", "8")]
-    public int HeadBits { get; set; }
+    public int? HeadBits { get; set; }
 
     [Parameter]
-    public SwitchParameter KeepIOTypes { get; set; }
+    public SwitchParameter KeepIOTypes { get => keepIOTypes.GetValueOrDefault(); set => keepIOTypes = value; }
+    SwitchParameter? keepIOTypes;
 
     [Parameter]
-    public SwitchParameter StorageOnly { get; set; }
+    public SwitchParameter StorageOnly { get => storageOnly.GetValueOrDefault(); set => storageOnly = value; }
+    SwitchParameter? storageOnly;
 
     [Parameter]
     [ValidateNotNull]
@@ -102,88 +108,69 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
     public string? CalibrationMethod { get; set; }
 
     [Parameter]
-    public double Percentile { get; set; }
+    public double? Percentile { get; set; }
 
     [Parameter]
     [ValidateRange(1, 65536)]
-    public int CalibrationBatchSize { get; set; }
+    public int? CalibrationBatchSize { get; set; }
 
     [Parameter]
-    public SwitchParameter SkipOptimization { get; set; }
+    public SwitchParameter SkipOptimization { get => skipOptimization.GetValueOrDefault(); set => skipOptimization = value; }
+    SwitchParameter? skipOptimization;
 
     [Parameter]
     [ValidateRange(0.0, 1.0)]
-    public double TargetCosine { get; set; }
+    public double? TargetCosine { get; set; }
 
     protected override void ProcessRecord()
     {
         var model = InputObject!;
-        var bound = MyInvocation.BoundParameters;
-        bool Has(string name) => bound.ContainsKey(name);
+        var progress = NewProgress(Activity);
         TryInvoke(() =>
         {
-            var options = new QuantizationOptions
-            {
-                Mode = Enum.Parse<QuantizationMode>(Mode, ignoreCase: true),
-                WeightType = WeightType is null ? null : Enum.Parse<QuantType>(WeightType, ignoreCase: true),
-                ActivationType = ActivationType is null ? null : Enum.Parse<QuantType>(ActivationType, ignoreCase: true),
-                Symmetric = Has(nameof(Symmetric)) ? Symmetric.IsPresent : null,
-                ReduceRange = ReduceRange.IsPresent,
-                PerChannel = Has(nameof(PerChannel)) ? PerChannel.IsPresent : null,
-                OpTypes = OpType,
-                ExcludeNodes = ExcludeNode ?? [],
-                Force = Force.IsPresent,
-                Bits = Has(nameof(Bits)) ? Bits : null,
-                BlockSize = Has(nameof(BlockSize)) ? BlockSize : null,
-                Format = Format is null ? null : Enum.Parse<WeightOnlyFormat>(Format, ignoreCase: true),
-                AccuracyLevel = Has(nameof(AccuracyLevel)) ? AccuracyLevel : null,
-                Algorithm = WeightOnlyAlgorithm.Create(Algorithm, Has(nameof(Damping)) ? Damping : null, Has(nameof(ActOrder)) ? ActOrder.IsPresent : null),
-                HeadBits = Has(nameof(HeadBits)) ? HeadBits : null,
-                KeepIOTypes = Has(nameof(KeepIOTypes)) ? KeepIOTypes.IsPresent : null,
-                StorageOnly = Has(nameof(StorageOnly)) ? StorageOnly.IsPresent : null,
-                Float16BlockList = Float16BlockList,
-                CalibrationData = CalibrationData is null ? null : CalibrationDataLoader.Load(ResolveOutputPath(CalibrationData)),
-                CalibrationMethod = CalibrationMethod is null ? null : Enum.Parse<CalibrationMethod>(CalibrationMethod, ignoreCase: true),
-                Percentile = Has(nameof(Percentile)) ? Percentile : null,
-                CalibrationBatchSize = Has(nameof(CalibrationBatchSize)) ? CalibrationBatchSize : null,
-                SkipOptimization = Has(nameof(SkipOptimization)) ? SkipOptimization.IsPresent : null,
-                TargetCosine = Has(nameof(TargetCosine)) ? TargetCosine : null,
-            };
-            var progress = new PhaseProgress(this);
-            var result = ModelQuantizer.Quantize(model.Engine, options, progress, CancellationToken);
-            CompleteProgress(Activity);
+            var result = ModelQuantizer.Quantize(model.Engine, Options(), new Reporter<QuantizationProgress>(p => progress.Report(p.Phase, p.Fraction)), CancellationToken);
+            progress.Complete();
             var report = result.Report!;
-            foreach (var note in report.Notes) WriteWarning(note);
-            var skipped = report.Entries.Where(e => e.Action == "Skipped").GroupBy(e => (e.OpType, e.Detail)).ToList();
-            foreach (var g in skipped)
+            WriteStageReport(model, report);
+            foreach (var g in report.Entries.Where(e => e.Action == ReportActions.Skipped).GroupBy(e => (e.OpType, e.Detail)))
                 WriteVerbose($"Skipped {g.Count()} {g.Key.OpType} node(s): {g.Key.Detail} (e.g. '{g.First().Target}').");
-            foreach (var (key, value) in report.Metrics.Where(kv => kv.Key.StartsWith("Quantized.", StringComparison.Ordinal)))
-                WriteVerbose($"{key["Quantized.".Length..]}: {value} quantized.");
-            var keptFloat = report.Entries.Where(e => e.Action == "Kept" && e.Detail.Contains("-TargetCosine", StringComparison.Ordinal)).ToList();
-            if (keptFloat.Count > 0)
-                WriteVerbose($"-TargetCosine kept {keptFloat.Count} node(s) in float32: {string.Join(", ", keptFloat.Take(10).Select(e => e.Target))}{(keptFloat.Count > 10 ? ", ..." : "")}.");
-            if (report.Metrics.TryGetValue("ReconstructionErrorMean", out double meanError))
-                WriteVerbose($"Output error of the quantized layers on the calibration activations: mean {meanError:P2}, largest {report.Metrics["ReconstructionErrorMax"]:P2} (per layer in Report.Entries' Error).");
-            WriteVerbose($"'{model.Name}': {report.Metrics["SizeBefore"]:N0} → {report.Metrics["SizeAfter"]:N0} bytes.");
+            foreach (var (key, value) in report.Metrics.Where(kv => kv.Key.StartsWith(ReportMetrics.QuantizedPrefix, StringComparison.Ordinal)))
+                WriteVerbose($"{key[ReportMetrics.QuantizedPrefix.Length..]}: {value} quantized.");
+            if (report.Metrics.TryGetValue(ReportMetrics.ReconstructionErrorMean, out double meanError))
+                WriteVerbose($"Output error of the quantized layers on the calibration activations: mean {meanError:P2}, largest {report.Metrics[ReportMetrics.ReconstructionErrorMax]:P2} (per layer in Report.Entries' Error).");
+            WriteVerbose($"'{model.Name}': {report.Metrics[ReportMetrics.SizeBefore]:N0} → {report.Metrics[ReportMetrics.SizeAfter]:N0} bytes.");
             WriteObject(new Model(result, model));
         }, model);
     }
 
-    /// <summary>Engine progress (phase and fraction) as a progress record on the pipeline thread.</summary>
-    sealed class PhaseProgress(InvokeModelQuantizationCommand cmdlet) : IProgress<QuantizationProgress>
+    /// <summary>The one options object the engine gets: a parameter not given stays null, and the engine picks its default.</summary>
+    QuantizationOptions Options() => new()
     {
-        readonly int thread = Environment.CurrentManagedThreadId;
-        (string, int) last = ("", -1);
-
-        public void Report(QuantizationProgress value)
-        {
-            if (Environment.CurrentManagedThreadId != thread) return;
-            int percent = (int)Math.Clamp(value.Fraction * 100, 0, 100);
-            if (last == (value.Phase, percent)) return;
-            last = (value.Phase, percent);
-            cmdlet.WriteProgress(new ProgressRecord(1, Activity, value.Phase) { PercentComplete = percent });
-        }
-    }
+        Mode = Enum.Parse<QuantizationMode>(Mode, ignoreCase: true),
+        WeightType = WeightType is null ? null : Enum.Parse<QuantType>(WeightType, ignoreCase: true),
+        ActivationType = ActivationType is null ? null : Enum.Parse<QuantType>(ActivationType, ignoreCase: true),
+        Symmetric = symmetric?.IsPresent,
+        ReduceRange = ReduceRange.IsPresent,
+        PerChannel = perChannel?.IsPresent,
+        OpTypes = OpType,
+        ExcludeNodes = ExcludeNode ?? [],
+        Force = Force.IsPresent,
+        Bits = Bits,
+        BlockSize = BlockSize,
+        Format = Format is null ? null : Enum.Parse<WeightOnlyFormat>(Format, ignoreCase: true),
+        AccuracyLevel = AccuracyLevel,
+        Algorithm = WeightOnlyAlgorithm.Create(Algorithm, Damping, actOrder?.IsPresent),
+        HeadBits = HeadBits,
+        KeepIOTypes = keepIOTypes?.IsPresent,
+        StorageOnly = storageOnly?.IsPresent,
+        Float16BlockList = Float16BlockList,
+        CalibrationData = CalibrationData is null ? null : CalibrationDataLoader.Load(ResolveOutputPath(CalibrationData)),
+        CalibrationMethod = CalibrationMethod is null ? null : Enum.Parse<CalibrationMethod>(CalibrationMethod, ignoreCase: true),
+        Percentile = Percentile,
+        CalibrationBatchSize = CalibrationBatchSize,
+        SkipOptimization = skipOptimization?.IsPresent,
+        TargetCosine = TargetCosine,
+    };
 }
 
 /// <summary>Completes -OpType with the operator types quantization knows.</summary>

@@ -115,7 +115,8 @@ internal sealed class AccuracyTuner(OnnxModel reference, DataSet validation, int
                     $"kept in float32 by -TargetCosine {target}: quantizable node {i + 1} of {n} in topological order, inside the narrowest window found to reach the target (nodes {start + 1}..{end}, {window.Count} of them kept after thinning: output cosine {best:F4})");
         }
 
-        report.Note(string.Create(CultureInfo.InvariantCulture,
+        // Short of the target the user must decide (a lower target, another mode); reaching it is a note.
+        (best < target ? (Action<string>)report.Warn : report.Note)(string.Create(CultureInfo.InvariantCulture,
             $"-TargetCosine {target}: output cosine on {validation.Rows} held-out calibration row(s) {first:F4} with every node quantized, {best:F4} with {kept.Count} of {selected.Count} node(s) kept in float32 ({evaluations} evaluations, {clock.Elapsed.TotalSeconds:F1} s)."));
         var metrics = report.Report.Metrics;
         metrics["TargetCosine"] = target;

@@ -32,7 +32,7 @@ internal static class DynamicQuantizer
         if (!standard)
         {
             EnsureMicrosoftDomain(model);
-            report.Note($"The model's opset is {index.Opset} (< 11, no DynamicQuantizeLinear): MatMul/Gemm use ONNX Runtime's com.microsoft DynamicQuantizeMatMul, which only ONNX Runtime runs.");
+            report.Warn($"The model's opset is {index.Opset} (< 11, no DynamicQuantizeLinear): MatMul/Gemm use ONNX Runtime's com.microsoft DynamicQuantizeMatMul, which only ONNX Runtime runs.");
         }
         // Activations quantized once, however many MatMuls read them (Q, K and V projections share their input).
         var quantizedActivations = new Dictionary<string, (string Q, string Scale, string Zp)>(StringComparer.Ordinal);
@@ -49,7 +49,7 @@ internal static class DynamicQuantizer
             if (node.OpType is "Conv" or "ConvTranspose")
             {
                 report.Skip(node, "Conv stays float32 in dynamic mode (ONNX Runtime's dynamic ConvInteger path is slow)");
-                report.Note("Conv layers were left in float32: dynamic quantization of Conv is slow in ONNX Runtime. Use -Mode Static with -CalibrationData to quantize them.");
+                report.Warn("Conv layers were left in float32: dynamic quantization of Conv is slow in ONNX Runtime. Use -Mode Static with -CalibrationData to quantize them.");
             }
         }
         graph.Node.Clear();
@@ -150,7 +150,7 @@ internal static class DynamicQuantizer
         void SkipHalf(NodeProto node, WeightSource source)
         {
             report.Skip(node, $"computes in {ElementTypes.Name((int)source.Compute)}: DynamicQuantizeLinear and MatMulInteger take float32 activations");
-            report.Note($"Nodes that compute in {ElementTypes.Name((int)source.Compute)} were left as they are: dynamic int8 quantization needs float32 activations. Quantize the float32 model, or use -Mode WeightOnly, which keeps float16 computation.");
+            report.Warn($"Nodes that compute in {ElementTypes.Name((int)source.Compute)} were left as they are: dynamic int8 quantization needs float32 activations. Quantize the float32 model, or use -Mode WeightOnly, which keeps float16 computation.");
         }
 
         string Describe(QuantizedWeight qw, string op) =>

@@ -111,7 +111,7 @@ internal sealed class WeightOnlyQuantizer
         if (computed > 0)
             report.Note($"{computed} MatMul/Gemm node(s) multiply two computed values (attention scores and their product with the values) and stay as they are: only constant weights are quantized.");
         if (Options.HeadBits is not null && !layers.Any(l => l.Head))
-            report.Note("-HeadBits found no output head (a MatMul or Gemm whose output reaches a graph output through reshapes or a bias Add) to apply to.");
+            report.Warn("-HeadBits found no output head (a MatMul or Gemm whose output reaches a graph output through reshapes or a bias Add) to apply to.");
 
         // 2. One quantization per distinct weight (tied weights stay shared), in groups whose input statistics fit in memory.
         var keys = layers.GroupBy(l => l.Key, StringComparer.Ordinal).Select(g => g.ToList()).ToList();
