@@ -22,9 +22,9 @@ $small | Out-Host
 Compare-Model -Reference $model -Difference $small -InputData (Join-Path $root 'data/wine_test.npz') -MaxAccuracyDrop 0.02 | Out-Host
 Measure-ModelLatency $small -Baseline $model -BatchSize 32 -Iterations 200 | Out-Host
 
-# 4. Save it; the history of stages travels in the file.
+# 4. Save it: the file is a twelfth of the original, and the history of stages travels in it.
 $out = Join-Path ([System.IO.Path]::GetTempPath()) 'wine_mlp.small.onnx'
-$file = $small | Export-Model $out -Force -PassThru
-$file | Out-Host
-(Get-Model $file.FullName).History | Out-Host
-Remove-Item $file.FullName
+$small | Export-Model $out -Force
+Get-Item $model.Path, $out | Format-Table Name, @{ Label = 'Bytes'; Expression = { '{0:N0}' -f $_.Length }; Align = 'Right' } | Out-Host
+(Get-Model $out).History | Out-Host
+Remove-Item $out

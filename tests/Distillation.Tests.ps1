@@ -202,8 +202,8 @@ Describe 'Invoke-Distillation on a language model' {
         $inputs | Should -Be @(($pruned | Get-ModelInfo).Inputs.Name)
         $inputs | Should -Contain 'past_key_values.3.value'
         $s.History[-1].Parameters['SequenceLength'] | Should -Be '128'
-        $before = (Compare-Model $teacher $pruned -InputData $valid).PerplexityIncrease
-        $after = (Compare-Model $teacher $s -InputData $valid).PerplexityIncrease
+        $before = (Compare-Model $teacher $pruned -InputData $valid).PerplexityRise
+        $after = (Compare-Model $teacher $s -InputData $valid).PerplexityRise
         $after | Should -BeLessThan (0.8 * $before)
     }
 

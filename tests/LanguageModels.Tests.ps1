@@ -20,12 +20,12 @@ Describe 'A model with a KV cache' {
     It 'runs every stage on token data alone and compares with the model without a cache' {
         Skip-WithoutShared
         $kv = Get-Model $Kv
-        $c = Compare-Model (Get-Model $Plain) $kv -InputData $Test -BatchSize 64 -MaxPerplexityIncrease 0.001
+        $c = Compare-Model (Get-Model $Plain) $kv -InputData $Test -BatchSize 64 -MaxPerplexityRise 0.00001
         $c.Outputs.Output | Should -Be 'logits'
         $c.Outputs[0].MaxAbsError | Should -BeLessThan 1e-4
         $q = $kv | Invoke-ModelQuantization -Mode WeightOnly -Algorithm GPTQ -BlockSize 32 -CalibrationData $Calib
         $r = Compare-Model $kv $q -InputData $Test -BatchSize 64
-        $r.PerplexityIncrease | Should -BeLessThan 3
+        $r.PerplexityRise | Should -BeLessThan 0.03
         $p = $kv | Invoke-ModelPruning -Rate 0.3
         (Compare-Model $kv $p -InputData $Test -BatchSize 64).Outputs[0].Cosine | Should -BeGreaterThan 0.9
         $l = Measure-ModelLatency $kv -InputShape @{ sequence_length = 16 } -Iterations 3 -Warmup 0

@@ -144,9 +144,9 @@ Describe 'Compare-Model' {
         $r = Compare-Model $WineModel $WineModel -MaxAccuracyDrop 0.01 -ErrorVariable errs -ErrorAction SilentlyContinue
         $r | Should -BeNullOrEmpty
         $errs | Get-ErrorId | Should -Be AccuracyGateRequiresLabels
-        Compare-Model $WineModel $WineModel -MaxPerplexityIncrease 1 -ErrorVariable errs -ErrorAction SilentlyContinue
+        Compare-Model $WineModel $WineModel -MaxPerplexityRise 0.01 -ErrorVariable errs -ErrorAction SilentlyContinue
         $errs | Get-ErrorId | Should -Be PerplexityGateRequiresLabels
-        Compare-Model $WineModel $WineModel -InputData $WineTest -MaxPerplexityIncrease 1 -ErrorVariable errs -ErrorAction SilentlyContinue
+        Compare-Model $WineModel $WineModel -InputData $WineTest -MaxPerplexityRise 0.01 -ErrorVariable errs -ErrorAction SilentlyContinue
         $errs | Get-ErrorId | Should -Be PerplexityNotMeasurable
     }
 
@@ -154,16 +154,16 @@ Describe 'Compare-Model' {
         Skip-WithoutShared
         $lm = Join-Path $SharedRoot 'models/tiny_lm.onnx'
         $q = Get-Model $lm | Invoke-ModelQuantization -Mode WeightOnly -BlockSize 128 -WarningAction SilentlyContinue
-        $r = Compare-Model $lm $q -InputData (Join-Path $SharedRoot 'data/tiny_lm_test.npz') -BatchSize 64 -MaxPerplexityIncrease 0.01 -ErrorVariable errs -ErrorAction SilentlyContinue
+        $r = Compare-Model $lm $q -InputData (Join-Path $SharedRoot 'data/tiny_lm_test.npz') -BatchSize 64 -MaxPerplexityRise 0.0001 -ErrorVariable errs -ErrorAction SilentlyContinue
         $o = $r.Outputs[0]
         [Math]::Round($o.ReferencePerplexity, 2) | Should -Be 3.90
         $o.DifferencePerplexity | Should -BeGreaterThan $o.ReferencePerplexity
         $o.ReferenceAccuracy | Should -BeGreaterThan 0.6
-        $r.PerplexityIncrease | Should -Be $o.PerplexityIncrease
+        $r.PerplexityRise | Should -Be $o.PerplexityRise
         $r.ParameterRatio | Should -Be 1
         $r.SizeRatio | Should -BeLessThan 0.2
-        $errs | Get-ErrorId | Should -Be PerplexityIncreaseAboveMaximum
-        $r.FailedGates[0].Actual | Should -Be $o.PerplexityIncrease
+        $errs | Get-ErrorId | Should -Be PerplexityRiseAboveMaximum
+        $r.FailedGates[0].Actual | Should -Be $o.PerplexityRise
     }
 
     It 'synthesizes inputs with -InputShape and -IntegerRange' {

@@ -95,7 +95,7 @@ Describe 'Get-Model' {
         }
         finally { Pop-Location }
         $models.Count | Should -Be 1
-        $errs | Get-ErrorId | Should -Be ModelFileNotFound, ModelPathIsDirectory, ModelFileEmpty, ModelFileNotOnnx, ModelFileTruncated, ModelFileNotFound
+        $errs | Get-ErrorId | Should -Be PathNotFound, ModelPathIsDirectory, ModelFileEmpty, ModelFileNotOnnx, ModelFileTruncated, PathNotFound
         $errs.CategoryInfo.Category | Should -Be ObjectNotFound, InvalidArgument, InvalidData, InvalidData, InvalidData, ObjectNotFound
         foreach ($e in $errs[0..4]) { $e.Exception.Message | Should -BeLike "*$TestDrive*" }
     }

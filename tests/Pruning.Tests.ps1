@@ -19,7 +19,8 @@ Describe 'Invoke-ModelPruning' {
         $sparsity | Should -BeGreaterThan 0.45
         $originalSparsity | Should -BeLessThan 0.01
         $run.Progress | Should -Not -BeNullOrEmpty
-        $run.Warning.Message | Where-Object { $_ -like '*left unpruned*' } | Should -Not -BeNullOrEmpty
+        # The last layer is left whole by design (fewer than -MinElements weights): nothing to act on, no warning.
+        $run.Warning | Should -BeNullOrEmpty
     }
 
     It 'structured pruning shrinks the model, and the exported file loads back' {

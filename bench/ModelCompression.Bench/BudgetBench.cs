@@ -51,7 +51,7 @@ static class BudgetBench
 
     static void RunModel(OnnxModel model, string name, DataSet calibration, DataSet validation, DataSet test, double[] budgets, bool searchOnly)
     {
-        double Increase(OnnxModel q) => ModelComparer.Compare(model, q, new InputSource { Data = test, BatchSize = 64 }).Single().PerplexityIncrease!.Value;
+        double Increase(OnnxModel q) => ModelComparer.Compare(model, q, new InputSource { Data = test, BatchSize = 64 }).Single().PerplexityRise!.Value * 100;
         ModelQuantizer.Quantize(model, Uniform(4, 128, new GptqAlgorithm(), calibration, floatHead: false)); // warm-up: the first run pays the JIT and ONNX Runtime's start
         var sw = Stopwatch.StartNew();
         ModelQuantizer.Quantize(model, Uniform(4, 128, new GptqAlgorithm(), calibration, floatHead: false));
@@ -71,14 +71,14 @@ static class BudgetBench
         }
         Console.WriteLine($"  uniform settings on the test set ({test.Rows} windows):");
         foreach (var s in uniform.OrderBy(s => s.Size)) Console.WriteLine($"    {s.Name,-32} {s.Size,10:N0} bytes  perplexity +{s.TestIncrease:F3} %");
-        Console.WriteLine($"  searched (-MaxPerplexityIncrease, AWQ then GPTQ, MatMul and Gather; validation {validation.Source}):");
+        Console.WriteLine($"  searched (-MaxPerplexityRise, AWQ then GPTQ, MatMul and Gather; validation {validation.Source}):");
         foreach (double budget in budgets)
         {
             sw.Restart();
             var q = ModelQuantizer.Quantize(model, new QuantizationOptions
             {
                 Mode = QuantizationMode.WeightOnly, OpTypes = ["MatMul", "Gemm", "Gather"], Algorithm = WeightOnlyAlgorithms.Create(["AWQ", "GPTQ"]),
-                CalibrationData = calibration, Budget = QualityBudget.MaxPerplexityIncrease(budget), ValidationData = validation,
+                CalibrationData = calibration, Budget = QualityBudget.MaxPerplexityRise(budget / 100), ValidationData = validation,
             });
             double seconds = sw.Elapsed.TotalSeconds, testIncrease = Increase(q);
             var best = uniform.Where(s => s.TestIncrease <= budget).MinBy(s => s.Size);
@@ -86,7 +86,7 @@ static class BudgetBench
             if (searchOnly)
                 foreach (var c in q.Report.Entries.Where(e => e.Action == "Candidate")) Console.WriteLine($"      {c.Target}: {c.Detail}");
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"    budget {budget,4} %: {q.SerializedSize,10:N0} bytes, validation +{m["ValidationFigure"]:F3} %, test +{testIncrease:F3} % ({testIncrease / budget:F2}x the budget; target <= 1.5x); " +
+                $"    budget {budget,4} %: {q.SerializedSize,10:N0} bytes, validation +{m["ValidationFigure"] * 100:F3} %, test +{testIncrease:F3} % ({testIncrease / budget:F2}x the budget; target <= 1.5x); " +
                 $"smallest uniform meeting it on test: {(best is null ? "none" : $"{best.Name} {best.Size:N0} bytes ({(double)q.SerializedSize / best.Size:F3}x)")}; " +
                 $"search {seconds:F1} s = {seconds / gptqSeconds:F1}x one GPTQ (target <= 20x), {m["BudgetEvaluations"]} evaluations"));
         }

@@ -28,7 +28,7 @@ static class LargeModelBench
         ("hqq", "WeightOnly 4-bit HQQ, block 32", 6),
         ("gptq", "WeightOnly 4-bit GPTQ, 64 rows", 20),
         ("awq", "WeightOnly 4-bit AWQ, 64 rows", 20),
-        ("budget", "WeightOnly -MaxPerplexityIncrease 1", 0),
+        ("budget", "WeightOnly -MaxPerplexityRise 0.01", 0),
         ("dynamic", "Dynamic int8", 0),
         ("prune", "global magnitude pruning 50%", 0),
     ];
@@ -108,7 +108,7 @@ static class LargeModelBench
                 "budget" => ModelQuantizer.Quantize(model, new QuantizationOptions
                 {
                     Mode = QuantizationMode.WeightOnly, CalibrationData = Calibration(model, 64), ValidationData = new ModelCompression.Native.Data.DataSet("labelled rows", [.. Calibration(model, 16).Arrays, new ModelCompression.Native.Data.NamedArray("y", [16], new long[16])]),
-                    Budget = QualityBudget.MaxPerplexityIncrease(1),
+                    Budget = QualityBudget.MaxPerplexityRise(0.01),
                 }),
                 "dynamic" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Dynamic }),
                 "prune" => ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Scope = PruningScope.Global }),

@@ -70,8 +70,8 @@ static class LlmQuantizationBench
                     reference = o.ReferencePerplexity!.Value;
                     Console.WriteLine($"  float32: perplexity {reference:F4}, token accuracy {o.ReferenceAccuracy:P2}");
                 }
-                increase[algorithmName] = o.PerplexityIncrease!.Value;
-                Console.WriteLine($"  block {blockSize,3} {algorithmName,-15} perplexity {o.DifferencePerplexity:F4} (+{o.PerplexityIncrease:F3} %), token accuracy {o.DifferenceAccuracy:P2}, " +
+                increase[algorithmName] = o.PerplexityRise!.Value * 100;
+                Console.WriteLine($"  block {blockSize,3} {algorithmName,-15} perplexity {o.DifferencePerplexity:F4} (+{o.PerplexityRise:P3}), token accuracy {o.DifferenceAccuracy:P2}, " +
                                   $"layer output error {q.Report!.Metrics["ReconstructionErrorMean"]:P2} mean on the calibration activations; {seconds:F2} s with calibration");
             }
             Console.WriteLine($"  block {blockSize,3} ratios: GPTQ/RTN {increase["GPTQ"] / increase["RTN"]:F2} (target <= 0.5), AWQ/RTN {increase["AWQ"] / increase["RTN"]:F2} (target <= 0.5), " +

@@ -146,29 +146,87 @@ static class Markdown
         return (code.ToString().TrimEnd(), rest.ToString());
     }
 
-    /// <summary>Paragraphs: blank-line separated blocks, each joined into one line (lists keep their lines).</summary>
-    public static IEnumerable<string> Paragraphs(string text) =>
-        Regex.Split(text.Trim(), @"\n\s*\n").Where(p => p.Trim().Length > 0)
-            .Select(p => p.TrimStart().StartsWith('-') || p.TrimStart().StartsWith('|') ? p.Trim() : Regex.Replace(p.Trim(), @"\s*\n\s*", " "));
+    static readonly Regex ListItem = new(@"^\s*(?:[-*+]|\d+\.)\s+");
 
+    /// <summary>
+    /// Paragraphs as help should wrap them: the markdown's line breaks are the editor's, not the text's, so the lines of a
+    /// paragraph are joined into one, and a list gives one paragraph per item ("- text" or "1. text", its continuation
+    /// lines joined). Tables and fenced code keep their lines.
+    /// </summary>
+    public static IEnumerable<string> Paragraphs(string text) => Blocks(text).Select(b => b.Text);
+
+    /// <summary>The paragraphs of <see cref="Paragraphs"/>, each marked verbatim (code, a table) or not.</summary>
+    public static IEnumerable<(string Text, bool Verbatim)> Blocks(string text)
+    {
+        var current = new List<string>();
+        bool code = false;
+        foreach (var raw in text.Replace("\r\n", "\n").Trim().Split('\n'))
+        {
+            string line = raw.TrimEnd();
+            bool fence = line.TrimStart().StartsWith("```", StringComparison.Ordinal);
+            if (code || fence)
+            {
+                if (fence && !code && current.Count > 0) { yield return Join(current); current.Clear(); }
+                current.Add(line);
+                code = fence ? !code : code;
+                if (!code) { yield return (string.Join("\n", current.Where(l => !l.TrimStart().StartsWith("```", StringComparison.Ordinal))), true); current.Clear(); }
+                continue;
+            }
+            if (line.Trim().Length == 0 || ListItem.IsMatch(line))
+            {
+                if (current.Count > 0) yield return Join(current);
+                current.Clear();
+                if (line.Trim().Length == 0) continue;
+            }
+            current.Add(line);
+        }
+        if (current.Count > 0) yield return Join(current);
+    }
+
+    /// <summary>One paragraph's lines as one line; a table keeps its rows.</summary>
+    static (string, bool) Join(List<string> lines) => lines[0].TrimStart().StartsWith('|')
+        ? (string.Join("\n", lines.Select(l => l.Trim())), true)
+        : (string.Join(" ", lines.Select(l => l.Trim())), false);
+
+    /// <summary>
+    /// An about_ topic as text: headings in capitals (## level) or indented (### level), paragraphs and list items filled
+    /// to 80 columns (what about_ topics are written for), code and tables as they are, indented.
+    /// </summary>
     public static string ToAboutText(string markdown)
     {
         var sb = new StringBuilder();
-        bool inCode = false;
-        foreach (var raw in StripFrontMatter(markdown).Split('\n'))
+        foreach (var (heading, body) in Sections(StripFrontMatter(markdown), "#"))
         {
-            string line = raw.TrimEnd();
-            if (line.StartsWith("```", StringComparison.Ordinal)) { inCode = !inCode; continue; }
-            if (inCode) { sb.Append("    ").AppendLine(line); continue; }
-            var h = Regex.Match(line, @"^(#+)\s+(.*)$");
-            if (h.Success)
+            var h = Regex.Match("#" + heading, @"^(#+)\s*(.*)$");
+            sb.AppendLine(h.Groups[1].Value.Length <= 2 ? h.Groups[2].Value.ToUpperInvariant() : "  " + h.Groups[2].Value);
+            if (h.Groups[1].Value.Length == 1) sb.AppendLine();
+            foreach (var (para, verbatim) in Blocks(body))
             {
-                sb.AppendLine(h.Groups[1].Value.Length <= 2 ? h.Groups[2].Value.ToUpperInvariant() : "  " + h.Groups[2].Value);
-                continue;
+                if (verbatim) foreach (var line in para.Split('\n')) sb.Append("    ").AppendLine(line);
+                else Fill(sb, para.Replace("`", ""), "    ", ListItem.IsMatch(para) ? "      " : "    ", 80);
+                sb.AppendLine();
             }
-            sb.AppendLine(line.Length == 0 ? "" : "    " + line.Replace("`", ""));
         }
         return sb.ToString();
+    }
+
+    /// <summary>Words of <paramref name="text"/> in lines of at most <paramref name="width"/> characters.</summary>
+    static void Fill(StringBuilder sb, string text, string first, string rest, int width)
+    {
+        var line = new StringBuilder(first);
+        int start = first.Length;
+        foreach (var word in text.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (line.Length > start && line.Length + 1 + word.Length > width)
+            {
+                sb.AppendLine(line.ToString());
+                line.Clear().Append(rest);
+                start = rest.Length;
+            }
+            if (line.Length > start) line.Append(' ');
+            line.Append(word);
+        }
+        sb.AppendLine(line.ToString());
     }
 }
 

@@ -1,7 +1,7 @@
-using ModelCompression.Native.Data;
 using System.Collections;
 using System.Management.Automation;
 using ModelCompression.Native;
+using ModelCompression.Native.Data;
 using ModelCompression.Native.Runtime;
 using ModelCompression.Native.Runtime.Generation;
 
@@ -15,6 +15,10 @@ namespace ModelCompression;
 [OutputType(typeof(ModelComparisonReport))]
 public sealed class CompareModelCommand : ModelCmdletBase
 {
+    /// <summary>The view for comparisons that measured perplexity: both perplexities instead of accuracy.</summary>
+    const string PerplexityView = "ModelCompression.ModelComparisonReport#Perplexity";
+    const int DefaultBatchSize = 32;
+
     [Parameter(Mandatory = true, Position = 0)]
     [ValidateNotNull]
     [ModelArgument]
@@ -31,7 +35,7 @@ public sealed class CompareModelCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateRange(1, int.MaxValue)]
-    public int BatchSize { get; set; } = 32;
+    public int? BatchSize { get; set; }
 
     [Parameter]
     public Hashtable? InputShape { get; set; }
@@ -53,8 +57,8 @@ public sealed class CompareModelCommand : ModelCmdletBase
     public double? MinTop1Agreement { get; set; }
 
     [Parameter]
-    [ValidateRange(0.0, double.MaxValue)]
-    public double? MaxPerplexityIncrease { get; set; }
+    [ValidateRange(0.0, 1.0)]
+    public double? MaxPerplexityRise { get; set; }
 
     [Parameter]
     public SwitchParameter Generate { get; set; }
@@ -83,26 +87,27 @@ public sealed class CompareModelCommand : ModelCmdletBase
     {
         var reference = Reference!;
         var difference = Difference!;
-        const string activity = "Comparing models";
+        var progress = NewProgress("Comparing models");
         ModelComparison? comparison = null;
         bool ok = TryInvoke(() =>
         {
-            var synthesis = InputShapeSpec.Apply(
-                new SynthesisOptions { BatchSize = BatchSize, IntegerRange = InputArguments.Range(IntegerRange) },
-                [reference.Engine, difference.Engine], InputArguments.Shapes(InputShape));
-            var inputs = new InputSource { Data = InputArguments.Data(this, InputData, InputShape, IntegerRange), BatchSize = BatchSize, Synthesis = synthesis };
+            var (data, synthesis) = InputArguments.Inputs(this, [reference.Engine, difference.Engine], InputData,
+                BatchSize ?? DefaultBatchSize, BatchSize is not null, InputShape, IntegerRange);
+            var inputs = new InputSource { Data = data, BatchSize = (int)synthesis.BatchSize, Synthesis = synthesis };
             var gates = new ComparisonGates
             {
-                MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement, MaxPerplexityIncrease = MaxPerplexityIncrease,
+                MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement, MaxPerplexityRise = MaxPerplexityRise,
                 MinGenerationAgreement = MinGenerationAgreement,
             };
             comparison = ModelComparison.Run(reference.Engine, difference.Engine, inputs, gates, null,
-                Progress(activity, $"{difference.Name} against {reference.Name}"), CancellationToken, GenerationRequest());
+                progress.Phase($"{difference.Name} against {reference.Name}"), CancellationToken, GenerationRequest());
         }, difference);
-        CompleteProgress(activity);
+        progress.Complete();
         if (!ok || comparison is null) return;
         var report = ModelComparisonReport.From(comparison, reference, difference);
-        WriteObject(report);
+        var output = PSObject.AsPSObject(report);
+        if (report.PerplexityRise is not null) output.TypeNames.Insert(0, PerplexityView);
+        WriteObject(output);
         foreach (var gate in report.FailedGates)
             WriteError(new ErrorRecord(new ModelGateException(gate), gate.ErrorId, ErrorCategory.InvalidResult, report));
     }

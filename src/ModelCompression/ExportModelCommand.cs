@@ -30,7 +30,8 @@ public sealed class ExportModelCommand : ModelCmdletBase
     public SwitchParameter PassThru { get; set; }
 
     [Parameter]
-    public SwitchParameter ExternalData { get; set; }
+    public SwitchParameter ExternalData { get => externalData.GetValueOrDefault(); set => externalData = value; }
+    SwitchParameter? externalData;
 
     protected override void ProcessRecord()
     {
@@ -46,8 +47,7 @@ public sealed class ExportModelCommand : ModelCmdletBase
         TryInvoke(() =>
         {
             // -ExternalData: always; -ExternalData:$false: one file unless over 2 GB; neither: as the model came.
-            bool? external = MyInvocation.BoundParameters.ContainsKey(nameof(ExternalData)) ? ExternalData.IsPresent : null;
-            var options = new SaveOptions { ExternalData = external, Overwrite = Force };
+            var options = new SaveOptions { ExternalData = externalData?.IsPresent, Overwrite = Force };
             var result = folder is not null ? folder.Export(model.Engine, target, options, CancellationToken) : ModelIO.Save(model.Engine, target, options, CancellationToken);
             if (result.ExternalDataForced)
                 WriteWarning($"Model '{model.Name}' is too large for a single protobuf file; its tensors were written to '{result.DataPath}'.");

@@ -3,6 +3,7 @@ using System.Management.Automation;
 using System.Management.Automation.Language;
 using ModelCompression.Native;
 using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Runtime;
 
 namespace ModelCompression;
@@ -11,7 +12,7 @@ namespace ModelCompression;
 static class InputArguments
 {
     /// <summary>-InputShape @{ x = 1,3,64,64; sequence = 128 } as names and dimension lists; values must be positive integers.</summary>
-    public static Dictionary<string, long[]> Shapes(Hashtable? table)
+    static Dictionary<string, long[]> Shapes(Hashtable? table)
     {
         var result = new Dictionary<string, long[]>(StringComparer.Ordinal);
         if (table is null) return result;
@@ -33,8 +34,20 @@ static class InputArguments
         return result;
     }
 
+    /// <summary>
+    /// What the models run on: the -InputData file, or inputs synthesized with -InputShape, -BatchSize and -IntegerRange
+    /// (a batch -InputShape gives is the batch size; -BatchSize given beside it must agree).
+    /// </summary>
+    public static (DataSet? Data, SynthesisOptions Synthesis) Inputs(PSCmdlet cmdlet, IEnumerable<OnnxModel> models, string? dataPath,
+        int batchSize, bool batchSizeGiven, Hashtable? shape, long[]? range)
+    {
+        var data = Data(cmdlet, dataPath, shape, range);
+        var synthesis = InputShapeSpec.Apply(new SynthesisOptions { BatchSize = batchSize, IntegerRange = Range(range) }, models, Shapes(shape), batchSizeGiven);
+        return (data, synthesis);
+    }
+
     /// <summary>-IntegerRange min,max: integer inputs are drawn from [min, max).</summary>
-    public static (long Min, long Max)? Range(long[]? range) => range is { Length: 2 } r ? (r[0], r[1]) : null;
+    static (long Min, long Max)? Range(long[]? range) => range is { Length: 2 } r ? (r[0], r[1]) : null;
 
     /// <summary>
     /// The -InputData file, loaded. -InputShape and -IntegerRange shape synthesized inputs only: beside a data file,

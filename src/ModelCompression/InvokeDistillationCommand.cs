@@ -45,7 +45,7 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
 
     [Parameter]
     [ValidateRange(1, 1_000_000)]
-    public int Epochs { get; set; } = DistillationOptions.DefaultEpochs;
+    public int? Epochs { get; set; }
 
     /// <summary>Stops after this many optimizer steps (whichever of -Epochs and -MaxSteps comes first).</summary>
     [Parameter]
@@ -74,7 +74,7 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
     public string Optimizer { get; set; } = "Adam";
 
     [Parameter]
-    public double Momentum { get; set; } = 0.9;
+    public double? Momentum { get; set; }
 
     [Parameter]
     public double WeightDecay { get; set; }
@@ -87,10 +87,10 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
     public double ClipNorm { get; set; }
 
     [Parameter]
-    public double Temperature { get; set; } = 4;
+    public double? Temperature { get; set; }
 
     [Parameter]
-    public double Alpha { get; set; } = 0.7;
+    public double? Alpha { get; set; }
 
     [Parameter]
     [ValidateSet("KL", "MSE")]
@@ -117,7 +117,7 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
     /// <summary>Name of the variable that receives the best student so far when Ctrl+C stops training with -Partial.</summary>
     [Parameter]
     [ValidateNotNullOrEmpty]
-    public string PartialVariable { get; set; } = "DistillationPartial";
+    public string? PartialVariable { get; set; }
 
     DataSet? training, validation;
     TokenStream? tokens;
@@ -132,22 +132,23 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
         else training = InvokeOrTerminate(() => DataSet.Load(path), TrainingData);
         if (ValidationData is not null) validation = InvokeOrTerminate(() => DataSet.Load(ResolveOutputPath(ValidationData)), ValidationData);
         bool kl = string.Equals(Loss, "KL", StringComparison.OrdinalIgnoreCase);
-        if (!kl && MyInvocation.BoundParameters.ContainsKey(nameof(Temperature)))
+        if (!kl && Temperature is not null)
             WriteWarning("-Temperature applies to the KL loss only; with -Loss MSE the raw outputs are compared.");
-        if (string.Equals(Optimizer, "Adam", StringComparison.OrdinalIgnoreCase) && MyInvocation.BoundParameters.ContainsKey(nameof(Momentum)))
+        if (string.Equals(Optimizer, "Adam", StringComparison.OrdinalIgnoreCase) && Momentum is not null)
             WriteWarning("-Momentum applies to -Optimizer SGD only; Adam uses its own moment estimates.");
-        if (training is { Labels: null } && MyInvocation.BoundParameters.ContainsKey(nameof(Alpha)))
+        if (training is { Labels: null } && Alpha is not null)
             WriteWarning($"The training data '{TrainingData}' has no labels, so the loss is the teacher loss alone and -Alpha does not apply.");
-        if (!Partial && MyInvocation.BoundParameters.ContainsKey(nameof(PartialVariable)))
+        if (!Partial && PartialVariable is not null)
             WriteWarning("-PartialVariable is used only with -Partial.");
     }
 
     protected override void ProcessRecord()
     {
         var teacher = Teacher!;
+        var defaults = new DistillationOptions();
         var options = new DistillationOptions
         {
-            Epochs = MyInvocation.BoundParameters.ContainsKey(nameof(Epochs)) ? Epochs : null,
+            Epochs = Epochs,
             MaxSteps = MaxSteps,
             SequenceLength = SequenceLength,
             ValidationInterval = ValidationInterval,
@@ -156,13 +157,13 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
             {
                 Kind = string.Equals(Optimizer, "SGD", StringComparison.OrdinalIgnoreCase) ? OptimizerKind.Sgd : OptimizerKind.Adam,
                 LearningRate = LearningRate,
-                Momentum = Momentum,
+                Momentum = Momentum ?? defaults.Optimizer.Momentum,
                 WeightDecay = WeightDecay,
                 Schedule = string.Equals(Schedule, "Cosine", StringComparison.OrdinalIgnoreCase) ? LearningRateSchedule.Cosine : LearningRateSchedule.Constant,
                 ClipNorm = ClipNorm,
             },
-            Temperature = Temperature,
-            Alpha = Alpha,
+            Temperature = Temperature ?? defaults.Temperature,
+            Alpha = Alpha ?? defaults.Alpha,
             Loss = string.Equals(Loss, "MSE", StringComparison.OrdinalIgnoreCase) ? DistillationLoss.MSE : DistillationLoss.KL,
             Seed = Seed,
             Patience = Patience,
@@ -171,31 +172,31 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
             FoldBatchNorm = !KeepBatchNorm,
         };
         object target = (object?)InputObject ?? teacher;
-        const string activity = "Invoke-Distillation";
+        var progress = NewProgress("Invoke-Distillation");
         TryInvoke(() =>
         {
             var student = InputObject?.Engine ?? StudentModels.Mlp(teacher.Engine, HiddenLayers, Seed);
             WriteVerbose($"Distilling '{teacher.Name}' ({teacher.Parameters:N0} parameters) into '{student.Name}' ({student.Initializers.Sum(TensorData.ElementCount):N0} parameters).");
-            WriteProgress(new ProgressRecord(1, activity, "Running the teacher over the data") { PercentComplete = 0 });
+            progress.Report("Running the teacher over the data", 0);
             void Report(DistillationProgress p)
             {
                 // Once Ctrl+C is pressed the host takes no more records; the engine sees the token at its next batch.
                 if (CancellationToken.IsCancellationRequested) return;
-                int percent = p.TotalSteps is { } all && all > 0 ? (int)Math.Min(100, 100.0 * p.Step / all) : 0;
+                double fraction = p.TotalSteps is { } all && all > 0 ? (double)p.Step / all : 0;
                 try
                 {
                     if (p.Metrics is not { } m)
                     {
-                        WriteProgress(new ProgressRecord(1, activity, string.Create(CultureInfo.InvariantCulture, $"step {p.Step}/{p.TotalSteps}: loss {p.RunningLoss:G4}")) { PercentComplete = percent });
+                        progress.Report("Training", fraction, $"step {p.Step}/{p.TotalSteps}: loss {Readable(p.RunningLoss)}");
                         return;
                     }
                     string status = (ValidationInterval > 0 ? $"step {m.Step}/{p.TotalSteps}" : p.Epochs is { } epochs ? $"epoch {p.Epoch}/{epochs}" : $"epoch {p.Epoch}")
-                        + string.Create(CultureInfo.InvariantCulture, $": loss {m.TrainingLoss:G4}")
-                        + (m.ValidationLoss is { } vl ? string.Create(CultureInfo.InvariantCulture, $", validation loss {vl:G4}") : "")
+                        + $": loss {Readable(m.TrainingLoss)}"
+                        + (m.ValidationLoss is { } vl ? $", validation loss {Readable(vl)}" : "")
                         + (m.ValidationPerplexity is { } vp ? string.Create(CultureInfo.InvariantCulture, $", validation perplexity {vp:F3}") : "")
                         + (m.ValidationAccuracy is { } va ? string.Create(CultureInfo.InvariantCulture, $", validation accuracy {va:P2}") : "")
                         + (m.TeacherAgreement is { } ta ? string.Create(CultureInfo.InvariantCulture, $", teacher agreement {ta:P2}") : "");
-                    WriteProgress(new ProgressRecord(1, activity, status) { PercentComplete = percent });
+                    progress.Report("Training", fraction, status);
                     WriteVerbose(status);
                 }
                 catch (PipelineStoppedException) { }
@@ -207,14 +208,18 @@ public sealed class InvokeDistillationCommand : ModelCmdletBase, IDisposable
             if (result.Cancelled)
             {
                 // A stopped pipeline cannot output objects: the best student so far goes into the variable instead.
-                SessionState.PSVariable.Set(PartialVariable, model);
+                SessionState.PSVariable.Set(PartialVariable ?? "DistillationPartial", model);
                 throw new PipelineStoppedException();
             }
-            CompleteProgress(activity);
+            progress.Complete();
             if (result.StoppedEarly) WriteVerbose($"Stopped early after {result.Epochs.Count} records; kept the weights of record {result.BestEpoch}.");
             WriteObject(model);
         }, target);
     }
+
+    /// <summary>A loss as people read it: four significant digits, whole numbers with separators rather than 3.34E+06.</summary>
+    static string Readable(double value) =>
+        value.ToString(Math.Abs(value) >= 1e4 && Math.Abs(value) < 1e15 ? "N0" : "G4", CultureInfo.InvariantCulture);
 
     public void Dispose() => tokens?.Dispose();
 }

@@ -1,6 +1,7 @@
 using System.Management.Automation;
 using ModelCompression.Native;
 using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Pruning;
 
 namespace ModelCompression;
@@ -83,7 +84,7 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
     public long MinElements { get; set; } = PruningOptions.DefaultMinElements;
 
     [Parameter]
-    public int Seed { get; set; }
+    public int? Seed { get; set; }
 
     PruningOptions? options;
 
@@ -111,7 +112,7 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
                 OpTypes = OpType,
                 ExcludeNodes = ExcludeNode,
                 MinElements = MinElements,
-                Seed = MyInvocation.BoundParameters.ContainsKey(nameof(Seed)) ? Seed : null,
+                Seed = Seed,
             };
             o.Validate();
             return o;
@@ -121,17 +122,17 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
     protected override void ProcessRecord()
     {
         var model = InputObject!;
-        var progress = Progress(Activity, $"{options!.Method} pruning of '{model.Name}'");
+        var progress = NewProgress(Activity);
         TryInvoke(() =>
         {
-            var pruned = ModelPruner.Prune(model.Engine, options, progress, CancellationToken);
+            var pruned = ModelPruner.Prune(model.Engine, options!, progress.Phase($"{options!.Method} pruning of '{model.Name}'"), CancellationToken);
             var report = pruned.Report!;
-            foreach (var note in report.Notes) WriteVerbose(note);
-            int skipped = report.Entries.Count(e => e.Action == "Skipped");
-            if (skipped > 0)
-                WriteWarning($"Model '{model.Name}': {skipped} layer(s) were left unpruned; their reasons are in the output's Report.Entries.");
+            WriteStageReport(model, report);
+            // Layers left as they were are the stage's design (too small, excluded, coupled): detail for -Verbose.
+            foreach (var skipped in report.Entries.Where(e => e.Action == ReportActions.Skipped))
+                WriteVerbose($"Left {skipped.OpType} '{skipped.Target}' unpruned: {skipped.Detail}.");
             WriteObject(new Model(pruned, model));
         }, model);
-        CompleteProgress(Activity);
+        progress.Complete();
     }
 }

@@ -4,24 +4,20 @@ using System.Management.Automation;
 using System.Management.Automation.Language;
 using ModelCompression.Native;
 using ModelCompression.Native.Kernels;
+using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Quantization;
 
 namespace ModelCompression;
 
 /// <summary>
 /// Quantizes a model: dynamic int8, static QDQ with calibration, 4/8-bit weight-only with per-layer precision, or
-/// float16; with an accuracy budget, the smallest model that keeps it on validation data. Optional parameters keep
-/// their value in a nullable field (null: not given), handed to the engine's options as they are.
+/// float16; with an accuracy budget, the smallest model that keeps it on validation data.
 /// </summary>
 [Cmdlet(VerbsLifecycle.Invoke, "ModelQuantization")]
 [OutputType(typeof(Model))]
 public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
 {
     const string Activity = "Quantizing";
-
-    bool? symmetric, perChannel, actOrder, keepIOTypes, storageOnly, skipOptimization, mixedPrecision;
-    int? bits, blockSize, accuracyLevel, headBits, calibrationBatchSize;
-    double? damping, percentile, maxPerplexityIncrease, minCosine, maxAccuracyDrop;
 
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true)]
     [ValidateNotNull]
@@ -41,13 +37,15 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
     public string? ActivationType { get; set; }
 
     [Parameter]
-    public SwitchParameter Symmetric { get => symmetric ?? false; set => symmetric = value; }
+    public SwitchParameter Symmetric { get => symmetric.GetValueOrDefault(); set => symmetric = value; }
+    SwitchParameter? symmetric;
 
     [Parameter]
     public SwitchParameter ReduceRange { get; set; }
 
     [Parameter]
-    public SwitchParameter PerChannel { get => perChannel ?? false; set => perChannel = value; }
+    public SwitchParameter PerChannel { get => perChannel.GetValueOrDefault(); set => perChannel = value; }
+    SwitchParameter? perChannel;
 
     [Parameter]
     [ValidateNotNullOrEmpty]
@@ -64,11 +62,11 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateSet("4", "8")]
-    public int Bits { get => bits ?? 0; set => bits = value; }
+    public int? Bits { get; set; }
 
     [Parameter]
     [ValidateRange(16, 256)]
-    public int BlockSize { get => blockSize ?? 0; set => blockSize = value; }
+    public int? BlockSize { get; set; }
 
     [Parameter]
     [ValidateSet("MatMulNBits", "Standard")]
@@ -76,7 +74,7 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateRange(0, 4)]
-    public int AccuracyLevel { get => accuracyLevel ?? 0; set => accuracyLevel = value; }
+    public int? AccuracyLevel { get; set; }
 
     [Parameter]
     [ValidateNotNullOrEmpty]
@@ -86,27 +84,31 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateRange(0.0, 100.0)]
-    public double Damping { get => damping ?? 0; set => damping = value; }
+    public double? Damping { get; set; }
 
     [Parameter]
-    public SwitchParameter ActOrder { get => actOrder ?? false; set => actOrder = value; }
+    public SwitchParameter ActOrder { get => actOrder.GetValueOrDefault(); set => actOrder = value; }
+    SwitchParameter? actOrder;
 
     [Parameter]
     [ValidateSet("4", "8")]
-    public int HeadBits { get => headBits ?? 0; set => headBits = value; }
+    public int? HeadBits { get; set; }
 
     [Parameter]
     [ValidateNotNull]
     public Hashtable? LayerPrecision { get; set; }
 
     [Parameter]
-    public SwitchParameter MixedPrecision { get => mixedPrecision ?? false; set => mixedPrecision = value; }
+    public SwitchParameter MixedPrecision { get => mixedPrecision.GetValueOrDefault(); set => mixedPrecision = value; }
+    SwitchParameter? mixedPrecision;
 
     [Parameter]
-    public SwitchParameter KeepIOTypes { get => keepIOTypes ?? false; set => keepIOTypes = value; }
+    public SwitchParameter KeepIOTypes { get => keepIOTypes.GetValueOrDefault(); set => keepIOTypes = value; }
+    SwitchParameter? keepIOTypes;
 
     [Parameter]
-    public SwitchParameter StorageOnly { get => storageOnly ?? false; set => storageOnly = value; }
+    public SwitchParameter StorageOnly { get => storageOnly.GetValueOrDefault(); set => storageOnly = value; }
+    SwitchParameter? storageOnly;
 
     [Parameter]
     [ValidateNotNull]
@@ -121,82 +123,98 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
     public string? CalibrationMethod { get; set; }
 
     [Parameter]
-    public double Percentile { get => percentile ?? 0; set => percentile = value; }
+    public double? Percentile { get; set; }
 
     [Parameter]
     [ValidateRange(1, 65536)]
-    public int CalibrationBatchSize { get => calibrationBatchSize ?? 0; set => calibrationBatchSize = value; }
+    public int? CalibrationBatchSize { get; set; }
 
     [Parameter]
-    public SwitchParameter SkipOptimization { get => skipOptimization ?? false; set => skipOptimization = value; }
+    public SwitchParameter SkipOptimization { get => skipOptimization.GetValueOrDefault(); set => skipOptimization = value; }
+    SwitchParameter? skipOptimization;
 
     [Parameter]
     [ValidateNotNullOrEmpty]
     public string? ValidationData { get; set; }
 
     [Parameter]
-    [ValidateRange(0.0, double.MaxValue)]
-    public double MaxPerplexityIncrease { get => maxPerplexityIncrease ?? 0; set => maxPerplexityIncrease = value; }
+    [ValidateRange(0.0, 1.0)]
+    public double? MaxPerplexityRise { get; set; }
 
     [Parameter]
     [Alias("TargetCosine")]
     [ValidateRange(0.0, 1.0)]
-    public double MinCosine { get => minCosine ?? 0; set => minCosine = value; }
+    public double? MinCosine { get; set; }
 
     [Parameter]
-    [ValidateRange(0.0, 100.0)]
-    public double MaxAccuracyDrop { get => maxAccuracyDrop ?? 0; set => maxAccuracyDrop = value; }
+    [ValidateRange(0.0, 1.0)]
+    public double? MaxAccuracyDrop { get; set; }
 
     protected override void ProcessRecord()
     {
         var model = InputObject!;
+        var progress = NewProgress(Activity);
         TryInvoke(() =>
         {
-            var options = Options();
-            var progress = new PhaseProgress(this);
-            var result = ModelQuantizer.Quantize(model.Engine, options, progress, CancellationToken);
-            CompleteProgress(Activity);
-            Explain(result.Report!);
-            WriteVerbose($"'{model.Name}': {result.Report!.Metrics["SizeBefore"]:N0} → {result.Report.Metrics["SizeAfter"]:N0} bytes.");
+            var result = ModelQuantizer.Quantize(model.Engine, Options(), new Reporter<QuantizationProgress>(p => progress.Report(p.Phase, p.Fraction)), CancellationToken);
+            progress.Complete();
+            var report = result.Report!;
+            WriteStageReport(model, report);
+            foreach (var g in report.Entries.Where(e => e.Action == ReportActions.Skipped).GroupBy(e => (e.OpType, e.Detail)))
+                WriteVerbose($"Skipped {g.Count()} {g.Key.OpType} node(s): {g.Key.Detail} (e.g. '{g.First().Target}').");
+            foreach (var (key, value) in report.Metrics.Where(kv => kv.Key.StartsWith(ReportMetrics.QuantizedPrefix, StringComparison.Ordinal)))
+                WriteVerbose($"{key[ReportMetrics.QuantizedPrefix.Length..]}: {value} quantized.");
+            if (report.Metrics.TryGetValue(ReportMetrics.ReconstructionErrorMean, out double meanError))
+                WriteVerbose($"Output error of the quantized layers on the calibration activations: mean {meanError:P2}, largest {report.Metrics[ReportMetrics.ReconstructionErrorMax]:P2} (per layer in Report.Entries' Error).");
+            var kept = report.Entries.Where(e => e.Action == ReportActions.Kept).ToList();
+            if (kept.Count > 0)
+                WriteVerbose($"Kept float: {string.Join(", ", kept.Take(10).Select(e => e.Target))}{(kept.Count > 10 ? ", ..." : "")}.");
+            foreach (var candidate in report.Entries.Where(e => e.Action == ReportActions.Candidate))
+                WriteVerbose($"{candidate.Target}: {candidate.Detail}");
+            WriteVerbose($"'{model.Name}': {report.Metrics[ReportMetrics.SizeBefore]:N0} → {report.Metrics[ReportMetrics.SizeAfter]:N0} bytes.");
             WriteObject(new Model(result, model));
         }, model);
     }
 
-    QuantizationOptions Options()
+    /// <summary>The one options object the engine gets: a parameter not given stays null, and the engine picks its default.</summary>
+    QuantizationOptions Options() => new()
+    {
+        Mode = Enum.Parse<QuantizationMode>(Mode, ignoreCase: true),
+        WeightType = WeightType is null ? null : Enum.Parse<QuantType>(WeightType, ignoreCase: true),
+        ActivationType = ActivationType is null ? null : Enum.Parse<QuantType>(ActivationType, ignoreCase: true),
+        Symmetric = symmetric?.IsPresent,
+        ReduceRange = ReduceRange.IsPresent,
+        PerChannel = perChannel?.IsPresent,
+        OpTypes = OpType,
+        ExcludeNodes = ExcludeNode ?? [],
+        Force = Force.IsPresent,
+        Bits = Bits,
+        BlockSize = BlockSize,
+        Format = Format is null ? null : Enum.Parse<WeightOnlyFormat>(Format, ignoreCase: true),
+        AccuracyLevel = AccuracyLevel,
+        Algorithm = WeightOnlyAlgorithms.Create(Algorithm, AlgorithmSettings()),
+        HeadBits = HeadBits,
+        LayerPrecision = LayerPrecision is null ? null : Rules(LayerPrecision),
+        MixedPrecision = mixedPrecision?.IsPresent,
+        KeepIOTypes = keepIOTypes?.IsPresent,
+        StorageOnly = storageOnly?.IsPresent,
+        Float16BlockList = Float16BlockList,
+        CalibrationData = CalibrationData is null ? null : CalibrationDataLoader.Load(ResolveOutputPath(CalibrationData)),
+        CalibrationMethod = CalibrationMethod is null ? null : Enum.Parse<CalibrationMethod>(CalibrationMethod, ignoreCase: true),
+        Percentile = Percentile,
+        CalibrationBatchSize = CalibrationBatchSize,
+        SkipOptimization = skipOptimization?.IsPresent,
+        Budget = Budget(),
+        ValidationData = ValidationData is null ? null : CalibrationDataLoader.Load(ResolveOutputPath(ValidationData)),
+    };
+
+    /// <summary>The algorithms' own settings that were given (each algorithm takes those it knows).</summary>
+    Dictionary<string, object> AlgorithmSettings()
     {
         var settings = new Dictionary<string, object>(StringComparer.Ordinal);
-        if (damping is { } d) settings[nameof(Damping)] = d;
-        if (actOrder is { } a) settings[nameof(ActOrder)] = a;
-        return new QuantizationOptions
-        {
-            Mode = Enum.Parse<QuantizationMode>(Mode, ignoreCase: true),
-            WeightType = WeightType is null ? null : Enum.Parse<QuantType>(WeightType, ignoreCase: true),
-            ActivationType = ActivationType is null ? null : Enum.Parse<QuantType>(ActivationType, ignoreCase: true),
-            Symmetric = symmetric,
-            ReduceRange = ReduceRange.IsPresent,
-            PerChannel = perChannel,
-            OpTypes = OpType,
-            ExcludeNodes = ExcludeNode ?? [],
-            Force = Force.IsPresent,
-            Bits = bits,
-            BlockSize = blockSize,
-            Format = Format is null ? null : Enum.Parse<WeightOnlyFormat>(Format, ignoreCase: true),
-            AccuracyLevel = accuracyLevel,
-            Algorithm = WeightOnlyAlgorithms.Create(Algorithm, settings),
-            HeadBits = headBits,
-            LayerPrecision = LayerPrecision is null ? null : Rules(LayerPrecision),
-            MixedPrecision = mixedPrecision,
-            KeepIOTypes = keepIOTypes,
-            StorageOnly = storageOnly,
-            Float16BlockList = Float16BlockList,
-            CalibrationData = CalibrationData is null ? null : CalibrationDataLoader.Load(ResolveOutputPath(CalibrationData)),
-            CalibrationMethod = CalibrationMethod is null ? null : Enum.Parse<CalibrationMethod>(CalibrationMethod, ignoreCase: true),
-            Percentile = percentile,
-            CalibrationBatchSize = calibrationBatchSize,
-            SkipOptimization = skipOptimization,
-            Budget = Budget(),
-            ValidationData = ValidationData is null ? null : CalibrationDataLoader.Load(ResolveOutputPath(ValidationData)),
-        };
+        if (Damping is { } d) settings[nameof(Damping)] = d;
+        if (actOrder is { } a) settings[nameof(ActOrder)] = a.IsPresent;
+        return settings;
     }
 
     /// <summary>The accuracy budget given (at most one of the three).</summary>
@@ -204,9 +222,9 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
     {
         var given = new[]
         {
-            maxPerplexityIncrease is { } p ? QualityBudget.MaxPerplexityIncrease(p) : null,
-            minCosine is { } c ? QualityBudget.MinCosine(c) : null,
-            maxAccuracyDrop is { } d ? QualityBudget.MaxAccuracyDrop(d) : null,
+            MaxPerplexityRise is { } p ? QualityBudget.MaxPerplexityRise(p) : null,
+            MinCosine is { } c ? QualityBudget.MinCosine(c) : null,
+            MaxAccuracyDrop is { } d ? QualityBudget.MaxAccuracyDrop(d) : null,
         }.OfType<QualityBudget>().ToList();
         if (given.Count > 1)
             throw new EngineException("QuantizationBudgetAmbiguous", EngineErrorKind.InvalidArgument,
@@ -217,43 +235,10 @@ public sealed class InvokeModelQuantizationCommand : ModelCmdletBase
     /// <summary>-LayerPrecision @{ 'pattern' = 4 | 8 | 'float' | '4/64' }.</summary>
     List<LayerPrecisionRule> Rules(Hashtable table)
     {
-        int defaultBlock = blockSize ?? 32;
+        int defaultBlock = BlockSize ?? 32;
         return table.Keys.Cast<object>().Select(key => new LayerPrecisionRule(
             Convert.ToString(key, CultureInfo.InvariantCulture) ?? "",
             Native.Quantization.LayerPrecision.Parse(Convert.ToString(table[key] is PSObject ps ? ps.BaseObject : table[key], CultureInfo.InvariantCulture) ?? "", defaultBlock))).ToList();
-    }
-
-    /// <summary>The report as warnings (what the user should act on) and verbose lines (the rest).</summary>
-    void Explain(Native.Onnx.ModelReport report)
-    {
-        foreach (var note in report.Notes) WriteWarning(note);
-        foreach (var g in report.Entries.Where(e => e.Action == "Skipped").GroupBy(e => (e.OpType, e.Detail)))
-            WriteVerbose($"Skipped {g.Count()} {g.Key.OpType} node(s): {g.Key.Detail} (e.g. '{g.First().Target}').");
-        foreach (var (key, value) in report.Metrics.Where(kv => kv.Key.StartsWith("Quantized.", StringComparison.Ordinal)))
-            WriteVerbose($"{key["Quantized.".Length..]}: {value} quantized.");
-        var kept = report.Entries.Where(e => e.Action == "Kept").ToList();
-        if (kept.Count > 0)
-            WriteVerbose($"Kept float: {string.Join(", ", kept.Take(10).Select(e => e.Target))}{(kept.Count > 10 ? ", ..." : "")}.");
-        if (report.Metrics.TryGetValue("ReconstructionErrorMean", out double meanError))
-            WriteVerbose($"Output error of the quantized layers on the calibration activations: mean {meanError:P2}, largest {report.Metrics["ReconstructionErrorMax"]:P2} (per layer in Report.Entries' Error).");
-        foreach (var candidate in report.Entries.Where(e => e.Action == "Candidate"))
-            WriteVerbose($"{candidate.Target}: {candidate.Detail}");
-    }
-
-    /// <summary>Engine progress (phase and fraction) as a progress record on the pipeline thread.</summary>
-    sealed class PhaseProgress(InvokeModelQuantizationCommand cmdlet) : IProgress<QuantizationProgress>
-    {
-        readonly int thread = Environment.CurrentManagedThreadId;
-        (string, int) last = ("", -1);
-
-        public void Report(QuantizationProgress value)
-        {
-            if (Environment.CurrentManagedThreadId != thread) return;
-            int percent = (int)Math.Clamp(value.Fraction * 100, 0, 100);
-            if (last == (value.Phase, percent)) return;
-            last = (value.Phase, percent);
-            cmdlet.WriteProgress(new ProgressRecord(1, Activity, value.Phase) { PercentComplete = percent });
-        }
     }
 }
 

@@ -37,7 +37,7 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
     [Parameter(ParameterSetName = IterationsSet)]
     [Parameter(ParameterSetName = DurationSet)]
     [ValidateRange(1, int.MaxValue)]
-    public int BatchSize { get; set; } = 1;
+    public int? BatchSize { get; set; }
 
     [Parameter(ParameterSetName = IterationsSet)]
     [Parameter(ParameterSetName = DurationSet)]
@@ -68,12 +68,12 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateRange(0, int.MaxValue)]
-    public int Warmup { get; set; } = 10;
+    public int? Warmup { get; set; }
 
     [Parameter(ParameterSetName = IterationsSet)]
     [Parameter(ParameterSetName = GenerateSet)]
     [ValidateRange(1, int.MaxValue)]
-    public int Iterations { get; set; } = 100;
+    public int? Iterations { get; set; }
 
     [Parameter(Mandatory = true, ParameterSetName = DurationSet)]
     [SecondsToTimeSpan]
@@ -81,7 +81,7 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
 
     [Parameter]
     [ValidateRange(0.5, 0.9999)]
-    public double ConfidenceLevel { get; set; } = 0.95;
+    public double? ConfidenceLevel { get; set; }
 
     [Parameter(Mandatory = true, ParameterSetName = GenerateSet)]
     public SwitchParameter Generate { get; set; }
@@ -105,31 +105,32 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
         if (models.Count == 0) return;
         if (ParameterSetName == DurationSet && Duration <= TimeSpan.Zero)
             ThrowArgumentError("LatencyDurationOutOfRange", $"-Duration must be positive, not {Duration}.", Duration);
-        if (Baseline is null && MyInvocation.BoundParameters.ContainsKey(nameof(ConfidenceLevel)))
+        if (Baseline is null && ConfidenceLevel is not null)
             ThrowArgumentError("LatencyParameterNotApplicable", "-ConfidenceLevel is the level of the interval on the ratio to -Baseline; without -Baseline there is no ratio.", ConfidenceLevel);
         if (Generate) { MeasureGeneration(); return; }
+        var progress = NewProgress(Activity);
         var results = InvokeOrTerminate(() =>
         {
             var engineModels = models.Select(m => m.Engine).ToList();
             var all = Baseline is null ? engineModels : [.. engineModels, Baseline.Engine];
-            var synthesis = InputShapeSpec.Apply(
-                new SynthesisOptions { BatchSize = BatchSize, IntegerRange = InputArguments.Range(IntegerRange) },
-                all, InputArguments.Shapes(InputShape));
+            var (data, synthesis) = InputArguments.Inputs(this, all, InputData, BatchSize ?? 1, BatchSize is not null, InputShape, IntegerRange);
             var options = new LatencyOptions
             {
-                Warmup = Warmup,
-                Iterations = Iterations,
+                Warmup = Warmup ?? 10,
+                Iterations = Iterations ?? 100,
                 Duration = ParameterSetName == DurationSet ? Duration : null,
                 Session = new SessionSettings { Provider = Provider, IntraOpThreads = IntraOpThreads, InterOpThreads = InterOpThreads, GraphOptimization = GraphOptimization },
                 Synthesis = synthesis,
-                Data = InputArguments.Data(this, InputData, InputShape, IntegerRange),
-                ConfidenceLevel = ConfidenceLevel,
+                Data = data,
+                ConfidenceLevel = ConfidenceLevel ?? new LatencyOptions().ConfidenceLevel,
             };
             WriteVerbose($"Measuring {models.Count} model(s){(Baseline is null ? "" : $" against baseline '{Baseline.Name}'")}: " +
-                (options.Duration is { } d ? $"{d.TotalSeconds:G4} s" : $"{Iterations} iterations") + $" after {Warmup} warm-up runs, provider {Provider}.");
-            return LatencyMeter.Measure(engineModels, Baseline?.Engine, options, new PhaseProgress(this), CancellationToken);
+                (options.Duration is { } d ? $"{d.TotalSeconds:G4} s" : $"{options.Iterations} iterations") + $" after {options.Warmup} warm-up runs, provider {Provider}.");
+            return LatencyMeter.Measure(engineModels, Baseline?.Engine, options,
+                new Reporter<LatencyProgress>(p => progress.Report(p.Phase, p.Fraction,
+                    (p.Model is null ? p.Phase : $"{p.Phase}: {p.Model}") + (p.Round > 0 ? $" (round {p.Round})" : ""))), CancellationToken);
         }, models[0]);
-        CompleteProgress(Activity);
+        progress.Complete();
         // The engine reports the baseline first, then the models in order.
         var measured = Baseline is null ? models : [Baseline, .. models];
         for (int i = 0; i < results.Count; i++) WriteObject(LatencyReport.From(results[i], measured[i], Baseline));
@@ -142,6 +143,7 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
     /// </summary>
     void MeasureGeneration()
     {
+        var progress = NewProgress(Activity);
         var results = InvokeOrTerminate(() =>
         {
             var options = new GenerationMeasureOptions
@@ -152,29 +154,15 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
                     Data = InputArguments.Data(this, InputData, null, null),
                     Session = new SessionSettings { Provider = Provider, IntraOpThreads = IntraOpThreads, GraphOptimization = GraphOptimization },
                 },
-                Warmup = MyInvocation.BoundParameters.ContainsKey(nameof(Warmup)) ? Warmup : 1,
-                Runs = MyInvocation.BoundParameters.ContainsKey(nameof(Iterations)) ? Iterations : 3,
-                ConfidenceLevel = ConfidenceLevel,
+                Warmup = Warmup ?? 1,
+                Runs = Iterations ?? 3,
+                ConfidenceLevel = ConfidenceLevel ?? new GenerationMeasureOptions().ConfidenceLevel,
             };
             WriteVerbose($"Generating {NewTokens} tokens after prompts of {PromptLength}, {options.Runs} timed generation(s) per model after {options.Warmup} warm-up.");
-            return GenerationMeter.Measure(models.Select(m => m.Engine).ToList(), Baseline?.Engine, options, Progress(Activity, "Generating"), CancellationToken);
+            return GenerationMeter.Measure(models.Select(m => m.Engine).ToList(), Baseline?.Engine, options, progress.Phase("Generating"), CancellationToken);
         }, models[0]);
-        CompleteProgress(Activity);
+        progress.Complete();
         var measured = Baseline is null ? models : [Baseline, .. models];
         for (int i = 0; i < results.Count; i++) WriteObject(GenerationReport.From(results[i], measured[i], Baseline));
-    }
-
-    /// <summary>Writes the engine's phases as progress records, on the pipeline thread only, at most every 100 ms (the engine throttles).</summary>
-    sealed class PhaseProgress(MeasureModelLatencyCommand cmdlet) : IProgress<LatencyProgress>
-    {
-        readonly int thread = Environment.CurrentManagedThreadId;
-
-        public void Report(LatencyProgress p)
-        {
-            if (Environment.CurrentManagedThreadId != thread) return;
-            string status = p.Model is null ? p.Phase : $"{p.Phase}: {p.Model}";
-            if (p.Round > 0) status += $" (round {p.Round})";
-            cmdlet.WriteProgress(new ProgressRecord(1, Activity, status) { PercentComplete = (int)Math.Clamp(p.Fraction * 100, 0, 100) });
-        }
     }
 }

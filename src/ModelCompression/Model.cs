@@ -18,8 +18,8 @@ public sealed class Model
         Path = derivedFrom is not null ? null : engine.Folder?.Path ?? engine.SourcePath;
         SizeBytes = engine.SerializedSize;
         Parameters = ParameterCount.Of(engine.Proto);
-        History = engine.History.Select(ModelStageInfo.From).ToArray();
-        Report = engine.Report is null ? null : CompressionReport.From(engine.Report);
+        History = engine.History.Select(EngineRecords.Map<ModelStageInfo>).ToArray();
+        Report = engine.Report is null ? null : EngineRecords.Map<CompressionReport>(engine.Report);
     }
 
     internal OnnxModel Engine { get; }
@@ -41,55 +41,43 @@ public sealed class Model
 }
 
 /// <summary>One compression stage in a model's history.</summary>
+[EngineRecord(typeof(ModelStage))]
 public sealed class ModelStageInfo
 {
-    public required string Name { get; init; }
-    public required Dictionary<string, string> Parameters { get; init; }
+    public string Name { get; init; } = "";
+    public Dictionary<string, string> Parameters { get; init; } = [];
     public long SizeBefore { get; init; }
     public long SizeAfter { get; init; }
     public double Seconds { get; init; }
     public DateTimeOffset Timestamp { get; init; }
-    public required string Tool { get; init; }
-
-    internal static ModelStageInfo From(ModelStage s) => new()
-    {
-        Name = s.Name,
-        Parameters = new Dictionary<string, string>(s.Parameters),
-        SizeBefore = s.SizeBefore,
-        SizeAfter = s.SizeAfter,
-        Seconds = s.Seconds,
-        Timestamp = s.Timestamp,
-        Tool = s.Tool,
-    };
+    public string Tool { get; init; } = "";
 
     public override string ToString() => $"{Name}({string.Join(", ", Parameters.Select(p => p.Key + "=" + p.Value))})";
 }
 
-/// <summary>A stage's report: nodes or tensors touched or skipped with the reason, notes, and metrics.</summary>
+/// <summary>
+/// A stage's report: nodes or tensors touched or skipped with the reason, metrics, warnings (what to act on; the
+/// cmdlet wrote them as warnings) and notes (the rest; written to -Verbose).
+/// </summary>
+[EngineRecord(typeof(ModelReport))]
 public sealed class CompressionReport
 {
-    public required string Stage { get; init; }
-    public required ReportRow[] Entries { get; init; }
-    public required string[] Notes { get; init; }
-    public required Dictionary<string, double> Metrics { get; init; }
-
-    internal static CompressionReport From(ModelReport r) => new()
-    {
-        Stage = r.Stage,
-        Entries = r.Entries.Select(e => new ReportRow { Target = e.Target, OpType = e.OpType, Action = e.Action, Detail = e.Detail, Error = e.Error, Bytes = e.Bytes }).ToArray(),
-        Notes = r.Notes.ToArray(),
-        Metrics = new Dictionary<string, double>(r.Metrics),
-    };
+    public string Stage { get; init; } = "";
+    public ReportRow[] Entries { get; init; } = [];
+    public string[] Warnings { get; init; } = [];
+    public string[] Notes { get; init; } = [];
+    public Dictionary<string, double> Metrics { get; init; } = [];
 
     public override string ToString() => $"{Stage}: {Entries.Length} entries";
 }
 
+[EngineRecord(typeof(ReportEntry))]
 public sealed class ReportRow
 {
-    public required string Target { get; init; }
-    public required string OpType { get; init; }
-    public required string Action { get; init; }
-    public required string Detail { get; init; }
+    public string Target { get; init; } = "";
+    public string OpType { get; init; } = "";
+    public string Action { get; init; } = "";
+    public string Detail { get; init; } = "";
     /// <summary>The stage's error measure for this row, when it has one (weight-only quantization with calibration data: the layer's relative output error).</summary>
     public double? Error { get; init; }
     /// <summary>Bytes the row's target takes after the stage, when the stage counts them (weight-only quantization: each layer's weight).</summary>

@@ -110,29 +110,18 @@ public abstract class ModelCmdletBase : PSCmdlet
     };
 
     /// <summary>
-    /// An <see cref="IProgress{T}"/> of fractions (0..1) that writes a progress record. Reports from other
-    /// threads (parallel engine loops) are dropped: only the pipeline thread may write to the host.
+    /// What a stage reported beside its model: its warnings (what the user should act on) as warnings naming the model,
+    /// its notes to -Verbose.
     /// </summary>
-    protected IProgress<double> Progress(string activity, string status, int activityId = 1) => new ProgressWriter(this, activity, status, activityId);
+    protected void WriteStageReport(Model model, ModelReport report)
+    {
+        foreach (var warning in report.Warnings) WriteWarning($"Model '{model.Name}': {warning}");
+        foreach (var note in report.Notes) WriteVerbose(note);
+    }
 
-    protected void CompleteProgress(string activity, int activityId = 1) =>
-        WriteProgress(new ProgressRecord(activityId, activity, "Done") { RecordType = ProgressRecordType.Completed });
+    /// <summary>Progress records for <paramref name="activity"/>, with the time left estimated from measured throughput.</summary>
+    private protected ProgressWriter NewProgress(string activity) => new(this, activity);
 
     /// <summary>Resolves a path the user typed (relative to the current location, provider-qualified or not) to a file-system path.</summary>
     protected string ResolveOutputPath(string path) => SessionState.Path.GetUnresolvedProviderPathFromPSPath(path);
-
-    sealed class ProgressWriter(ModelCmdletBase cmdlet, string activity, string status, int id) : IProgress<double>
-    {
-        readonly int thread = Environment.CurrentManagedThreadId;
-        int lastPercent = -1;
-
-        public void Report(double fraction)
-        {
-            if (Environment.CurrentManagedThreadId != thread) return;
-            int percent = (int)Math.Clamp(fraction * 100, 0, 100);
-            if (percent == lastPercent) return;
-            lastPercent = percent;
-            cmdlet.WriteProgress(new ProgressRecord(id, activity, status) { PercentComplete = percent });
-        }
-    }
 }

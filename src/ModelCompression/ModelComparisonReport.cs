@@ -1,15 +1,17 @@
-using ModelCompression.Native.Data;
+using System.Globalization;
 using ModelCompression.Native.Runtime;
 
 namespace ModelCompression;
 
-/// <summary>What Compare-Model reports: fidelity per output, size and parameter ratios, and the gates missed.</summary>
+/// <summary>What Compare-Model reports: fidelity per output, size and parameter ratios, the gates checked and missed.</summary>
+[EngineRecord(typeof(ModelComparison), Renamed = ["ReferenceSize=ReferenceSizeBytes", "DifferenceSize=DifferenceSizeBytes"])]
 public sealed class ModelComparisonReport
 {
-    public required string Reference { get; init; }
-    public required string Difference { get; init; }
-    public string? ReferencePath { get; init; }
-    public string? DifferencePath { get; init; }
+    /// <summary>The Models' names and files, as Get-Model and the stages named them.</summary>
+    public string Reference { get; internal set; } = "";
+    public string Difference { get; internal set; } = "";
+    public string? ReferencePath { get; internal set; }
+    public string? DifferencePath { get; internal set; }
     public long ReferenceSizeBytes { get; init; }
     public long DifferenceSizeBytes { get; init; }
     /// <summary>Difference size over reference size (0.27: the difference is 27% of the reference's size).</summary>
@@ -17,13 +19,16 @@ public sealed class ModelComparisonReport
     public long ReferenceParameters { get; init; }
     public long DifferenceParameters { get; init; }
     public double ParameterRatio { get; init; }
-    public required string InputSource { get; init; }
+    public string InputSource { get; init; } = "";
     public long Rows { get; init; }
-    public required OutputComparison[] Outputs { get; init; }
+    public OutputComparison[] Outputs { get; init; } = [];
     /// <summary>Compare-Model -Generate: greedy continuations compared token by token; null without -Generate.</summary>
     public GenerationComparison? Generation { get; init; }
-    public required GateResult[] FailedGates { get; init; }
-    public bool Passed => FailedGates.Length == 0;
+    /// <summary>The gates checked, by parameter name, with their thresholds; empty when none was given.</summary>
+    public Dictionary<string, double> Gates { get; init; } = [];
+    public GateResult[] FailedGates { get; init; } = [];
+    /// <summary>True when every gate held, false when one was missed, null when no gate was given (nothing was claimed).</summary>
+    public bool? Passed { get; init; }
 
     /// <summary>The lowest cosine similarity over the outputs.</summary>
     public double Cosine => Outputs.Length == 0 ? double.NaN : Outputs.Min(o => o.Cosine);
@@ -32,35 +37,38 @@ public sealed class ModelComparisonReport
     public double? Top1Agreement => Outputs.Where(o => o.Top1Agreement is not null).Select(o => o.Top1Agreement).DefaultIfEmpty(null).Min();
     /// <summary>The largest accuracy drop over the outputs scored against labels; null without labels.</summary>
     public double? AccuracyDrop => Outputs.Where(o => o.AccuracyDrop is not null).Select(o => o.AccuracyDrop).DefaultIfEmpty(null).Max();
-    /// <summary>The largest perplexity increase (percent) over the sequence outputs scored against labels per position; null without.</summary>
-    public double? PerplexityIncrease => Outputs.Where(o => o.PerplexityIncrease is not null).Select(o => o.PerplexityIncrease).DefaultIfEmpty(null).Max();
+    /// <summary>The output whose perplexity rose most, of those scored per position; null without.</summary>
+    OutputComparison? WorstPerplexity => Outputs.Where(o => o.PerplexityRise is not null).MaxBy(o => o.PerplexityRise);
+    /// <summary>The largest perplexity rise, a fraction of the reference's perplexity (0.05: 5 % higher).</summary>
+    public double? PerplexityRise => WorstPerplexity?.PerplexityRise;
+    /// <summary>The two perplexities of that output.</summary>
+    public double? ReferencePerplexity => WorstPerplexity?.ReferencePerplexity;
+    public double? DifferencePerplexity => WorstPerplexity?.DifferencePerplexity;
 
-    internal static ModelComparisonReport From(ModelComparison c, Model reference, Model difference) => new()
+    /// <summary>The cosine as the views show it: five decimals, more when five would round a miss up to 1.</summary>
+    public string CosineText => Cosine < 1 && Math.Round(Cosine, 5) >= 1
+        ? ModelComparison.Apart(Cosine, 1)
+        : Cosine.ToString("F5", CultureInfo.CurrentCulture);
+
+    internal static ModelComparisonReport From(ModelComparison c, Model reference, Model difference)
     {
-        Reference = reference.Name,
-        Difference = difference.Name,
-        ReferencePath = reference.Path,
-        DifferencePath = difference.Path,
-        ReferenceSizeBytes = c.ReferenceSize,
-        DifferenceSizeBytes = c.DifferenceSize,
-        SizeRatio = c.SizeRatio,
-        ReferenceParameters = c.ReferenceParameters,
-        DifferenceParameters = c.DifferenceParameters,
-        ParameterRatio = c.ParameterRatio,
-        InputSource = c.InputSource,
-        Rows = c.Rows,
-        Outputs = c.Outputs.Select(OutputComparison.From).ToArray(),
-        Generation = c.Generation is null ? null : GenerationComparison.From(c.Generation),
-        FailedGates = c.FailedGates.Select(GateResult.From).ToArray(),
-    };
+        var report = EngineRecords.Map<ModelComparisonReport>(c);
+        report.Reference = reference.Name;
+        report.Difference = difference.Name;
+        report.ReferencePath = reference.Path;
+        report.DifferencePath = difference.Path;
+        return report;
+    }
 
-    public override string ToString() => $"{Difference} vs {Reference}: cosine {Cosine:G6}{(Passed ? "" : ", " + FailedGates.Length + " gate(s) failed")}";
+    public override string ToString() => $"{Difference} vs {Reference}: cosine {CosineText}" +
+        (Passed is null ? ", no gate" : Passed.Value ? ", passed" : $", {FailedGates.Length} gate(s) failed");
 }
 
 /// <summary>How closely one output of the difference model follows the reference's.</summary>
+[EngineRecord(typeof(OutputFidelity))]
 public sealed class OutputComparison
 {
-    public required string Output { get; init; }
+    public string Output { get; init; } = "";
     public long Values { get; init; }
     public double Cosine { get; init; }
     public double MaxAbsError { get; init; }
@@ -72,42 +80,23 @@ public sealed class OutputComparison
     /// <summary>exp(mean cross-entropy) of the reference over the labelled positions, for a sequence of scores ([batch, sequence, classes]).</summary>
     public double? ReferencePerplexity { get; init; }
     public double? DifferencePerplexity { get; init; }
-    /// <summary>How much the perplexity rose, in percent of the reference's.</summary>
-    public double? PerplexityIncrease { get; init; }
-
-    internal static OutputComparison From(OutputFidelity f) => new()
-    {
-        Output = f.Output,
-        Values = f.Values,
-        Cosine = f.Cosine,
-        MaxAbsError = f.MaxAbsError,
-        MeanAbsError = f.MeanAbsError,
-        Top1Agreement = f.Top1Agreement,
-        ReferenceAccuracy = f.ReferenceAccuracy,
-        DifferenceAccuracy = f.DifferenceAccuracy,
-        ReferencePerplexity = f.ReferencePerplexity,
-        DifferencePerplexity = f.DifferencePerplexity,
-        PerplexityIncrease = f.PerplexityIncrease,
-    };
+    /// <summary>How much the perplexity rose, as a fraction of the reference's (0.05: 5 % higher).</summary>
+    public double? PerplexityRise { get; init; }
 
     public override string ToString() => $"{Output}: cosine {Cosine:G6}";
 }
 
 /// <summary>A gate Compare-Model checked and the comparison missed.</summary>
+[EngineRecord(typeof(GateFailure))]
 public sealed class GateResult
 {
-    public required string Gate { get; init; }
-    public required string ErrorId { get; init; }
-    public required string Output { get; init; }
+    public string Gate { get; init; } = "";
+    public string ErrorId { get; init; } = "";
+    public string Output { get; init; } = "";
     public double Threshold { get; init; }
     /// <summary>The measured value; null when it could not be measured.</summary>
     public double? Actual { get; init; }
-    public required string Message { get; init; }
-
-    internal static GateResult From(GateFailure g) => new()
-    {
-        Gate = g.Gate, ErrorId = g.ErrorId, Output = g.Output, Threshold = g.Threshold, Actual = g.Actual, Message = g.Message,
-    };
+    public string Message { get; init; } = "";
 
     public override string ToString() => Message;
 }

@@ -3,26 +3,32 @@ using ModelCompression.Native.Onnx;
 namespace ModelCompression;
 
 /// <summary>What Get-ModelInfo reports about a model.</summary>
+[EngineRecord(typeof(ModelSummary), Renamed = ["SerializedSize=SizeBytes", "OperatorCounts=Operators"])]
 public sealed class ModelInfo
 {
-    public required string Name { get; init; }
-    public string? Path { get; init; }
-    /// <summary>Size of the file on disk; null for a model that was changed since it was loaded.</summary>
+    /// <summary>The Model's name and file (null for a model a stage made, until it is exported).</summary>
+    public string Name { get; internal set; } = "";
+    public string? Path { get; internal set; }
+    /// <summary>Size of the file the model was read from, history or not; null for a model a stage made in memory.</summary>
     public long? FileSize { get; init; }
+    /// <summary>Size of the model serialized into one file.</summary>
     public long SizeBytes { get; init; }
     public long Parameters { get; init; }
-    public required Dictionary<string, long> BytesByElementType { get; init; }
+    public Dictionary<string, long> BytesByElementType { get; init; } = [];
     public long IrVersion { get; init; }
-    public required Dictionary<string, long> Opsets { get; init; }
-    public required string Producer { get; init; }
-    public required ModelValueInfo[] Inputs { get; init; }
-    public required ModelValueInfo[] Outputs { get; init; }
-    public required Dictionary<string, int> Operators { get; init; }
+    public Dictionary<string, long> Opsets { get; init; } = [];
+    public string Producer { get; init; } = "";
+    public ModelValueInfo[] Inputs { get; init; } = [];
+    public ModelValueInfo[] Outputs { get; init; } = [];
+    public Dictionary<string, int> Operators { get; init; } = [];
     public int NodeCount { get; init; }
-    /// <summary>Share of exactly-zero values among floating-point weights (0..1); null when not measured (large weights in external data, without -ScanWeights).</summary>
+    /// <summary>
+    /// Share of the weights that are zero (0..1): float weights equal to 0, quantized weights equal to their zero point
+    /// (scales and zero points are not weights); null when not measured (large weights in external data, without -ScanWeights).
+    /// </summary>
     public double? Sparsity { get; init; }
-    public required ModelStageInfo[] History { get; init; }
-    public CompressionReport? Report { get; init; }
+    public ModelStageInfo[] History { get; init; } = [];
+    public CompressionReport? Report { get; internal set; }
 
     public string OpsetText => string.Join(", ", Opsets.Select(o => $"{o.Key} {o.Value}"));
     public string InputText => string.Join("; ", Inputs.Select(i => i.ToString()));
@@ -30,37 +36,21 @@ public sealed class ModelInfo
 
     internal static ModelInfo From(Model model, bool scanWeights)
     {
-        var s = ModelSummary.Of(model.Engine, scanWeights ? long.MaxValue : ModelSummary.DefaultScanLimit);
-        return new ModelInfo
-        {
-            Name = model.Name,
-            Path = model.Path,
-            FileSize = model.Path is not null && s.FileSize >= 0 ? s.FileSize : null,
-            SizeBytes = s.SerializedSize,
-            Parameters = s.Parameters,
-            BytesByElementType = new Dictionary<string, long>(s.BytesByElementType),
-            IrVersion = s.IrVersion,
-            Opsets = new Dictionary<string, long>(s.Opsets),
-            Producer = s.Producer,
-            Inputs = s.Inputs.Select(ModelValueInfo.From).ToArray(),
-            Outputs = s.Outputs.Select(ModelValueInfo.From).ToArray(),
-            Operators = new Dictionary<string, int>(s.OperatorCounts),
-            NodeCount = s.NodeCount,
-            Sparsity = s.Sparsity,
-            History = s.History.Select(ModelStageInfo.From).ToArray(),
-            Report = model.Report,
-        };
+        var info = EngineRecords.Map<ModelInfo>(ModelSummary.Of(model.Engine, scanWeights ? long.MaxValue : ModelSummary.DefaultScanLimit));
+        info.Name = model.Name;
+        info.Path = model.Path;
+        info.Report = model.Report;
+        return info;
     }
 }
 
 /// <summary>A model input or output: name, element type, shape (symbolic dimensions by name).</summary>
+[EngineRecord(typeof(ValueSignature), Omitted = [nameof(ValueSignature.ElementTypeCode)])]
 public sealed class ModelValueInfo
 {
-    public required string Name { get; init; }
-    public required string ElementType { get; init; }
-    public required string[] Shape { get; init; }
-
-    internal static ModelValueInfo From(ValueSignature v) => new() { Name = v.Name, ElementType = v.ElementType, Shape = v.Shape.ToArray() };
+    public string Name { get; init; } = "";
+    public string ElementType { get; init; } = "";
+    public string[] Shape { get; init; } = [];
 
     public override string ToString() => $"{Name}: {ElementType}[{string.Join(",", Shape)}]";
 }

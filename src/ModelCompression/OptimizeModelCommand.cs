@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Quantization;
 
 namespace ModelCompression;
@@ -24,13 +25,14 @@ public sealed class OptimizeModelCommand : ModelCmdletBase
     protected override void ProcessRecord()
     {
         var model = InputObject!;
+        var progress = NewProgress("Optimizing");
         TryInvoke(() =>
         {
-            WriteProgress(new ProgressRecord(1, "Optimizing", $"{model.Name} ({Level})") { PercentComplete = 0 });
+            progress.Report($"{model.Name} ({Level})", 0);
             var result = GraphOptimizer.Optimize(model.Engine, Level, ExecutionProvider, CancellationToken);
-            CompleteProgress("Optimizing");
-            foreach (var note in result.Report!.Notes) WriteWarning(note);
-            WriteVerbose($"'{model.Name}': {result.Report.Metrics["NodesBefore"]} → {result.Report.Metrics["NodesAfter"]} nodes.");
+            progress.Complete();
+            WriteStageReport(model, result.Report!);
+            WriteVerbose($"'{model.Name}': {result.Report!.Metrics[ReportMetrics.NodesBefore]} → {result.Report.Metrics[ReportMetrics.NodesAfter]} nodes.");
             WriteObject(new Model(result, model));
         }, model);
     }

@@ -44,7 +44,8 @@ public static class ModelIO
         string full = Path.GetFullPath(path), file = FinalTarget(full);
         if (GenAiFolder.IsFolder(file)) return GenAiFolder.Load(full, cancel);
         if (Directory.Exists(file))
-            throw Error("ModelPathIsDirectory", EngineErrorKind.InvalidArgument, full, $"'{full}' is a directory, not an ONNX model file.");
+            throw Error("ModelPathIsDirectory", EngineErrorKind.InvalidArgument, full,
+                $"'{full}' is a folder, not an ONNX model file; to load the models in it, give '{Path.Combine(full, "*.onnx")}'.");
         if (!File.Exists(file))
             throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, full, $"Model file '{full}' does not exist.");
         // Devices, FIFOs and sockets report no size: refused here, before anything opens them.
@@ -106,8 +107,10 @@ public static class ModelIO
     /// <summary>The file a path finally leads to, following links (a link's own size and type say nothing of its target).</summary>
     static string FinalTarget(string path)
     {
+        var info = new FileInfo(path);
+        if (info.LinkTarget is null) return path;
         FileSystemInfo? target;
-        try { target = new FileInfo(path).ResolveLinkTarget(returnFinalTarget: true); }
+        try { target = info.ResolveLinkTarget(returnFinalTarget: true); }
         catch (IOException e)
         {
             throw Error("ModelFileNotFound", EngineErrorKind.ObjectNotFound, path, $"Model file '{path}' is a link that leads nowhere: {e.Message}", e);

@@ -25,7 +25,7 @@ public sealed record ValueSignature(string Name, string ElementType, int Element
 public sealed record ModelSummary(
     string Name,
     string? Path,
-    long FileSize,
+    long? FileSize,
     long SerializedSize,
     long Parameters,
     IReadOnlyDictionary<string, long> BytesByElementType,
@@ -54,17 +54,27 @@ public sealed record ModelSummary(
         long parameters = 0, weightElements = 0, zeros = 0;
         bool scan = graph.Initializer.Where(TensorData.IsExternal).Sum(TensorData.StorageBytes) <= scanLimit;
         var bytes = new SortedDictionary<string, long>(StringComparer.Ordinal);
-        // Initializers and Constant nodes alike (PaddleOCR's exports hold their weights in Constant nodes).
+        var readers = Readers(graph);
+        var initializers = new Dictionary<string, TensorProto>(StringComparer.Ordinal);
+        foreach (var t in graph.Initializer) initializers.TryAdd(t.Name, t);
+        // Initializers and Constant nodes alike (PaddleOCR's exports hold their weights in Constant nodes). Weights are
+        // the tensors that hold parameters (not scales or zero points); a quantized one is zero where it equals its zero point.
         foreach (var (t, count) in ParameterCount.Tensors(graph))
         {
-            long n = TensorData.ElementCount(t);
             parameters += count;
             string type = ElementTypes.Name(t.DataType);
             bytes[type] = bytes.GetValueOrDefault(type) + TensorData.StorageBytes(t);
-            if (scan && ElementTypes.IsFloatingPoint(t.DataType) && n > 1)
+            if (!scan || count <= 1) continue;
+            if (ElementTypes.IsFloatingPoint(t.DataType))
             {
-                weightElements += n;
+                weightElements += TensorData.ElementCount(t);
                 zeros += TensorData.CountZeros(t);
+            }
+            else if (readers.TryGetValue(t.Name, out var reader)
+                && QuantizedZeros.Count(t, reader.Node, reader.Slot, name => initializers.GetValueOrDefault(name)) is { } z)
+            {
+                weightElements += count;
+                zeros += z;
             }
         }
         var ops = new SortedDictionary<string, int>(StringComparer.Ordinal);
@@ -79,7 +89,8 @@ public sealed record ModelSummary(
         var opsets = new SortedDictionary<string, long>(StringComparer.Ordinal);
         foreach (var o in proto.OpsetImport) opsets[string.IsNullOrEmpty(o.Domain) ? "ai.onnx" : o.Domain] = o.Version;
         string producer = string.IsNullOrEmpty(proto.ProducerVersion) ? proto.ProducerName : $"{proto.ProducerName} {proto.ProducerVersion}";
-        long fileSize = model.SourcePath is not null && File.Exists(model.SourcePath) && model.History.Count == 0 ? new FileInfo(model.SourcePath).Length : -1;
+        // The file as it was read, history or not; a model a stage made in memory has no file until it is exported.
+        long? fileSize = model.LoadedFrom?.Length;
         return new ModelSummary(
             model.Name, model.SourcePath, fileSize, model.SerializedSize, parameters, bytes, proto.IrVersion, opsets, producer,
             graph.Input.Where(i => !initNames.Contains(i.Name)).Select(ValueSignature.From).ToList(),
@@ -87,6 +98,16 @@ public sealed record ModelSummary(
             ops, nodes,
             !scan ? null : weightElements == 0 ? 0 : (double)zeros / weightElements,
             model.History);
+    }
+
+    /// <summary>The first node that reads each value, and at which input.</summary>
+    static Dictionary<string, (NodeProto Node, int Slot)> Readers(GraphProto graph)
+    {
+        var readers = new Dictionary<string, (NodeProto, int)>(StringComparer.Ordinal);
+        foreach (var node in graph.Node)
+            for (int i = 0; i < node.Input.Count; i++)
+                if (node.Input[i].Length > 0) readers.TryAdd(node.Input[i], (node, i));
+        return readers;
     }
 
     /// <summary>Nodes of the graph and of every subgraph (If/Loop/Scan bodies).</summary>

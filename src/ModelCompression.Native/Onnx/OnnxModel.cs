@@ -68,13 +68,45 @@ public sealed class OnnxModel
     public IEnumerable<TensorProto> Initializers => Proto.Graph?.Initializer ?? Enumerable.Empty<TensorProto>();
 }
 
-/// <summary>A stage's report: free-form lines grouped by kind, plus optional per-layer rows.</summary>
+/// <summary>
+/// A stage's report: per-layer rows, metrics, and lines of two kinds: <see cref="Warnings"/> for what the user should
+/// act on (an option that did nothing, layers a mode cannot handle that another would), <see cref="Notes"/> for the rest.
+/// </summary>
 public sealed class ModelReport
 {
     public required string Stage { get; init; }
     public List<ReportEntry> Entries { get; } = [];
+    public List<string> Warnings { get; } = [];
     public List<string> Notes { get; } = [];
     public Dictionary<string, double> Metrics { get; } = [];
+}
+
+/// <summary>The actions a <see cref="ReportEntry"/> records; readers compare with these, never with literals.</summary>
+public static class ReportActions
+{
+    public const string Quantized = "Quantized";
+    public const string Converted = "Converted";
+    public const string Pruned = "Pruned";
+    public const string Removed = "Removed";
+    public const string Folded = "Folded";
+    public const string Added = "Added";
+    public const string Trained = "Trained";
+    public const string Kept = "Kept";
+    public const string Skipped = "Skipped";
+    public const string Candidate = "Candidate";
+}
+
+/// <summary>Names of the <see cref="ModelReport.Metrics"/> that readers look up; writers use them too.</summary>
+public static class ReportMetrics
+{
+    /// <summary>Followed by an operator type: how many nodes of that type a quantization pass quantized.</summary>
+    public const string QuantizedPrefix = "Quantized.";
+    public const string SizeBefore = "SizeBefore";
+    public const string SizeAfter = "SizeAfter";
+    public const string NodesBefore = "NodesBefore";
+    public const string NodesAfter = "NodesAfter";
+    public const string ReconstructionErrorMean = "ReconstructionErrorMean";
+    public const string ReconstructionErrorMax = "ReconstructionErrorMax";
 }
 
 /// <summary>One node or tensor a stage touched or skipped, and why.</summary>

@@ -59,7 +59,9 @@ internal sealed class ShapeProbe
         try
         {
             // Failures come back as exceptions; ONNX Runtime's own log would repeat them on the console.
-            using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+            using var options = OrtObjects.SessionOptions();
+            options.GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL;
+            options.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
             using var session = RuntimeModel.Open(probe, model.Name, options);
             var names = inputs.Keys.ToList();
             var values = names.Select(n => ModelSession.ToOrtValue(inputs[n])).ToList();
@@ -69,7 +71,8 @@ internal sealed class ShapeProbe
                 // slices (the same session, a few runs), so memory stays near one run's.
                 var all = session.OutputMetadata.Keys.ToList();
                 int slice = Math.Max(64, (all.Count + OutputSlices - 1) / OutputSlices);
-                using var run = new RunOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+                using var run = OrtObjects.RunOptions();
+                run.LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
                 using var stop = ModelSession.Terminate(run, cancel);
                 foreach (var wanted in all.Chunk(slice))
                 {

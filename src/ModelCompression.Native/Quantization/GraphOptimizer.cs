@@ -63,10 +63,10 @@ public static class GraphOptimizer
                     int b = before.GetValueOrDefault(op), a = after.GetValueOrDefault(op);
                     if (a != b) report.Entries.Add(new ReportEntry(op, op, a < b ? "Removed" : "Added", $"{b} → {a}"));
                 }
-                report.Metrics["NodesBefore"] = model.Proto.Graph.Node.Count;
-                report.Metrics["NodesAfter"] = proto.Graph.Node.Count;
+                report.Metrics[ReportMetrics.NodesBefore] = model.Proto.Graph.Node.Count;
+                report.Metrics[ReportMetrics.NodesAfter] = proto.Graph.Node.Count;
                 if (canonical != "Basic")
-                    report.Notes.Add($"Level {canonical} output can contain ONNX Runtime operators and layouts specific to the {provider} provider it was optimized for; run it with that provider.");
+                    report.Warnings.Add($"Level {canonical} output can contain ONNX Runtime operators and layouts specific to the {provider} provider it was optimized for; run it with that provider.");
                 return report;
             });
             GC.KeepAlive(loaded);

@@ -151,7 +151,7 @@ public sealed record QuantizationOptions
     void ValidateBudget()
     {
         if (ValidationData is not null && Budget is null)
-            throw Invalid("QuantizationParameterNotApplicable", "-ValidationData is what an accuracy budget is measured on; give -MaxPerplexityIncrease, -MinCosine or -MaxAccuracyDrop with it.");
+            throw Invalid("QuantizationParameterNotApplicable", "-ValidationData is what an accuracy budget is measured on; give -MaxPerplexityRise, -MinCosine or -MaxAccuracyDrop with it.");
         if (Budget is null) return;
         Budget.Validate();
         if (ValidationData is null)
@@ -159,7 +159,7 @@ public sealed record QuantizationOptions
                 $"{Budget} is measured on -ValidationData (a .npz/.npy/.csv file the model was not calibrated on{(Budget.Metric == BudgetMetric.Cosine ? "" : ", with labels")}); give it.");
         if (Budget.Metric != BudgetMetric.Cosine && ValidationData.LabelArray is null)
             throw Invalid("QuantizationValidationLabelsMissing",
-                $"{Budget} needs labels in -ValidationData ('{ValidationData.Source}' has no 'y', 'label' or 'labels' array){(Budget.Metric == BudgetMetric.PerplexityIncrease ? ": the next token at each position" : "")}.");
+                $"{Budget} needs labels in -ValidationData ('{ValidationData.Source}' has no 'y', 'label' or 'labels' array){(Budget.Metric == BudgetMetric.PerplexityRise ? ": the next token at each position" : "")}.");
         var fixing = new[] { (LayerPrecision is not null, "-LayerPrecision"), (MixedPrecision is not null, "-MixedPrecision"), (HeadBits is not null, "-HeadBits") }.Where(p => p.Item1).Select(p => p.Item2).ToList();
         if (fixing.Count > 0)
             throw Invalid("QuantizationParameterNotApplicable", $"{string.Join(", ", fixing)} fix{(fixing.Count == 1 ? "es" : "")} precisions that an accuracy budget chooses; give one or the other.");

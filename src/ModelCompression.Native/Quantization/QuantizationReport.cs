@@ -6,12 +6,12 @@ namespace ModelCompression.Native.Quantization;
 /// <summary>Collects what a quantization pass did into a <see cref="ModelReport"/>.</summary>
 internal sealed class QuantizationReport
 {
-    public const string Quantized = "Quantized";
-    public const string Skipped = "Skipped";
-    public const string Converted = "Converted";
-    public const string Kept = "Kept";
+    public const string Quantized = ReportActions.Quantized;
+    public const string Skipped = ReportActions.Skipped;
+    public const string Converted = ReportActions.Converted;
+    public const string Kept = ReportActions.Kept;
     /// <summary>A whole configuration an accuracy budget's search verified (bytes against the figure).</summary>
-    public const string Candidate = "Candidate";
+    public const string Candidate = ReportActions.Candidate;
 
     public ModelReport Report { get; }
     readonly Dictionary<string, int> quantizedByOp = new(StringComparer.Ordinal);
@@ -37,23 +37,26 @@ internal sealed class QuantizationReport
 
     public void Note(string note) { if (!Report.Notes.Contains(note)) Report.Notes.Add(note); }
 
+    /// <summary>A line the user should act on (shown as a warning), unlike a <see cref="Note"/>.</summary>
+    public void Warn(string warning) { if (!Report.Warnings.Contains(warning)) Report.Warnings.Add(warning); }
+
     public int Count => quantizedByOp.Values.Sum();
 
     public void Finish(long sizeBefore, long sizeAfter, long weightBytesBefore, long weightBytesAfter)
     {
-        foreach (var (op, n) in quantizedByOp.OrderBy(kv => kv.Key, StringComparer.Ordinal)) Report.Metrics[$"Quantized.{op}"] = n;
+        foreach (var (op, n) in quantizedByOp.OrderBy(kv => kv.Key, StringComparer.Ordinal)) Report.Metrics[ReportMetrics.QuantizedPrefix + op] = n;
         Report.Metrics["NodesQuantized"] = Count;
         Report.Metrics["NodesSkipped"] = Report.Entries.Count(e => e.Action == Skipped);
-        Report.Metrics["SizeBefore"] = sizeBefore;
-        Report.Metrics["SizeAfter"] = sizeAfter;
+        Report.Metrics[ReportMetrics.SizeBefore] = sizeBefore;
+        Report.Metrics[ReportMetrics.SizeAfter] = sizeAfter;
         Report.Metrics["WeightBytesBefore"] = weightBytesBefore;
         Report.Metrics["WeightBytesAfter"] = weightBytesAfter;
         if (sizeBefore > 0) Report.Metrics["SizeRatio"] = (double)sizeAfter / sizeBefore;
         var errors = Report.Entries.Where(e => e.Error is not null).Select(e => e.Error!.Value).ToList();
         if (errors.Count > 0)
         {
-            Report.Metrics["ReconstructionErrorMean"] = errors.Average();
-            Report.Metrics["ReconstructionErrorMax"] = errors.Max();
+            Report.Metrics[ReportMetrics.ReconstructionErrorMean] = errors.Average();
+            Report.Metrics[ReportMetrics.ReconstructionErrorMax] = errors.Max();
         }
     }
 

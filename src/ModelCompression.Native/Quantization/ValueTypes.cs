@@ -38,7 +38,8 @@ internal static class ValueTypes
         var result = new Dictionary<string, DT>(StringComparer.Ordinal);
         foreach (var v in graph.Input) if (v.Type?.TensorType is { } tt) result[v.Name] = (DT)tt.ElemType;
         foreach (var t in model.Graph.Initializer) result[t.Name] = (DT)t.DataType;
-        using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
+        using var options = Runtime.OrtObjects.SessionOptions();
+        options.GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL;
         try
         {
             using var session = Runtime.RuntimeModel.Open(copy, modelName ?? "model", options);

@@ -18,8 +18,8 @@ public sealed record OutputFidelity(
     double? ReferencePerplexity = null,
     double? DifferencePerplexity = null)
 {
-    /// <summary>How much the perplexity rose, in percent of the reference's (negative: it fell); null without perplexities.</summary>
-    public double? PerplexityIncrease => ReferencePerplexity is { } r && DifferencePerplexity is { } d && r > 0 ? (d / r - 1) * 100 : null;
+    /// <summary>How much the perplexity rose, as a fraction of the reference's (0.05: 5 % higher; negative: it fell); null without perplexities.</summary>
+    public double? PerplexityRise => ReferencePerplexity is { } r && DifferencePerplexity is { } d && r > 0 ? d / r - 1 : null;
 }
 
 /// <summary>

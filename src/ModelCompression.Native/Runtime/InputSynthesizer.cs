@@ -46,6 +46,7 @@ public static class InputSynthesizer
     {
         var result = new Dictionary<string, long[]>(StringComparer.Ordinal);
         var missing = new List<string>();
+        ValueSignature? unresolved = null;
         long declaredElements = 0;
         foreach (var input in Inputs(model))
         {
@@ -73,7 +74,7 @@ public static class InputSynthesizer
                 else if (options.Dimensions.TryGetValue(d, out long named)) shape[i] = named;
                 else if (i == 0) shape[i] = options.BatchSize;
                 else if (options.DefaultDimension > 0) shape[i] = options.DefaultDimension;
-                else missing.Add($"{input.Name}[{i}] ('{d}')");
+                else { missing.Add($"{input.Name}[{i}] ('{d}')"); unresolved ??= input; }
             }
             if (missing.Count == 0)
             {
@@ -85,8 +86,17 @@ public static class InputSynthesizer
         }
         if (missing.Count > 0)
             throw new EngineException("InputDimensionUnresolved", EngineErrorKind.InvalidArgument,
-                $"Model '{model.Name}' has symbolic input dimensions that nothing fixes: {string.Join(", ", missing)}. Give them with -InputShape (e.g. @{{ name = 1,128 }}).");
+                $"Model '{model.Name}' has symbolic input dimensions that nothing fixes: {string.Join(", ", missing)}. Give them with -InputShape, " +
+                $"a whole shape by input name or a dimension by its name (e.g. {ShapeHint(unresolved!, options)}).");
         return result;
+    }
+
+    /// <summary>An -InputShape for an input that needs one: its real name, the batch, 128 for the other open dimensions.</summary>
+    static string ShapeHint(ValueSignature input, SynthesisOptions options)
+    {
+        var dims = input.Shape.Select((d, i) => long.TryParse(d, out long v) && v > 0 ? v : options.Dimensions.TryGetValue(d, out long n) ? n : i == 0 ? options.BatchSize : 128);
+        string open = input.Shape.Skip(1).FirstOrDefault(d => !long.TryParse(d, out _) && !options.Dimensions.ContainsKey(d)) ?? input.Shape[0];
+        return $"@{{ {input.Name} = {string.Join(",", dims)} }} or @{{ {open} = 128 }}";
     }
 
     /// <summary>Refuses a shape whose element count overflows or passes <paramref name="budget"/>, before anything is allocated.</summary>

@@ -28,7 +28,7 @@ public sealed record LatencyOptions
     public TimeSpan MemorySampleInterval { get; init; } = TimeSpan.FromMilliseconds(20);
 }
 
-/// <summary>Where a measurement stands: phase ("Creating sessions", "Warming up", "Measuring"), fraction of the whole run done.</summary>
+/// <summary>Where a measurement stands: phase ("Creating sessions", "Warming up", "Measuring") and the fraction of that phase done.</summary>
 public sealed record LatencyProgress(string Phase, double Fraction, string? Model, int Round);
 
 /// <summary>The latency of one model in one measurement run. Times in milliseconds.</summary>
@@ -110,7 +110,7 @@ public static class LatencyMeter
                 memory.Sample();
             }
 
-            using var runOptions = new RunOptions();
+            using var runOptions = OrtObjects.RunOptions();
             using var terminate = cancel.Register(() => runOptions.Terminate = true);
             try
             {
@@ -131,7 +131,7 @@ public static class LatencyMeter
                     if (clock.Elapsed - lastReport > TimeSpan.FromMilliseconds(100))
                     {
                         lastReport = clock.Elapsed;
-                        progress?.Report(new LatencyProgress("Warming up", 0, null, r + 1));
+                        progress?.Report(new LatencyProgress("Warming up", (r + 1.0) / options.Warmup, null, r + 1));
                     }
                 }
                 memory.Start();

@@ -6,7 +6,10 @@ namespace ModelCompression.Native.Runtime;
 /// <summary>A generation comparison to run beside the fidelity one: how many prompts, and how they are made and continued (data: the comparison's when not given).</summary>
 public sealed record GenerationComparisonRequest(Generation.GenerationSettings Settings, int Prompts = 16);
 
-/// <summary>Thresholds a comparison must meet (null: not checked). Every output that reports the metric is checked.</summary>
+/// <summary>
+/// Thresholds a comparison must meet (null: not checked). Every output that reports the metric is checked. Relative
+/// gates are fractions, all of them: an accuracy drop of 0.01 is one percentage point, a perplexity rise of 0.05 is 5 %.
+/// </summary>
 public sealed record ComparisonGates
 {
     /// <summary>Every compared output's cosine similarity must be at least this.</summary>
@@ -15,13 +18,23 @@ public sealed record ComparisonGates
     public double? MaxAccuracyDrop { get; init; }
     /// <summary>The fraction of rows whose top-1 class agrees must be at least this.</summary>
     public double? MinTop1Agreement { get; init; }
-    /// <summary>The other model's perplexity may exceed the reference's by at most this percentage; needs labels per position.</summary>
-    public double? MaxPerplexityIncrease { get; init; }
+    /// <summary>The other model's perplexity may exceed the reference's by at most this fraction of it (0.05: 5 %); needs labels per position.</summary>
+    public double? MaxPerplexityRise { get; init; }
 
     /// <summary>The share of greedily generated tokens that agree must be at least this (a fraction); needs a generation comparison.</summary>
     public double? MinGenerationAgreement { get; init; }
 
-    public bool Any => MinCosine is not null || MaxAccuracyDrop is not null || MinTop1Agreement is not null || MaxPerplexityIncrease is not null || MinGenerationAgreement is not null;
+    /// <summary>The gates that are set, by name, with their thresholds.</summary>
+    public IReadOnlyDictionary<string, double> Set()
+    {
+        var set = new Dictionary<string, double>(StringComparer.Ordinal);
+        if (MinCosine is { } c) set[nameof(MinCosine)] = c;
+        if (MaxAccuracyDrop is { } d) set[nameof(MaxAccuracyDrop)] = d;
+        if (MinTop1Agreement is { } t) set[nameof(MinTop1Agreement)] = t;
+        if (MaxPerplexityRise is { } p) set[nameof(MaxPerplexityRise)] = p;
+        if (MinGenerationAgreement is { } g) set[nameof(MinGenerationAgreement)] = g;
+        return set;
+    }
 }
 
 /// <summary>A gate the comparison did not pass. <see cref="ErrorId"/> is stable; <see cref="Actual"/> is null when the metric could not be computed.</summary>
@@ -46,10 +59,13 @@ public sealed record ModelComparison
     public required string InputSource { get; init; }
     public long Rows { get; init; }
     public required IReadOnlyList<OutputFidelity> Outputs { get; init; }
+    /// <summary>The gates that were checked, by name, with their thresholds; empty when none was given.</summary>
+    public required IReadOnlyDictionary<string, double> Gates { get; init; }
     /// <summary>Greedy continuations compared token by token, when asked for.</summary>
     public Generation.GenerationAgreement? Generation { get; init; }
     public required IReadOnlyList<GateFailure> FailedGates { get; init; }
-    public bool Passed => FailedGates.Count == 0;
+    /// <summary>Whether every gate held; null when no gate was given (a comparison without gates claims nothing).</summary>
+    public bool? Passed => Gates.Count == 0 ? null : FailedGates.Count == 0;
 
     /// <summary>
     /// Runs both models on the same inputs (<see cref="ModelComparer.Compare"/>), adds size and parameter ratios and
@@ -96,6 +112,7 @@ public sealed record ModelComparison
             InputSource = source,
             Rows = rows,
             Outputs = outputs,
+            Gates = gates.Set(),
             Generation = agreement,
             FailedGates = [.. Evaluate(gates, outputs), .. EvaluateGeneration(gates, agreement)],
         };
@@ -111,15 +128,15 @@ public sealed record ModelComparison
             throw new EngineException("MinCosineOutOfRange", EngineErrorKind.InvalidArgument, $"A minimum cosine similarity is between -1 and 1, not {c}.");
         if (g.MinTop1Agreement is { } t && (t < 0 || t > 1 || double.IsNaN(t)))
             throw new EngineException("MinTop1AgreementOutOfRange", EngineErrorKind.InvalidArgument, $"A minimum top-1 agreement is a fraction between 0 and 1, not {t}.");
-        if (g.MaxPerplexityIncrease is { } pi)
+        if (g.MaxPerplexityRise is { } pi)
         {
-            if (pi < 0 || double.IsNaN(pi) || double.IsInfinity(pi))
-                throw new EngineException("MaxPerplexityIncreaseOutOfRange", EngineErrorKind.InvalidArgument, $"A maximum perplexity increase is a percentage of 0 or more, not {pi}.");
+            if (pi < 0 || pi > 1 || double.IsNaN(pi))
+                throw new EngineException("MaxPerplexityRiseOutOfRange", EngineErrorKind.InvalidArgument, $"A maximum perplexity rise is a fraction of the reference's perplexity between 0 and 1 (0.05: 5 %), not {pi}.");
             if (inputs.Data?.Labels is null)
                 throw new EngineException("PerplexityGateRequiresLabels", EngineErrorKind.InvalidArgument,
                     inputs.Data is null
-                        ? "A maximum perplexity increase needs labelled data (-InputData with a 'y' or 'label' array of the next token at each position); synthesized inputs have no labels."
-                        : $"A maximum perplexity increase needs labels, but data file '{inputs.Data.Source}' has no 'y', 'label' or 'labels' array.");
+                        ? "A maximum perplexity rise needs labelled data (-InputData with a 'y' or 'label' array of the next token at each position); synthesized inputs have no labels."
+                        : $"A maximum perplexity rise needs labels, but data file '{inputs.Data.Source}' has no 'y', 'label' or 'labels' array.");
         }
         if (g.MaxAccuracyDrop is { } d)
         {
@@ -141,7 +158,7 @@ public sealed record ModelComparison
             foreach (var o in outputs)
                 if (!(o.Cosine >= minCos))
                     failed.Add(new GateFailure("MinCosine", "CosineBelowMinimum", o.Output, minCos, o.Cosine,
-                        $"Output '{o.Output}': cosine similarity {o.Cosine:G6} is below the minimum {minCos:G6}."));
+                        $"Output '{o.Output}': cosine similarity {Apart(o.Cosine, minCos)} is below the minimum {Apart(minCos, o.Cosine)}."));
         if (gates.MinTop1Agreement is { } minTop1)
         {
             var judged = outputs.Where(o => o.Top1Agreement is not null).ToList();
@@ -167,16 +184,16 @@ public sealed record ModelComparison
                         $"Output '{o.Output}': accuracy dropped from {o.ReferenceAccuracy:P2} to {o.DifferenceAccuracy:P2} ({drop:P2}), more than the maximum {maxDrop:P2}."));
             }
         }
-        if (gates.MaxPerplexityIncrease is { } maxIncrease)
+        if (gates.MaxPerplexityRise is { } maxRise)
         {
-            var judged = outputs.Where(o => o.PerplexityIncrease is not null).ToList();
+            var judged = outputs.Where(o => o.PerplexityRise is not null).ToList();
             if (judged.Count == 0)
-                failed.Add(new GateFailure("MaxPerplexityIncrease", "PerplexityNotMeasurable", string.Join(",", outputs.Select(o => o.Output)), maxIncrease, null,
+                failed.Add(new GateFailure("MaxPerplexityRise", "PerplexityNotMeasurable", string.Join(",", outputs.Select(o => o.Output)), maxRise, null,
                     "No compared output is a sequence of scores ([batch, sequence, classes]) with a label per position, so perplexity cannot be measured."));
             foreach (var o in judged)
-                if (!(o.PerplexityIncrease <= maxIncrease + 1e-9))
-                    failed.Add(new GateFailure("MaxPerplexityIncrease", "PerplexityIncreaseAboveMaximum", o.Output, maxIncrease, o.PerplexityIncrease,
-                        $"Output '{o.Output}': perplexity rose from {o.ReferencePerplexity:G6} to {o.DifferencePerplexity:G6} ({o.PerplexityIncrease:F3}%), more than the maximum {maxIncrease:G4}%."));
+                if (!(o.PerplexityRise <= maxRise + 1e-11))
+                    failed.Add(new GateFailure("MaxPerplexityRise", "PerplexityRiseAboveMaximum", o.Output, maxRise, o.PerplexityRise,
+                        $"Output '{o.Output}': perplexity rose from {o.ReferencePerplexity:G6} to {o.DifferencePerplexity:G6} (+{o.PerplexityRise:P3}), more than the maximum {maxRise:P3}."));
         }
         return failed;
     }
@@ -189,4 +206,16 @@ public sealed record ModelComparison
     }
 
     static long Parameters(OnnxModel model) => ParameterCount.Of(model.Proto);
+
+    /// <summary>
+    /// <paramref name="value"/> with as many significant digits as it takes to tell it from <paramref name="other"/>
+    /// (at least 6): a cosine of 0.9999996 under a minimum of 1 must not read "1 is below the minimum 1".
+    /// </summary>
+    public static string Apart(double value, double other)
+    {
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        for (int digits = 6; digits < 17; digits++)
+            if (value.ToString("G" + digits, c) != other.ToString("G" + digits, c)) return value.ToString("G" + digits, c);
+        return value.ToString("R", c);
+    }
 }

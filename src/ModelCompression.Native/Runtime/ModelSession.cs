@@ -21,7 +21,7 @@ public sealed record SessionSettings
 
     internal SessionOptions Create()
     {
-        var o = new SessionOptions();
+        var o = OrtObjects.SessionOptions();
         if (IntraOpThreads > 0) o.IntraOpNumThreads = IntraOpThreads;
         if (InterOpThreads > 0) o.InterOpNumThreads = InterOpThreads;
         if (GraphOptimization is not null) o.GraphOptimizationLevel = OptimizationLevel(GraphOptimization);
@@ -47,7 +47,7 @@ public sealed record SessionSettings
 /// <summary>Execution providers: which exist in this ONNX Runtime build, and turning a name into session options.</summary>
 public static class ExecutionProviders
 {
-    public static IReadOnlyList<string> Available() => OrtEnv.Instance().GetAvailableProviders()
+    public static IReadOnlyList<string> Available() => OrtObjects.Environment.GetAvailableProviders()
         .Select(p => p.EndsWith("ExecutionProvider", StringComparison.Ordinal) ? p[..^"ExecutionProvider".Length] : p).ToList();
 
     internal static void Append(SessionOptions options, string provider)
@@ -121,7 +121,7 @@ public sealed class ModelSession : IDisposable
         try
         {
             foreach (var name in names) values.Add(ToOrtValue(inputs[name]));
-            using var runOptions = new RunOptions();
+            using var runOptions = OrtObjects.RunOptions();
             using var stop = Terminate(runOptions, cancel);
             return run(runOptions, names, values);
         }

@@ -12,7 +12,7 @@ public class AwqAndBudgetTests
     static DataSet Rows(DataSet data, int start, int count) => new(data.Source, data.Arrays.Select(a => a.Slice(start, count)).ToList());
 
     static double Increase(OnnxModel reference, OnnxModel q, DataSet test) =>
-        ModelComparer.Compare(reference, q, new InputSource { Data = test, BatchSize = 32 }).Single().PerplexityIncrease!.Value;
+        ModelComparer.Compare(reference, q, new InputSource { Data = test, BatchSize = 32 }).Single().PerplexityRise!.Value * 100; // percent
 
     [SharedFact]
     public void AwqFoldsItsScalesExactlyAndBeatsRoundToNearestOnTinyLm()
@@ -62,11 +62,11 @@ public class AwqAndBudgetTests
         var q = ModelQuantizer.Quantize(model, new QuantizationOptions
         {
             Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 128, CalibrationData = calibration,
-            Budget = QualityBudget.MaxPerplexityIncrease(0.3), ValidationData = validation,
+            Budget = QualityBudget.MaxPerplexityRise(0.003), ValidationData = validation,
         });
         var m = q.Report!.Metrics;
-        Assert.True(m["ValidationFigure"] <= 0.3, $"validation +{m["ValidationFigure"]:F3} %");
-        Assert.Equal(m["ValidationFigure"], Increase(model, q, validation), 3); // the figure is what the written model does
+        Assert.True(m["ValidationFigure"] <= 0.003, $"validation +{m["ValidationFigure"]:P3}");
+        Assert.Equal(m["ValidationFigure"] * 100, Increase(model, q, validation), 3); // the figure is what the written model does
         // 29 layers with one quantized choice each: 29 sensitivities, then a few whole candidates.
         Assert.InRange(m["BudgetEvaluations"], 30, 29 + BudgetSearch.Rounds + 29);
         var candidates = q.Report.Entries.Where(e => e.Action == "Candidate").ToList();
@@ -75,7 +75,7 @@ public class AwqAndBudgetTests
         var layers = q.Report.Entries.Where(e => e.Action is "Quantized" or "Kept" && e.Bytes is not null).ToList();
         Assert.Equal(29, layers.Count);
         Assert.Contains(layers, l => l.Action == "Quantized");
-        Assert.All(layers, l => Assert.Contains("chosen by -MaxPerplexityIncrease 0.3", l.Detail));
+        Assert.All(layers, l => Assert.Contains("chosen by -MaxPerplexityRise 0.003", l.Detail));
     }
 
     [Fact]
@@ -87,9 +87,9 @@ public class AwqAndBudgetTests
         var unlabelled = new DataSet("unlabelled", [features]);
         QuantizationOptions Budget(QualityBudget b, DataSet? v) => new() { Mode = QuantizationMode.WeightOnly, Budget = b, ValidationData = v };
         Assert.Equal("QuantizationValidationDataMissing", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MinCosine(0.99), null))).ErrorId);
-        Assert.Equal("QuantizationValidationLabelsMissing", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MaxAccuracyDrop(1), unlabelled))).ErrorId);
-        Assert.Equal("QuantizationBudgetNotMeasurable", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MaxPerplexityIncrease(1), labelled))).ErrorId);
-        Assert.Equal("QuantizationBudgetInvalid", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MaxAccuracyDrop(101), labelled))).ErrorId);
+        Assert.Equal("QuantizationValidationLabelsMissing", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MaxAccuracyDrop(0.01), unlabelled))).ErrorId);
+        Assert.Equal("QuantizationBudgetNotMeasurable", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MaxPerplexityRise(0.01), labelled))).ErrorId);
+        Assert.Equal("QuantizationBudgetInvalid", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MaxAccuracyDrop(1.01), labelled))).ErrorId);
         Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() =>
             ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MinCosine(0.9), unlabelled) with { MixedPrecision = true })).ErrorId);
         // A cosine of exactly 1 needs every layer float: refused, not returned unchanged as if compressed.
@@ -97,8 +97,8 @@ public class AwqAndBudgetTests
         Assert.Equal("QuantizationBudgetUnreachable", e.ErrorId);
         Assert.Contains("Nothing was written", e.Message);
         // A reachable accuracy budget on labelled data: met, and the result is smaller than float.
-        var q = ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MaxAccuracyDrop(10), labelled));
-        Assert.True(q.Report!.Metrics["ValidationFigure"] <= 10);
+        var q = ModelQuantizer.Quantize(mlp, Budget(QualityBudget.MaxAccuracyDrop(0.1), labelled));
+        Assert.True(q.Report!.Metrics["ValidationFigure"] <= 0.1);
         Assert.True(q.SerializedSize < mlp.SerializedSize);
     }
 }

@@ -44,14 +44,14 @@ public class QuantizerTests
     }
 
     [Fact]
-    public void ConvStaysFloatInDynamicModeWithANote()
+    public void ConvStaysFloatInDynamicModeWithAWarning()
     {
         var net = TestModels.ConvNet();
         var q = ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Dynamic });
         Assert.Equal(2, Count(q, "Conv"));
         Assert.Equal(1, Count(q, "MatMulInteger"));
         Assert.Contains(q.Report!.Entries, e => e.OpType == "Conv" && e.Action == "Skipped");
-        Assert.Contains(q.Report.Notes, n => n.Contains("Static", StringComparison.Ordinal));
+        Assert.Contains(q.Report.Warnings, n => n.Contains("Static", StringComparison.Ordinal));
         Assert.True(Compare(net, q).Cosine >= 0.99);
         var e = Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Dynamic, OpTypes = ["Conv"] }));
         Assert.Equal("QuantizationOpTypeUnsupported", e.ErrorId);

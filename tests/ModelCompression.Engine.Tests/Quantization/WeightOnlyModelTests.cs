@@ -170,7 +170,7 @@ public class WeightOnlyModelTests
         var h = noHead.Node("MatMul", ["x", noHead.Initializer("w", [32, 16], TestModels.RandomWeights(new Random(1), 512, 0.2f))]);
         noHead.Node("Relu", [h], ["y"]);
         var r = ModelQuantizer.Quantize(noHead.BuildModel(), new QuantizationOptions { Mode = QuantizationMode.WeightOnly, HeadBits = 8 });
-        Assert.Contains(r.Report!.Notes, n => n.Contains("-HeadBits found no output head", StringComparison.Ordinal));
+        Assert.Contains(r.Report!.Warnings, n => n.Contains("-HeadBits found no output head", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -26,7 +26,7 @@ public class PerplexityTests
         double expectedRef = Math.Exp((Ce(a, 0, 0) + Ce(a, 3, 2)) / 2), expectedDiff = Math.Exp((Ce(b, 0, 0) + Ce(b, 3, 2)) / 2);
         Assert.Equal(expectedRef, r.ReferencePerplexity!.Value, 10);
         Assert.Equal(expectedDiff, r.DifferencePerplexity!.Value, 10);
-        Assert.Equal((expectedDiff / expectedRef - 1) * 100, r.PerplexityIncrease!.Value, 8);
+        Assert.Equal(expectedDiff / expectedRef - 1, r.PerplexityRise!.Value, 10);
         Assert.Equal(1, r.ReferenceAccuracy);
         Assert.Equal(1, r.DifferenceAccuracy);
     }
@@ -39,7 +39,7 @@ public class PerplexityTests
         acc.Add(Scores([1, 3, 3], p), Scores([1, 3, 3], p), [0, 2, -100]);
         var r = acc.Result();
         Assert.Equal(Math.Exp(-(Math.Log(0.5) + Math.Log(0.8)) / 2), r.ReferencePerplexity!.Value, 5);
-        Assert.Equal(0, r.PerplexityIncrease!.Value, 9);
+        Assert.Equal(0, r.PerplexityRise!.Value, 9);
         Assert.Equal(1, r.ReferenceAccuracy); // the ignored position is not scored
     }
 
@@ -51,7 +51,7 @@ public class PerplexityTests
         var r = acc.Result();
         Assert.Equal(1, r.ReferenceAccuracy);
         Assert.Null(r.ReferencePerplexity);
-        Assert.Null(r.PerplexityIncrease);
+        Assert.Null(r.PerplexityRise);
     }
 
     /// <summary>ids [batch, 4] → one-hot-ish logits [batch, 4, 5] through an embedding table, with a scale knob.</summary>
@@ -73,20 +73,20 @@ public class PerplexityTests
     }
 
     [Fact]
-    public void SequenceLabelsAreSlicedPerBatchAndThePerplexityGateJudgesTheIncrease()
+    public void SequenceLabelsAreSlicedPerBatchAndThePerplexityGateJudgesTheRise()
     {
         var sharp = TinySequenceModel(4f);
         var blunt = TinySequenceModel(2f);
         var data = NextTokenData();
         // Batches of 2 rows over 3 rows: labels must follow their rows (4 per row).
-        var c = ModelComparison.Run(sharp, blunt, new InputSource { Data = data, BatchSize = 2 }, new ComparisonGates { MaxPerplexityIncrease = 1 });
+        var c = ModelComparison.Run(sharp, blunt, new InputSource { Data = data, BatchSize = 2 }, new ComparisonGates { MaxPerplexityRise = 0.01 });
         var o = Assert.Single(c.Outputs);
         Assert.Equal(11.0 / 12, o.ReferenceAccuracy!.Value, 9);
         Assert.True(o.DifferencePerplexity > o.ReferencePerplexity);
         var f = Assert.Single(c.FailedGates);
-        Assert.Equal("PerplexityIncreaseAboveMaximum", f.ErrorId);
-        Assert.Equal(o.PerplexityIncrease, f.Actual);
-        var same = ModelComparison.Run(sharp, sharp, new InputSource { Data = data, BatchSize = 2 }, new ComparisonGates { MaxPerplexityIncrease = 0 });
+        Assert.Equal("PerplexityRiseAboveMaximum", f.ErrorId);
+        Assert.Equal(o.PerplexityRise, f.Actual);
+        var same = ModelComparison.Run(sharp, sharp, new InputSource { Data = data, BatchSize = 2 }, new ComparisonGates { MaxPerplexityRise = 0 });
         Assert.Empty(same.FailedGates);
     }
 
@@ -94,13 +94,13 @@ public class PerplexityTests
     public void PerplexityGateNeedsLabelsAndASequenceOutput()
     {
         var model = TinySequenceModel(1);
-        var e = Assert.Throws<EngineException>(() => ModelComparison.Run(model, model, new InputSource(), new ComparisonGates { MaxPerplexityIncrease = 1 }));
+        var e = Assert.Throws<EngineException>(() => ModelComparison.Run(model, model, new InputSource(), new ComparisonGates { MaxPerplexityRise = 0.01 }));
         Assert.Equal("PerplexityGateRequiresLabels", e.ErrorId);
-        Assert.Equal("MaxPerplexityIncreaseOutOfRange", Assert.Throws<EngineException>(() =>
-            ModelComparison.Run(model, model, new InputSource { Data = NextTokenData() }, new ComparisonGates { MaxPerplexityIncrease = -1 })).ErrorId);
+        Assert.Equal("MaxPerplexityRiseOutOfRange", Assert.Throws<EngineException>(() =>
+            ModelComparison.Run(model, model, new InputSource { Data = NextTokenData() }, new ComparisonGates { MaxPerplexityRise = -1 })).ErrorId);
         var mlp = TestModels.Mlp(classes: 3);
         var labelled = new DataSet("rows.npz", [new NamedArray("features", [4, 8], new float[32]), new NamedArray("y", [4], new long[4])]);
-        var c = ModelComparison.Run(mlp, mlp, new InputSource { Data = labelled }, new ComparisonGates { MaxPerplexityIncrease = 1 });
+        var c = ModelComparison.Run(mlp, mlp, new InputSource { Data = labelled }, new ComparisonGates { MaxPerplexityRise = 0.01 });
         Assert.Equal("PerplexityNotMeasurable", Assert.Single(c.FailedGates).ErrorId);
     }
 }

@@ -67,7 +67,8 @@ internal static class StructuredReport
             ? string.Join(", ", Enum.GetValues<PrunedPart>().Where(p => options.RateFor(p) > 0).Select(p => $"{p} {options.RateFor(p).ToString("0.###", CultureInfo.InvariantCulture)}"))
             : "";
         if (options.Structured)
-            report.Notes.Add($"Structured pruning, criterion {options.Criterion}, rate {(rates.Length == 0 ? "0" : rates)}: {pruned.Sum(g => g.Members.Count)} layer(s) pruned, " +
+            // Entries hold one row per group (its layers named in the row), so the note counts groups first.
+            report.Notes.Add($"Structured pruning, criterion {options.Criterion}, rate {(rates.Length == 0 ? "0" : rates)}: {pruned.Count} group(s) of layers pruned ({pruned.Sum(g => g.Members.Count)} layers), " +
                 $"{channelsBefore - channelsAfter:N0} of {channelsBefore:N0} channels or heads removed; parameters {before.Parameters:N0} -> {after.Parameters:N0}; FLOPs {before.Flops:N0} -> {after.Flops:N0}.");
         if (removedBlocks.Count > 0)
             report.Notes.Add($"Depth: {removedBlocks.Count} of {blocks.Count} residual block(s) removed ({string.Join(", ", removedBlocks.Select(b => b.Name))})" +
@@ -86,6 +87,8 @@ internal static class StructuredReport
             report.Notes.Add($"Not exact for the kept channels ({approximate.Count} normalization(s) over pruned channels, e.g. {approximate[0]}): their statistics come from fewer channels; fine-tune or distil afterwards.");
         if (options.Scope == PruningScope.Global && options.Structured)
             report.Notes.Add("Global scope: each layer's scores are divided by their mean and one ranking per part (heads, hidden, FFN) over all layers removes the lowest; layers lose different shares.");
+        if (pruned.Count == 0 && removedBlocks.Count == 0)
+            report.Warnings.Add("Nothing was pruned: no layer lost a channel and no block was removed (the reasons are in Report.Entries); the model is unchanged but for its history.");
         int coupled = groups.Count(g => !g.Viable && !IsTableOnly(g));
         if (coupled > 0) report.Notes.Add($"{coupled} layer(s) left whole: their channels are coupled to other tensors or reach ops the rewrite does not follow (see the Skipped entries).");
         return report;

@@ -47,13 +47,13 @@ internal sealed class BudgetEvaluator
         ModelInputs.Bind(model, validation);
         if (budget.Metric == BudgetMetric.Cosine) return;
         var ranks = model.Proto.Graph.Output.Select(o => o.Type?.TensorType?.Shape?.Dim.Count ?? 0).Where(r => r > 0).ToList();
-        int needed = budget.Metric == BudgetMetric.PerplexityIncrease ? 3 : 2;
+        int needed = budget.Metric == BudgetMetric.PerplexityRise ? 3 : 2;
         if (ranks.Count == model.Proto.Graph.Output.Count && !ranks.Any(r => r >= needed))
             throw NotMeasurable(budget);
     }
 
     static EngineException NotMeasurable(QualityBudget budget) => new("QuantizationBudgetNotMeasurable", EngineErrorKind.InvalidArgument,
-        budget.Metric == BudgetMetric.PerplexityIncrease
+        budget.Metric == BudgetMetric.PerplexityRise
             ? $"{budget} needs a language model's logits ([batch, sequence, vocabulary]) and a label per position in -ValidationData; no output of the model is scored that way."
             : $"{budget} needs an output with a class axis and one label per row in -ValidationData; no output of the model is scored that way.");
 
@@ -79,7 +79,7 @@ internal sealed class BudgetEvaluator
         return Figure(acc.Values.Select(a => a.Result()).ToList());
     }
 
-    /// <summary>The budget's figure from the outputs' fidelity: perplexity increase in percent, smallest cosine, or accuracy drop in points.</summary>
+    /// <summary>The budget's figure from the outputs' fidelity: perplexity rise, smallest cosine, or accuracy drop (fractions).</summary>
     double Figure(IReadOnlyList<OutputFidelity> outputs)
     {
         switch (budget.Metric)
@@ -87,14 +87,14 @@ internal sealed class BudgetEvaluator
             case BudgetMetric.Cosine:
                 double cosine = outputs.Min(o => o.Cosine);
                 return double.IsNaN(cosine) ? double.NegativeInfinity : cosine;
-            case BudgetMetric.PerplexityIncrease:
-                var ppl = outputs.Where(o => o.PerplexityIncrease is not null).ToList();
+            case BudgetMetric.PerplexityRise:
+                var ppl = outputs.Where(o => o.PerplexityRise is not null).ToList();
                 if (ppl.Count == 0) throw NotMeasurable(budget);
-                return ppl.Max(o => o.PerplexityIncrease!.Value);
+                return ppl.Max(o => o.PerplexityRise!.Value);
             default:
                 var acc = outputs.Where(o => o.ReferenceAccuracy is not null && o.DifferenceAccuracy is not null).ToList();
                 if (acc.Count == 0) throw NotMeasurable(budget);
-                return acc.Max(o => (o.ReferenceAccuracy!.Value - o.DifferenceAccuracy!.Value) * 100);
+                return acc.Max(o => o.ReferenceAccuracy!.Value - o.DifferenceAccuracy!.Value);
         }
     }
 }

@@ -30,7 +30,7 @@ internal sealed record BudgetCandidate(int[] Config, long Bytes, double Figure, 
 internal sealed record BudgetResult(int[] Config, double[][] Cost, IReadOnlyList<BudgetCandidate> Tried, BudgetCandidate Chosen, int Evaluations, double Seconds);
 
 /// <summary>
-/// The smallest model within an accuracy budget (-MaxPerplexityIncrease, -MinCosine, -MaxAccuracyDrop), for weight-only
+/// The smallest model within an accuracy budget (-MaxPerplexityRise, -MinCosine, -MaxAccuracyDrop), for weight-only
 /// layers and static nodes alike:
 /// <list type="number">
 /// <item>Sensitivity: each unit alone at each of its choices, everything else float, measured on the first rows of the
@@ -195,9 +195,9 @@ internal static class BudgetSearch
 
     internal static string Describe(QualityBudget budget, double cost) => budget.Metric switch
     {
-        BudgetMetric.PerplexityIncrease => string.Create(CultureInfo.InvariantCulture, $"+{cost:F3} % perplexity"),
+        BudgetMetric.PerplexityRise => string.Create(CultureInfo.InvariantCulture, $"+{cost * 100:F3} % perplexity"),
         BudgetMetric.Cosine => string.Create(CultureInfo.InvariantCulture, $"cosine {1 - cost:F5}"),
-        _ => string.Create(CultureInfo.InvariantCulture, $"{cost:F2} points of accuracy"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{cost * 100:F2} points of accuracy"),
     };
 
     static EngineException Unreachable(QualityBudget budget, string why) =>

@@ -37,7 +37,7 @@ internal sealed class DynamicQuantizer : IQuantizationMode
         if (!c.Standard)
         {
             EnsureMicrosoftDomain(model);
-            report.Note($"The model's opset is {c.Index.Opset} (< 11, no DynamicQuantizeLinear): MatMul/Gemm use ONNX Runtime's com.microsoft DynamicQuantizeMatMul, which only ONNX Runtime runs.");
+            report.Warn($"The model's opset is {c.Index.Opset} (< 11, no DynamicQuantizeLinear): MatMul/Gemm use ONNX Runtime's com.microsoft DynamicQuantizeMatMul, which only ONNX Runtime runs.");
         }
         var newNodes = new List<NodeProto>(graph.Node.Count * 2);
         int candidates = Math.Max(1, graph.Node.Count(n => ops.Contains(n.OpType))), done = 0;
@@ -51,7 +51,7 @@ internal sealed class DynamicQuantizer : IQuantizationMode
             if (node.OpType is "Conv" or "ConvTranspose")
             {
                 report.Skip(node, "Conv stays float32 in dynamic mode (ONNX Runtime's dynamic ConvInteger path is slow)");
-                report.Note("Conv layers were left in float32: dynamic quantization of Conv is slow in ONNX Runtime. Use -Mode Static with -CalibrationData to quantize them.");
+                report.Warn("Conv layers were left in float32: dynamic quantization of Conv is slow in ONNX Runtime. Use -Mode Static with -CalibrationData to quantize them.");
             }
         }
         graph.Node.Clear();
@@ -105,7 +105,7 @@ internal sealed class DynamicContext
     public void SkipHalf(NodeProto node, WeightSource source)
     {
         Report.Skip(node, $"computes in {ElementTypes.Name((int)source.Compute)}: DynamicQuantizeLinear and MatMulInteger take float32 activations");
-        Report.Note($"Nodes that compute in {ElementTypes.Name((int)source.Compute)} were left as they are: dynamic int8 quantization needs float32 activations. Quantize the float32 model, or use -Mode WeightOnly, which keeps float16 computation.");
+        Report.Warn($"Nodes that compute in {ElementTypes.Name((int)source.Compute)} were left as they are: dynamic int8 quantization needs float32 activations. Quantize the float32 model, or use -Mode WeightOnly, which keeps float16 computation.");
     }
 
     public string Describe(QuantizedWeight qw, string op) =>

@@ -45,7 +45,7 @@ internal static class ActivationStatistics
     }
 
     /// <summary>
-    /// The same for a model <see cref="SegmentedProbe"/> runs in segments: after each segment, the statistics of the
+    /// The same for a model <see cref="ActivationProbe.ObserveInSegments"/> runs in segments: after each segment, the statistics of the
     /// activations it produced, so the caller can quantize their layers and let the statistics go before the next.
     /// </summary>
     public static IEnumerable<Dictionary<string, LayerStatistics>> CollectInSegments(OnnxModel model, IReadOnlyList<(string Name, int K)> activations, DataSet data, int batchSize,
@@ -58,7 +58,7 @@ internal static class ActivationStatistics
             if (!sums.TryGetValue(t.Name, out var acc)) sums[t.Name] = acc = new Accumulator(t.Name, widths[t.Name]);
             acc.Add(t.Value.AsFloat());
         }
-        foreach (var done in SegmentedProbe.Observe(model, [.. widths.Keys], new InputSource { Data = data, BatchSize = batchSize }, Observe,
+        foreach (var done in ActivationProbe.ObserveInSegments(model, [.. widths.Keys], new InputSource { Data = data, BatchSize = batchSize }, Observe,
             name => Bytes(widths[name]), SegmentBudgetBytes, progress, cancel))
         {
             var finished = new Dictionary<string, LayerStatistics>(StringComparer.Ordinal);

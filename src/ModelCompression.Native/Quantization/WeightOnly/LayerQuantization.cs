@@ -32,7 +32,7 @@ internal sealed class LayerQuantization(WeightOnlyContext q, OnnxModel source, I
         var keys = layers.GroupBy(l => (l.WeightKey, precision[l])).Select(g => g.ToList()).ToList();
         var data = q.Options.CalibrationData;
         var scaling = new InputScaling(q, layers, precision, quantized);
-        if (Prepared is null && data is not null && SegmentedProbe.Needed(source))
+        if (Prepared is null && data is not null && ActivationProbe.NeedsSegments(source))
         {
             InSegments(keys, data, scaling);
             scaling.Note();

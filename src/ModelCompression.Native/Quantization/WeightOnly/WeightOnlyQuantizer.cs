@@ -92,7 +92,7 @@ internal sealed class WeightOnlyQuantizer : IQuantizationMode
         if (computed > 0)
             q.Report.Note($"{computed} MatMul/Gemm node(s) multiply two computed values (attention scores and their product with the values) and stay as they are: only constant weights are quantized.");
         if (q.Options.HeadBits is not null && !layers.Any(l => l.Head))
-            q.Report.Note("-HeadBits found no output head (a MatMul or Gemm whose output reaches a graph output through reshapes or a bias Add) to apply to.");
+            q.Report.Warn("-HeadBits found no output head (a MatMul or Gemm whose output reaches a graph output through reshapes or a bias Add) to apply to.");
         return layers;
     }
 

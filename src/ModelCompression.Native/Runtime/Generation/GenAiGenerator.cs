@@ -31,10 +31,13 @@ public sealed class GenAiGenerator : IGreedyGenerator
         }
         try
         {
+            // ONNX Runtime's log at error level here too: the process's environment first (GenAI shares it), then the session.
+            _ = OrtObjects.Environment;
             using var config = new GenAI.Config(path);
             config.ClearProviders();
-            if (settings is { IntraOpThreads: > 0 } s)
-                config.Overlay(new JsonObject { ["model"] = new JsonObject { ["decoder"] = new JsonObject { ["session_options"] = new JsonObject { ["intra_op_num_threads"] = s.IntraOpThreads } } } }.ToJsonString());
+            var sessionOptions = new JsonObject { ["log_severity_level"] = (int)OrtObjects.LogLevel };
+            if (settings is { IntraOpThreads: > 0 } s) sessionOptions["intra_op_num_threads"] = s.IntraOpThreads;
+            config.Overlay(new JsonObject { ["model"] = new JsonObject { ["decoder"] = new JsonObject { ["session_options"] = sessionOptions } } }.ToJsonString());
             model = new GenAI.Model(config);
         }
         catch (GenAI.OnnxRuntimeGenAIException e)

@@ -44,7 +44,7 @@ public sealed class OrtGreedyGenerator : IGreedyGenerator
         var tokens = new long[newTokens];
         var steps = new double[newTokens];
         var past = contract.Cache.Select(c => EmptyCache(c)).ToArray();
-        using var runOptions = new RunOptions();
+        using var runOptions = OrtObjects.RunOptions();
         using var stop = ModelSession.Terminate(runOptions, cancel);
         try
         {

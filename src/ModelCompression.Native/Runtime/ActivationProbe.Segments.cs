@@ -5,32 +5,32 @@ using ModelCompression.Native.Onnx.Proto;
 namespace ModelCompression.Native.Runtime;
 
 /// <summary>
-/// The activation probe for a model too large for one session: the graph is cut, in node order, into segments whose
-/// weights stay within <see cref="SegmentBytes"/> (and whose wanted tensors within the caller's budget), and the
-/// segments run one after another over all the data, each in its own session (Basic optimisation, like
-/// <see cref="ActivationProbe"/>), with the tensors that cross a cut kept for every batch in between. Only one segment's
-/// weights are ever loaded, and the model runs once in total. After each segment the caller gets the wanted tensors it
-/// has seen completely, so it can use and drop what it gathered for them before the next segment runs.
+/// The probe for a model too large for one session: the graph is cut, in node order, into segments whose weights stay
+/// within <see cref="SegmentBytes"/> (and whose wanted tensors within the caller's budget), and the segments run one
+/// after another over all the data, each in its own session under the probe's policy, with the tensors that cross a
+/// cut kept for every batch in between. Only one segment's weights are ever loaded, and the model runs once in total.
+/// After each segment the caller gets the wanted tensors it has seen completely, so it can use and drop what it
+/// gathered for them before the next segment runs.
 /// </summary>
-public static class SegmentedProbe
+public sealed partial class ActivationProbe
 {
     /// <summary>Weight bytes of one segment.</summary>
     public static long SegmentBytes { get; set; } = 128L << 20;
 
     /// <summary>Whether <paramref name="model"/>'s weights are more than two segments' worth (below that one session runs it).</summary>
-    public static bool Needed(OnnxModel model) => model.Initializers.Sum(TensorData.StorageBytes) > 2 * SegmentBytes;
+    public static bool NeedsSegments(OnnxModel model) => model.Initializers.Sum(TensorData.StorageBytes) > 2 * SegmentBytes;
 
     /// <summary>
     /// Runs the model over <paramref name="source"/> segment by segment, handing every wanted tensor of every batch to
     /// <paramref name="observe"/>; yields, after each segment, the wanted tensors it produced. <paramref name="cost"/>
     /// (bytes a caller keeps per wanted tensor) with <paramref name="budget"/> cuts segments earlier.
     /// </summary>
-    public static IEnumerable<IReadOnlyList<string>> Observe(OnnxModel model, IReadOnlyList<string> tensors, InputSource source, Action<ProbedTensor> observe,
+    public static IEnumerable<IReadOnlyList<string>> ObserveInSegments(OnnxModel model, IReadOnlyList<string> tensors, InputSource source, Action<ProbedTensor> observe,
         Func<string, long>? cost = null, long budget = long.MaxValue, IProgress<double>? progress = null, CancellationToken cancel = default)
     {
         var graph = model.Proto.Graph;
-        var wanted = tensors.ToHashSet(StringComparer.Ordinal);
         var graphInputs = InputSynthesizer.Inputs(model).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
+        var wanted = Known(model, tensors, graphInputs).ToHashSet(StringComparer.Ordinal);
         var segments = Cut(model, wanted, cost ?? (_ => 0), budget);
         var lastUse = LastUse(graph);
         var kept = new List<Dictionary<string, NamedArray>>();
@@ -46,7 +46,7 @@ public static class SegmentedProbe
             var seen = produced.Where(wanted.Contains).Concat(s == 0 ? fromData : []).ToList();
             int batchIndex = 0;
             // The session goes before the caller uses what this segment showed: one segment's weights at a time.
-            using (var session = Open(model, start, end, reads, outputs, graphInputs, kept.FirstOrDefault()))
+            using (var session = OpenSegment(model, start, end, reads, outputs, graphInputs, kept.FirstOrDefault()))
             foreach (var batch in ModelInputs.Batches(model, source))
             {
                 cancel.ThrowIfCancellationRequested();
@@ -64,6 +64,7 @@ public static class SegmentedProbe
                 foreach (var name in carried.Keys.Where(k => !lastUse.TryGetValue(k, out int last) || last < end).ToList()) carried.Remove(name);
                 progress?.Report((s + batch.Fraction) / segments.Count);
             }
+            if (batchIndex == 0) throw DataEmpty(model, source);
             yield return seen;
         }
     }
@@ -118,7 +119,7 @@ public static class SegmentedProbe
     }
 
     /// <summary>A session over nodes [start, end): inputs are what they read from before the segment, outputs what later segments read and what is wanted.</summary>
-    static ModelSession Open(OnnxModel model, int start, int end, HashSet<string> reads, List<string> outputs, HashSet<string> graphInputs, Dictionary<string, NamedArray>? carried)
+    static ModelSession OpenSegment(OnnxModel model, int start, int end, HashSet<string> reads, List<string> outputs, HashSet<string> graphInputs, Dictionary<string, NamedArray>? carried)
     {
         var graph = model.Proto.Graph;
         var sub = new GraphProto { Name = $"{graph.Name}_segment_{start}" };
@@ -136,6 +137,6 @@ public static class SegmentedProbe
         foreach (var o in outputs) sub.Output.Add(new ValueInfoProto { Name = o });
         var proto = new ModelProto { IrVersion = model.Proto.IrVersion, Graph = sub, ProducerName = model.Proto.ProducerName };
         proto.OpsetImport.AddRange(model.Proto.OpsetImport);
-        return new ModelSession(new OnnxModel(proto, model.SourcePath, []), new SessionSettings { GraphOptimization = "Basic" });
+        return Open(new OnnxModel(proto, model.SourcePath, []));
     }
 }
