@@ -1,5 +1,8 @@
 # Invoke-ModelQuantization and Optimize-Model from PowerShell: new models with history, refusals with stable ids.
-BeforeAll { . $PSScriptRoot/Common.ps1 }
+BeforeAll {
+    . $PSScriptRoot/Common.ps1
+    $WineTest = Join-Path $RepoRoot 'data/wine_test.npz'
+}
 
 Describe 'Invoke-ModelQuantization' {
     It 'Dynamic returns a new, smaller model with history and a report, and leaves its input alone' {
@@ -54,16 +57,48 @@ Describe 'Invoke-ModelQuantization' {
         $ops.Keys | Should -Contain 'DequantizeLinear'
     }
 
-    It 'Static -TargetCosine is measured, reported, and refused elsewhere' {
-        $q = Get-Model $WineModel | Invoke-ModelQuantization -Mode Static -CalibrationData $WineData -TargetCosine 0.999 -WarningAction SilentlyContinue
-        $q.Report.Metrics['CosineReached'] | Should -BeGreaterOrEqual 0.999
-        $q.Report.Metrics['TargetCosine'] | Should -Be 0.999
-        "$($q.History[-1].Parameters['TargetCosine'])" | Should -Be '0.999'
-        Get-Model $WineModel | Invoke-ModelQuantization -Mode Dynamic -TargetCosine 0.99 -ErrorVariable errs -ErrorAction SilentlyContinue
+    It 'Static with an accuracy budget is measured on validation data, reported, and refused elsewhere' {
+        $q = Get-Model $WineModel | Invoke-ModelQuantization -Mode Static -CalibrationData $WineData -TargetCosine 0.999 -ValidationData $WineTest -WarningAction SilentlyContinue
+        $q.Report.Metrics['ValidationFigure'] | Should -BeGreaterOrEqual 0.999
+        $q.Report.Metrics['BudgetLimit'] | Should -Be 0.999
+        "$($q.History[-1].Parameters['MinCosine'])" | Should -Be '0.999'
+        @($q.Report.Entries | Where-Object Action -eq 'Candidate').Count | Should -BeGreaterThan 0
+        Get-Model $WineModel | Invoke-ModelQuantization -Mode Dynamic -MinCosine 0.99 -ValidationData $WineTest -ErrorVariable errs -ErrorAction SilentlyContinue
         $errs | Get-ErrorId | Should -Be QuantizationParameterNotApplicable
-        Get-Model $WineModel | Invoke-ModelQuantization -Mode Static -CalibrationData $WineData -TargetCosine 1 -ErrorVariable errs -ErrorAction SilentlyContinue
-        $errs | Get-ErrorId | Should -Be QuantizationTargetCosineNotMet
+        Get-Model $WineModel | Invoke-ModelQuantization -Mode Static -CalibrationData $WineData -MinCosine 1 -ValidationData $WineTest -ErrorVariable errs -ErrorAction SilentlyContinue
+        $errs | Get-ErrorId | Should -Be QuantizationBudgetUnreachable
         $errs[0].CategoryInfo.Category | Should -Be InvalidOperation
+    }
+
+    It 'WeightOnly under an accuracy budget returns a smaller model that keeps it, with the candidates it tried' {
+        $m = Get-Model $WineModel
+        $q = $m | Invoke-ModelQuantization -Mode WeightOnly -MaxAccuracyDrop 0.01 -ValidationData $WineData -Verbose 4>&1 -WarningAction SilentlyContinue
+        $verbose = @($q | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] })
+        $q = $q | Where-Object { $_ -is [ModelCompression.Model] }
+        $q.SizeBytes | Should -BeLessThan $m.SizeBytes
+        $q.Report.Metrics['ValidationFigure'] | Should -BeLessOrEqual 0.01
+        @($q.Report.Entries | Where-Object Action -eq 'Candidate' | Where-Object Detail -Like '*chosen*').Count | Should -Be 1
+        @($q.Report.Entries | Where-Object { $_.Action -in 'Quantized', 'Kept' -and $_.Bytes -gt 0 }).Count | Should -Be 3
+        $verbose.Message | Where-Object { $_ -like 'candidate*' } | Should -Not -BeNullOrEmpty
+        $q.Report.Notes | Where-Object { $_ -like '*optimistic*Compare-Model*' } | Should -Not -BeNullOrEmpty
+        (Compare-Model $m $q -InputData $WineTest -MaxAccuracyDrop 0.01).Passed | Should -BeTrue
+    }
+
+    It 'takes a precision per layer, the mixed preset, 8 bits and AWQ' {
+        $q = Get-Model $WineModel | Invoke-ModelQuantization -Mode WeightOnly -Bits 8 -MixedPrecision -LayerPrecision @{ '*fc1*' = '4/16' } -Algorithm AWQ -CalibrationData $WineData
+        $rows = @($q.Report.Entries | Where-Object Action -eq 'Quantized')
+        $rows.Count | Should -Be 3
+        @($rows | Where-Object Detail -Like '4-bit blocks of 16*-LayerPrecision*').Count | Should -Be 1
+        $rows | ForEach-Object { $_.Bytes | Should -BeGreaterThan 0; $_.Error | Should -Not -BeNullOrEmpty }
+        $q.History[-1].Parameters['Algorithm'] | Should -Be 'AWQ'
+        $q.History[-1].Parameters['MixedPrecision'] | Should -Be 'True'
+    }
+
+    It 'completes and validates -Algorithm from the engine''s table' {
+        $line = 'Invoke-ModelQuantization -Algorithm '
+        $names = (TabExpansion2 $line $line.Length).CompletionMatches.CompletionText
+        $names | Should -Be @('RTN', 'HQQ', 'GPTQ', 'AWQ')
+        { Get-Model $WineModel | Invoke-ModelQuantization -Mode WeightOnly -Algorithm SmoothQuant } | Should -Throw -ErrorId 'ParameterArgumentValidationError,ModelCompression.InvokeModelQuantizationCommand'
     }
 
     It 'Dynamic on a Conv-only model explains why nothing was quantized' {
@@ -116,6 +151,12 @@ Describe 'Invoke-ModelQuantization -Mode WeightOnly algorithms' {
         @{ case = '-ActOrder without an algorithm'; arguments = @{ Mode = 'WeightOnly'; ActOrder = $true }; id = 'QuantizationParameterNotApplicable'; text = '*-ActOrder*' }
         @{ case = '-Algorithm in another mode'; arguments = @{ Mode = 'Dynamic'; Algorithm = 'HQQ' }; id = 'QuantizationParameterNotApplicable'; text = '*-Algorithm*' }
         @{ case = '-HeadBits in another mode'; arguments = @{ Mode = 'Dynamic'; HeadBits = 8 }; id = 'QuantizationParameterNotApplicable'; text = '*-HeadBits*' }
+        @{ case = 'a budget without validation data'; arguments = @{ Mode = 'WeightOnly'; MaxPerplexityRise = 0.005 }; id = 'QuantizationValidationDataMissing'; text = '*-ValidationData*' }
+        @{ case = 'two budgets'; arguments = @{ Mode = 'WeightOnly'; MinCosine = 0.9; MaxAccuracyDrop = 0.01 }; id = 'QuantizationBudgetAmbiguous'; text = '*-MinCosine and -MaxAccuracyDrop*' }
+        @{ case = 'a layer map naming no node'; arguments = @{ Mode = 'WeightOnly'; LayerPrecision = @{ 'attention*' = 8 } }; id = 'QuantizationLayerPatternUnmatched'; text = "*'attention*'*" }
+        @{ case = 'a precision that is not one'; arguments = @{ Mode = 'WeightOnly'; LayerPrecision = @{ '*' = '5' } }; id = 'QuantizationLayerPrecisionInvalid'; text = "*'5'*" }
+        @{ case = 'AWQ without calibration data'; arguments = @{ Mode = 'WeightOnly'; Algorithm = 'AWQ' }; id = 'QuantizationCalibrationDataMissing'; text = '*AWQ*-CalibrationData*' }
+        @{ case = 'two algorithms that both choose codes'; arguments = @{ Mode = 'WeightOnly'; Algorithm = 'GPTQ', 'HQQ' }; id = 'QuantizationAlgorithmCombinationInvalid'; text = '*GPTQ, HQQ*' }
     ) {
         Get-Model $WineModel | Invoke-ModelQuantization @arguments -ErrorVariable errs -ErrorAction SilentlyContinue
         $errs | Get-ErrorId | Should -Be $id

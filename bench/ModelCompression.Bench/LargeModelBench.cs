@@ -26,6 +26,9 @@ static class LargeModelBench
         ("export", "Get-Model | Export-Model", 1.5),
         ("rtn", "WeightOnly 4-bit RTN, block 32", 3),
         ("hqq", "WeightOnly 4-bit HQQ, block 32", 6),
+        ("gptq", "WeightOnly 4-bit GPTQ, 64 rows", 20),
+        ("awq", "WeightOnly 4-bit AWQ, 64 rows", 20),
+        ("budget", "WeightOnly -MaxPerplexityRise 0.01", 0),
         ("dynamic", "Dynamic int8", 0),
         ("prune", "global magnitude pruning 50%", 0),
     ];
@@ -71,6 +74,14 @@ static class LargeModelBench
         File.Delete(source + ".data");
     }
 
+    /// <summary>`large-write-child blocks path`: writes the float32 model alone (to run one stage by hand with `large-child stage path out`).</summary>
+    public static int Write(string[] args)
+    {
+        long parameters = WriteResidualMlp(args[1], int.Parse(args[0], CultureInfo.InvariantCulture), DT.Float);
+        Console.WriteLine($"{args[1]}: {parameters / 1e9:F2}B parameters");
+        return 0;
+    }
+
     /// <summary>Child: one stage from load to flushed export; prints "wall peakRss cpu detail".</summary>
     public static int Child(string[] args)
     {
@@ -88,6 +99,17 @@ static class LargeModelBench
                 "export" => model,
                 "rtn" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32 }),
                 "hqq" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32, Algorithm = new HqqAlgorithm() }),
+                "gptq" or "awq" => ModelQuantizer.Quantize(model, new QuantizationOptions
+                {
+                    Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32, CalibrationData = Calibration(model, 64),
+                    Algorithm = stage == "gptq" ? new GptqAlgorithm() : new AwqAlgorithm(),
+                }),
+                // Not a language model: the budget has nothing to measure perplexity on, and says so before any work.
+                "budget" => ModelQuantizer.Quantize(model, new QuantizationOptions
+                {
+                    Mode = QuantizationMode.WeightOnly, CalibrationData = Calibration(model, 64), ValidationData = new ModelCompression.Native.Data.DataSet("labelled rows", [.. Calibration(model, 16).Arrays, new ModelCompression.Native.Data.NamedArray("y", [16], new long[16])]),
+                    Budget = QualityBudget.MaxPerplexityRise(0.01),
+                }),
                 "dynamic" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Dynamic }),
                 "prune" => ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Scope = PruningScope.Global }),
                 _ => throw new ArgumentException("unknown stage " + stage),
@@ -113,6 +135,17 @@ static class LargeModelBench
         double cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{sw.Elapsed.TotalSeconds:R} {BenchSupport.PeakRss()} {cpuSeconds:R} {detail} (CPU {cpuSeconds:F1} s)"));
         return 0;
+    }
+
+    /// <summary>Rows of standard normal values for the model's one float input ([rows, width]).</summary>
+    internal static ModelCompression.Native.Data.DataSet Calibration(OnnxModel model, int rows)
+    {
+        var input = model.Proto.Graph.Input[0];
+        int width = (int)input.Type.TensorType.Shape.Dim[^1].DimValue;
+        var rng = new Random(5);
+        var x = new float[rows * width];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+        return new ModelCompression.Native.Data.DataSet("synthesized", [new ModelCompression.Native.Data.NamedArray(input.Name, [rows, width], x)]);
     }
 
     /// <summary>

@@ -14,7 +14,8 @@ namespace ModelCompression.Bench;
 /// (grouped-query attention 32/8 heads of 64, SwiGLU 8192, hidden 2048, vocabulary 32000, 16 layers: 1.1B parameters,
 /// 4.4 GB of float32 in one external data file, random weights, with its genai_config.json). Stages run in child
 /// processes, so each one's time and peak resident memory are its own: float32 generation, 4-bit RTN (time as a ratio
-/// to copying the data file), 4-bit generation, and ONNX Runtime GenAI on the 4-bit folder. Generation is greedy with
+/// to copying the data file), 4-bit generation, ONNX Runtime GenAI on the 4-bit folder, and 4-bit GPTQ and AWQ on 64
+/// windows of 128 random tokens (the model runs in segments; target <= 20x the copy, <= 1.5 GB resident). Generation is greedy with
 /// the cache, prompt 128 and 128 new tokens, through Measure-ModelLatency -Generate's engine.
 /// `llama-tiny [shared]`: tiny_llama as a GenAI folder, the module's own loop against ONNX Runtime GenAI on the same
 /// model (tokens and tokens per second).
@@ -48,6 +49,7 @@ static class LlamaBench
                 ("int4", () => ["generate", q4, "OnnxRuntime"]),
                 ("int4-genai", () => ["generate", q4, "GenAI"]),
                 ("gptq", () => ["quantize", folder, Path.Combine(dir, "gptq"), "gptq"]),
+                ("awq", () => ["quantize", folder, Path.Combine(dir, "awq"), "awq"]),
             };
             var generation = new Dictionary<string, (double TokensPerSecond, long Peak)>();
             foreach (var (name, make) in stages)
@@ -114,9 +116,9 @@ static class LlamaBench
         var options = new QuantizationOptions
         {
             Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32,
-            Algorithm = WeightOnlyAlgorithm.Create(algorithm, null, null),
+            Algorithm = WeightOnlyAlgorithms.Create([algorithm]),
         };
-        if (algorithm == "gptq")
+        if (algorithm is "gptq" or "awq")
             options = options with { CalibrationData = RandomTokens(64, 128, 32000) };
         var q = ModelQuantizer.Quantize(model, options);
         var saved = model.Folder!.Export(q, target, new SaveOptions { Overwrite = true });

@@ -12,9 +12,10 @@ namespace ModelCompression.Bench;
 /// <summary>
 /// `quant-llm [sharedDir] [blocks]`: 4-bit weight-only quantization of language models.
 /// <list type="bullet">
-/// <item>tiny_lm (../shared/models/tiny_lm.onnx, a byte-level GPT): test perplexity on tiny_lm_test.npz of the float
-/// model and of RTN, HQQ and GPTQ (calibrated on tiny_lm_calib.npz) at blocks of 32 and 128, with each run's time and
-/// the mean output error of the layers on the calibration activations.</item>
+/// <item>tiny_lm (a byte-level GPT) and tiny_llama (Llama layout, the cache file): test perplexity on tiny_lm_test.npz of
+/// the float model and of RTN, HQQ, GPTQ, AWQ and AWQ then GPTQ (calibrated on tiny_lm_calib.npz as it is) at blocks of
+/// 32 and 128, with each run's time, the mean output error of the layers on the calibration activations, and the
+/// targets' ratios (AWQ at most half of RTN's increase, AWQ then GPTQ at or below GPTQ, GPTQ at most half of RTN's).</item>
 /// <item>A generated LLM-shaped model (the large-model bench's residual MLP, <paramref name="blocks"/> blocks of
 /// 2048x5632 + 5632x2048; 4 blocks = 92M parameters): RTN, HQQ and GPTQ times (GPTQ on 128 synthesized rows).</item>
 /// <item>The kernels alone on one 2048x5632 weight (wall and CPU time per weight), and what that projects for the
@@ -27,7 +28,7 @@ static class LlmQuantizationBench
     {
         string shared = BenchSupport.SharedRoot(args, 0);
         int blocks = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 4;
-        TinyLm(shared);
+        foreach (var name in new[] { "tiny_lm", "tiny_llama_kv" }) TinyLm(shared, name);
         Generated(blocks);
         Kernels();
         return 0;
@@ -39,18 +40,22 @@ static class LlmQuantizationBench
         ("HQQ", () => new HqqAlgorithm()),
         ("GPTQ", () => new GptqAlgorithm()),
         ("GPTQ act-order", () => new GptqAlgorithm { Settings = new GptqSettings { ActOrder = true } }),
+        ("AWQ", () => new AwqAlgorithm()),
+        ("AWQ+GPTQ", () => WeightOnlyAlgorithms.Create(["AWQ", "GPTQ"])),
     ];
 
-    static void TinyLm(string shared)
+    static void TinyLm(string shared, string name)
     {
-        var model = ModelIO.Load(Path.Combine(shared, "models", "tiny_lm.onnx"));
+        var model = ModelIO.Load(Path.Combine(shared, "models", name + ".onnx"));
         var calibration = DataSet.Load(Path.Combine(shared, "data", "tiny_lm_calib.npz"));
         var test = DataSet.Load(Path.Combine(shared, "data", "tiny_lm_test.npz"));
         var inputs = new InputSource { Data = test, BatchSize = 64 };
-        Console.WriteLine($"tiny_lm: 4-bit weight-only (the 25 weight MatMuls, symmetric), perplexity on {test.Rows} held-out windows of 128 bytes");
+        Console.WriteLine($"{name}: 4-bit weight-only (the weight MatMuls, symmetric), perplexity on {test.Rows} held-out windows of 128 bytes");
         double reference = double.NaN;
         foreach (int blockSize in new[] { 32, 128 })
-            foreach (var (name, make) in Algorithms)
+        {
+            var increase = new Dictionary<string, double>();
+            foreach (var (algorithmName, make) in Algorithms)
             {
                 var algorithm = make();
                 var sw = Stopwatch.StartNew();
@@ -65,9 +70,13 @@ static class LlmQuantizationBench
                     reference = o.ReferencePerplexity!.Value;
                     Console.WriteLine($"  float32: perplexity {reference:F4}, token accuracy {o.ReferenceAccuracy:P2}");
                 }
-                Console.WriteLine($"  block {blockSize,3} {name,-15} perplexity {o.DifferencePerplexity:F4} (+{o.PerplexityRise:P3}), token accuracy {o.DifferenceAccuracy:P2}, " +
+                increase[algorithmName] = o.PerplexityRise!.Value * 100;
+                Console.WriteLine($"  block {blockSize,3} {algorithmName,-15} perplexity {o.DifferencePerplexity:F4} (+{o.PerplexityRise:P3}), token accuracy {o.DifferenceAccuracy:P2}, " +
                                   $"layer output error {q.Report!.Metrics["ReconstructionErrorMean"]:P2} mean on the calibration activations; {seconds:F2} s with calibration");
             }
+            Console.WriteLine($"  block {blockSize,3} ratios: GPTQ/RTN {increase["GPTQ"] / increase["RTN"]:F2} (target <= 0.5), AWQ/RTN {increase["AWQ"] / increase["RTN"]:F2} (target <= 0.5), " +
+                              $"AWQ+GPTQ {increase["AWQ+GPTQ"]:F3} % vs GPTQ {increase["GPTQ"]:F3} % (target at or below)");
+        }
     }
 
     static void Generated(int blocks)

@@ -80,4 +80,6 @@ public sealed class ReportRow
     public string Detail { get; init; } = "";
     /// <summary>The stage's error measure for this row, when it has one (weight-only quantization with calibration data: the layer's relative output error).</summary>
     public double? Error { get; init; }
+    /// <summary>Bytes the row's target takes after the stage, when the stage counts them (weight-only quantization: each layer's weight).</summary>
+    public long? Bytes { get; init; }
 }

@@ -159,7 +159,7 @@ public static class ModelInputs
             $"Data file '{source}': array '{a.Name}' holds {ElementTypes.Name((int)actual)} values but model input '{input.Name}' is {input.ElementType}.") { Target = source };
     }
 
-    static DT ElementType(NamedArray a) => a.Data switch
+    internal static DT ElementType(NamedArray a) => a.Data switch
     {
         float[] => DT.Float,
         double[] => DT.Double,

@@ -93,6 +93,7 @@ public static class ReportActions
     public const string Trained = "Trained";
     public const string Kept = "Kept";
     public const string Skipped = "Skipped";
+    public const string Candidate = "Candidate";
 }
 
 /// <summary>Names of the <see cref="ModelReport.Metrics"/> that readers look up; writers use them too.</summary>
@@ -116,6 +117,9 @@ public sealed record ReportEntry(string Target, string OpType, string Action, st
     /// layer's relative output error ||X W - X W_q|| / ||X W|| on the calibration activations).
     /// </summary>
     public double? Error { get; init; }
+
+    /// <summary>Bytes the target takes after the stage, when the stage counts them (weight-only quantization: each layer's weight as stored).</summary>
+    public long? Bytes { get; init; }
 }
 
 public static class EngineInfo

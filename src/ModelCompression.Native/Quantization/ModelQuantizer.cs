@@ -26,32 +26,20 @@ public static class ModelQuantizer
     public static OnnxModel Quantize(OnnxModel model, QuantizationOptions options, IProgress<QuantizationProgress>? progress = null, CancellationToken cancel = default)
     {
         options.Validate();
+        var mode = QuantizationModes.For(options.Mode);
         if (!options.Force && AlreadyQuantized(model, options.Mode) is { } why)
             throw new EngineException("ModelAlreadyQuantized", EngineErrorKind.InvalidOperation,
                 $"Model '{model.Name}' is already quantized ({why}). Use -Force to quantize it again.") { Target = model.SourcePath };
 
-        var source = model;
-        if (options.Mode == QuantizationMode.Static && options.SkipOptimization != true)
-        {
-            progress?.Report(new QuantizationProgress("Optimizing (basic level)", 0));
-            source = GraphOptimizer.Optimize(model, "Basic", cancel: cancel);
-        }
-        var parameters = Parameters(options);
-        var result = source.Derive(StageName, parameters, proto =>
+        var source = mode.Prepare(model, options, progress, cancel);
+        var result = source.Derive(StageName, Parameters(options), proto =>
         {
             var report = new QuantizationReport($"{StageName} ({options.Mode})");
             long before = model.SerializedSize;
-            (long wBefore, long wAfter) = options.Mode switch
-            {
-                QuantizationMode.Dynamic => DynamicQuantizer.Run(proto, options, report, progress, cancel),
-                QuantizationMode.WeightOnly => WeightOnlyQuantizer.Run(source, proto, options, report, progress, cancel),
-                QuantizationMode.Float16 => Float16Converter.Run(proto, options, report, cancel),
-                QuantizationMode.Static => StaticQuantizer.Run(source, proto, options, report, progress, cancel),
-                _ => throw new ArgumentOutOfRangeException(nameof(options)),
-            };
+            var (wBefore, wAfter) = mode.Run(new QuantizationRun(source, proto, options, report, progress, cancel));
             if (report.Count == 0)
                 throw new EngineException("QuantizationNothingToQuantize", EngineErrorKind.InvalidOperation,
-                    $"Model '{model.Name}' has no node that -Mode {options.Mode} can quantize{NothingReason(report, options)}.") { Target = model.SourcePath };
+                    $"Model '{model.Name}' has no node that -Mode {options.Mode} can quantize{NothingReason(report, options, mode)}.") { Target = model.SourcePath };
             if (!proto.OpsetImport.Any(op => op.Domain is "" or "ai.onnx")) proto.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 13 });
             report.Finish(before, proto.CalculateSize(), wBefore, wAfter);
             return report.Report;
@@ -64,7 +52,8 @@ public static class ModelQuantizer
     public static string? AlreadyQuantized(OnnxModel model, QuantizationMode mode)
     {
         var graph = model.Proto.Graph;
-        var op = graph.Node.FirstOrDefault(n => QuantizedOps.Contains(n.OpType));
+        // Weight-only quantization leaves block-quantized operators (a model builder's MatMulNBits) as they are and quantizes the rest.
+        var op = graph.Node.FirstOrDefault(n => QuantizedOps.Contains(n.OpType) && !(mode == QuantizationMode.WeightOnly && n.OpType is "MatMulNBits" or "GatherBlockQuantized"));
         if (op is not null) return $"it contains {op.OpType} node '{op.Name}'";
         if (mode == QuantizationMode.Float16)
         {
@@ -74,18 +63,12 @@ public static class ModelQuantizer
         return null;
     }
 
-    static string NothingReason(QuantizationReport report, QuantizationOptions options)
+    static string NothingReason(QuantizationReport report, QuantizationOptions options, IQuantizationMode mode)
     {
         var skipped = report.Report.Entries.Where(e => e.Action == QuantizationReport.Skipped).Take(3).ToList();
         if (skipped.Count > 0) return ": " + string.Join("; ", skipped.Select(e => $"{e.OpType} '{e.Target}': {e.Detail}"));
-        IReadOnlyList<string>? types = options.OpTypes ?? options.Mode switch
-        {
-            QuantizationMode.Dynamic => DynamicQuantizer.DefaultOps,
-            QuantizationMode.WeightOnly => WeightOnlyQuantizer.DefaultOps,
-            QuantizationMode.Static => StaticQuantizer.DefaultOps,
-            _ => null,
-        };
-        return types is null ? " (no float32 tensor to convert)" : $" (it has no {string.Join(", ", types)} node with a constant float32 weight)";
+        IReadOnlyList<string> types = options.OpTypes ?? mode.DefaultOps;
+        return types.Count == 0 ? " (no float32 tensor to convert)" : $" (it has no {string.Join(", ", types)} node with a constant float32 weight)";
     }
 
     static Dictionary<string, string> Parameters(QuantizationOptions o)
@@ -98,11 +81,15 @@ public static class ModelQuantizer
         if (o.ExcludeNodes.Count > 0) p["ExcludeNode"] = string.Join(",", o.ExcludeNodes);
         Add("Bits", o.Bits); Add("BlockSize", o.BlockSize); Add("Format", o.Format); Add("AccuracyLevel", o.AccuracyLevel);
         Add("Algorithm", o.Algorithm?.Name); Add("HeadBits", o.HeadBits);
-        if (o.Algorithm is GptqAlgorithm gptq) { Add("Damping", gptq.Settings.DampingPercent); Add("ActOrder", gptq.Settings.ActOrder); }
+        if (((o.Algorithm as AwqAlgorithm)?.Codes ?? o.Algorithm) is GptqAlgorithm gptq) { Add("Damping", gptq.Settings.DampingPercent); Add("ActOrder", gptq.Settings.ActOrder); }
+        if (o.MixedPrecision == true) p["MixedPrecision"] = "True";
+        if (o.LayerPrecision is { Count: > 0 } rules) p["LayerPrecision"] = string.Join(";", rules.Select(r => $"{r.Pattern}={r.Precision}"));
+        if (o.Budget is { } budget) p[budget.ParameterName] = budget.Value.ToString(CultureInfo.InvariantCulture);
+        if (o.ValidationData is not null) p["ValidationRows"] = o.ValidationData.Rows.ToString(CultureInfo.InvariantCulture);
         Add("KeepIOTypes", o.KeepIOTypes); Add("StorageOnly", o.StorageOnly);
         if (o.Float16BlockList is not null) p["Float16BlockList"] = string.Join(",", o.Float16BlockList);
         Add("CalibrationMethod", o.CalibrationMethod); Add("Percentile", o.Percentile); Add("ActivationType", o.ActivationType);
-        Add("SkipOptimization", o.SkipOptimization); Add("CalibrationBatchSize", o.CalibrationBatchSize); Add("TargetCosine", o.TargetCosine);
+        Add("SkipOptimization", o.SkipOptimization); Add("CalibrationBatchSize", o.CalibrationBatchSize);
         if (o.CalibrationData is not null) p["CalibrationRows"] = o.CalibrationData.Rows.ToString(CultureInfo.InvariantCulture);
         if (o.Force) p["Force"] = "True";
         return p;

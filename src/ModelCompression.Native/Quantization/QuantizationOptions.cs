@@ -42,6 +42,10 @@ public sealed record QuantizationOptions
     public WeightOnlyAlgorithm? Algorithm { get; init; }
     /// <summary>Bits of the output head (the MatMul/Gemm producing a graph output); null: <see cref="Bits"/>.</summary>
     public int? HeadBits { get; init; }
+    /// <summary>Per-layer precision by node-name pattern, over -Bits, -HeadBits and the mixed preset (<see cref="PrecisionPlan"/>).</summary>
+    public IReadOnlyList<LayerPrecisionRule>? LayerPrecision { get; init; }
+    /// <summary>The mixed preset: 8 bits for the layers known to be sensitive (<see cref="Quantization.MixedPrecision"/>).</summary>
+    public bool? MixedPrecision { get; init; }
 
     // Float16
     public bool? KeepIOTypes { get; init; }
@@ -58,11 +62,15 @@ public sealed record QuantizationOptions
     public QuantType? ActivationType { get; init; }
     public bool? SkipOptimization { get; init; }
     public int? CalibrationBatchSize { get; init; }
+
+    // WeightOnly, Static: an accuracy budget
     /// <summary>
-    /// Accuracy-driven fallback: the output cosine against the float model, measured on calibration rows held out
-    /// from calibration, that the result must reach; the most sensitive nodes are kept in float32 until it does.
+    /// The accuracy the result must keep on <see cref="ValidationData"/>: each layer's (node's) precision is chosen to make
+    /// the file smallest within it (<see cref="BudgetSearch"/>).
     /// </summary>
-    public double? TargetCosine { get; init; }
+    public QualityBudget? Budget { get; init; }
+    /// <summary>Data the budget is measured on (not the calibration data).</summary>
+    public DataSet? ValidationData { get; init; }
 
     /// <summary>Refuses values that do not apply to the mode or are out of range, naming the parameter.</summary>
     public void Validate()
@@ -84,6 +92,8 @@ public sealed record QuantizationOptions
         Only(AccuracyLevel is not null, "AccuracyLevel", W);
         Only(Algorithm is not null, "Algorithm", W);
         Only(HeadBits is not null, "HeadBits", W);
+        Only(LayerPrecision is not null, "LayerPrecision", W);
+        Only(MixedPrecision is not null, "MixedPrecision", W);
         Only(KeepIOTypes is not null, "KeepIOTypes", F);
         Only(StorageOnly is not null, "StorageOnly", F);
         Only(Float16BlockList is not null, "Float16BlockList", F);
@@ -93,7 +103,8 @@ public sealed record QuantizationOptions
         Only(ActivationType is not null, "ActivationType", S);
         Only(SkipOptimization is not null, "SkipOptimization", S);
         Only(CalibrationBatchSize is not null, "CalibrationBatchSize", S, W);
-        Only(TargetCosine is not null, "TargetCosine", S);
+        Only(Budget is not null, Budget?.ParameterName ?? "", S, W);
+        Only(ValidationData is not null, "ValidationData", S, W);
         if (notFor.Count > 0)
             throw Invalid("QuantizationParameterNotApplicable",
                 $"{string.Join(", ", notFor.Select(p => "-" + p))} {(notFor.Count == 1 ? "does" : "do")} not apply to -Mode {Mode}; remove {(notFor.Count == 1 ? "it" : "them")}.");
@@ -110,7 +121,8 @@ public sealed record QuantizationOptions
             throw Invalid("QuantizationCalibrationDataMissing",
                 $"-Algorithm {Algorithm.Name} needs -CalibrationData (a .npz/.npy/.csv file or a folder of them): it compensates each layer's rounding error with the second moments of the layer's inputs.");
         if (Algorithm is HqqAlgorithm hqq) hqq.Settings.Validate();
-        if (Algorithm is GptqAlgorithm gptq) gptq.Settings.Validate();
+        if (((Algorithm as AwqAlgorithm)?.Codes ?? Algorithm) is GptqAlgorithm gptq) gptq.Settings.Validate();
+        ValidateBudget();
         if (Mode == QuantizationMode.WeightOnly && CalibrationBatchSize is not null && CalibrationData is null)
             throw Invalid("QuantizationParameterNotApplicable", "-CalibrationBatchSize applies with -CalibrationData only.");
         if (BlockSize is { } bs && (bs < 16 || bs > 256 || (bs & (bs - 1)) != 0))
@@ -125,10 +137,6 @@ public sealed record QuantizationOptions
             throw Invalid("QuantizationParameterNotApplicable", "-Percentile applies to -CalibrationMethod Percentile only.");
         if (CalibrationBatchSize is { } cb && cb < 1)
             throw Invalid("QuantizationCalibrationBatchInvalid", $"-CalibrationBatchSize must be at least 1 (got {cb}).");
-        if (TargetCosine is { } tc && !(tc > 0 && tc <= 1))
-            throw Invalid("QuantizationTargetCosineInvalid", $"-TargetCosine must be in (0, 1] (got {tc}).");
-        if (TargetCosine is not null && CalibrationData is { Rows: < 2 } cd)
-            throw Invalid("QuantizationValidationRowsMissing", $"-TargetCosine holds out part of -CalibrationData to measure accuracy on; it needs at least 2 rows (got {cd.Rows}).");
         if (Mode == QuantizationMode.Static && CalibrationData is null)
             throw Invalid("QuantizationCalibrationDataMissing", "-Mode Static needs -CalibrationData (a .npz/.npy/.csv file or a folder of them) to measure activation ranges.");
         if (ExcludeNodes.Count > 0 && StorageOnly == true)
@@ -138,6 +146,23 @@ public sealed record QuantizationOptions
                 "-KeepIOTypes and -Float16BlockList shape the float16 conversion of computation; -StorageOnly converts stored weights only (nodes and I/O stay float32).");
         if (ReduceRange && Mode == QuantizationMode.WeightOnly)
             throw Invalid("QuantizationParameterNotApplicable", "-ReduceRange does not apply to -Mode WeightOnly.");
+    }
+
+    void ValidateBudget()
+    {
+        if (ValidationData is not null && Budget is null)
+            throw Invalid("QuantizationParameterNotApplicable", "-ValidationData is what an accuracy budget is measured on; give -MaxPerplexityRise, -MinCosine or -MaxAccuracyDrop with it.");
+        if (Budget is null) return;
+        Budget.Validate();
+        if (ValidationData is null)
+            throw Invalid("QuantizationValidationDataMissing",
+                $"{Budget} is measured on -ValidationData (a .npz/.npy/.csv file the model was not calibrated on{(Budget.Metric == BudgetMetric.Cosine ? "" : ", with labels")}); give it.");
+        if (Budget.Metric != BudgetMetric.Cosine && ValidationData.LabelArray is null)
+            throw Invalid("QuantizationValidationLabelsMissing",
+                $"{Budget} needs labels in -ValidationData ('{ValidationData.Source}' has no 'y', 'label' or 'labels' array){(Budget.Metric == BudgetMetric.PerplexityRise ? ": the next token at each position" : "")}.");
+        var fixing = new[] { (LayerPrecision is not null, "-LayerPrecision"), (MixedPrecision is not null, "-MixedPrecision"), (HeadBits is not null, "-HeadBits") }.Where(p => p.Item1).Select(p => p.Item2).ToList();
+        if (fixing.Count > 0)
+            throw Invalid("QuantizationParameterNotApplicable", $"{string.Join(", ", fixing)} fix{(fixing.Count == 1 ? "es" : "")} precisions that an accuracy budget chooses; give one or the other.");
     }
 
     static EngineException Invalid(string id, string message) => new(id, EngineErrorKind.InvalidArgument, message);

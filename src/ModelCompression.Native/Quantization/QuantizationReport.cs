@@ -10,15 +10,17 @@ internal sealed class QuantizationReport
     public const string Skipped = ReportActions.Skipped;
     public const string Converted = ReportActions.Converted;
     public const string Kept = ReportActions.Kept;
+    /// <summary>A whole configuration an accuracy budget's search verified (bytes against the figure).</summary>
+    public const string Candidate = ReportActions.Candidate;
 
     public ModelReport Report { get; }
     readonly Dictionary<string, int> quantizedByOp = new(StringComparer.Ordinal);
 
     public QuantizationReport(string stage) => Report = new ModelReport { Stage = stage };
 
-    public void Done(NodeProto node, string detail, string action = Quantized, double? error = null)
+    public void Done(NodeProto node, string detail, string action = Quantized, double? error = null, long? bytes = null)
     {
-        Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, action, detail) { Error = error });
+        Report.Entries.Add(new ReportEntry(NodeName(node), node.OpType, action, detail) { Error = error, Bytes = bytes });
         if (action is Quantized or Converted) quantizedByOp[node.OpType] = quantizedByOp.GetValueOrDefault(node.OpType) + 1;
     }
 

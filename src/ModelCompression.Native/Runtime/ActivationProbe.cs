@@ -21,9 +21,10 @@ public readonly record struct ProbedTensor(string Name, NamedArray Value, InputB
 /// wanted activations do not fit in memory together is split here, not by each caller. Tensors a caller groups are
 /// fetched in the same slice (a block's input and output).</item>
 /// </list>
-/// Graph inputs may be wanted too: they come from the batch itself.
+/// Graph inputs may be wanted too: they come from the batch itself. A model too large for one session runs in segments
+/// under the same policy (<see cref="ObserveInSegments"/>).
 /// </summary>
-public sealed class ActivationProbe : IDisposable
+public sealed partial class ActivationProbe : IDisposable
 {
     /// <summary>Bytes of fetched activations one run may hold (the first slice of a first batch is one group: sizes are unknown until seen).</summary>
     public static long MemoryBudget { get; set; } = 1L << 30;
@@ -38,17 +39,28 @@ public sealed class ActivationProbe : IDisposable
         graphInputs = InputSynthesizer.Inputs(model).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         var copy = model.Proto.Clone();
         var outputs = copy.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        var known = copy.Graph.Node.SelectMany(n => n.Output).Concat(graphInputs).ToHashSet(StringComparer.Ordinal);
-        var wanted = tensors.Distinct(StringComparer.Ordinal).ToList();
+        var wanted = Known(model, tensors, graphInputs);
         foreach (var t in wanted)
-        {
-            if (!known.Contains(t))
-                throw new EngineException("ProbeTensorUnknown", EngineErrorKind.InvalidArgument, $"Model '{model.Name}' computes no tensor '{t}'.") { Target = model.SourcePath };
             if (!graphInputs.Contains(t) && outputs.Add(t)) copy.Graph.Output.Add(new ValueInfoProto { Name = t });
-        }
         Tensors = wanted;
-        session = new ModelSession(new OnnxModel(copy, model.SourcePath, []), new SessionSettings { GraphOptimization = "Basic" });
+        session = Open(new OnnxModel(copy, model.SourcePath, []));
     }
+
+    /// <summary>The session every probe runs: Basic optimisation, so every exposed tensor is computed as the graph states it.</summary>
+    static ModelSession Open(OnnxModel probed) => new(probed, new SessionSettings { GraphOptimization = "Basic" });
+
+    /// <summary>The wanted tensors, once each; a name the model neither takes nor computes is refused.</summary>
+    static List<string> Known(OnnxModel model, IEnumerable<string> tensors, HashSet<string> graphInputs)
+    {
+        var known = model.Proto.Graph.Node.SelectMany(n => n.Output).Concat(graphInputs).ToHashSet(StringComparer.Ordinal);
+        var wanted = tensors.Distinct(StringComparer.Ordinal).ToList();
+        foreach (var t in wanted.Where(t => !known.Contains(t)))
+            throw new EngineException("ProbeTensorUnknown", EngineErrorKind.InvalidArgument, $"Model '{model.Name}' computes no tensor '{t}'.") { Target = model.SourcePath };
+        return wanted;
+    }
+
+    static EngineException DataEmpty(OnnxModel model, InputSource source) => new("ProbeDataEmpty", EngineErrorKind.InvalidData,
+        $"The data for model '{model.Name}' has no rows{(source.Data is { } d ? $" ('{d.Source}')" : "")}.") { Target = source.Data?.Source };
 
     public OnnxModel Model { get; }
     /// <summary>The tensors this probe exposes.</summary>
@@ -74,9 +86,7 @@ public sealed class ActivationProbe : IDisposable
             rows += batch.Inputs.Values.FirstOrDefault()?.Rows ?? 0;
             progress?.Report(batch.Fraction);
         }
-        if (rows == 0)
-            throw new EngineException("ProbeDataEmpty", EngineErrorKind.InvalidData,
-                $"The data for model '{Model.Name}' has no rows{(source.Data is { } d ? $" ('{d.Source}')" : "")}.") { Target = source.Data?.Source };
+        if (rows == 0) throw DataEmpty(Model, source);
     }
 
     /// <summary>The wanted tensors for one batch of inputs (already bound for this model).</summary>

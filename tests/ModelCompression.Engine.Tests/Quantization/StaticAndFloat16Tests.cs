@@ -110,22 +110,25 @@ public class StaticAndFloat16Tests
     {
         var m = ModelIO.Load(SharedFiles.Model("ch_PP-OCRv4_det_infer.onnx"));
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(8, 96, 96, 1), TargetCosine = 0.98 });
+        var q = ModelQuantizer.Quantize(m, new QuantizationOptions
+        {
+            Mode = QuantizationMode.Static, CalibrationData = Images(6, 96, 96, 1), Budget = QualityBudget.MinCosine(0.98), ValidationData = Images(2, 96, 96, 5),
+        });
         double seconds = clock.Elapsed.TotalSeconds;
         var test = new InputSource { Data = Images(3, 96, 96, 99), BatchSize = 1 };
         var f = ModelComparer.Compare(m, q, test).Single();
-        var plain = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(8, 96, 96, 1) });
+        var plain = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(6, 96, 96, 1) });
         double before = ModelComparer.Compare(m, plain, test).Single().Cosine;
         var report = q.Report!;
-        int kept = report.Entries.Count(e => e.Action == "Kept" && e.Detail.Contains("TargetCosine", StringComparison.Ordinal));
+        int kept = report.Entries.Count(e => e.Action == "Kept" && e.Detail.Contains("MinCosine", StringComparison.Ordinal));
         int convQuantized = report.Entries.Count(e => e.OpType == "Conv" && e.Action == "Quantized");
         int convKept = report.Entries.Count(e => e.OpType == "Conv" && e.Action == "Kept");
-        Console.WriteLine($"det -TargetCosine 0.98: held-out cosine {before:F4} -> {f.Cosine:F4}, kept {kept} node(s) ({convKept} Conv, {convQuantized} Conv quantized), " +
-            $"reached {report.Metrics["CosineReached"]:F4} from {report.Metrics["CosineAllQuantized"]:F4} in {report.Metrics["TuningEvaluations"]} evaluations, {seconds:F1} s, size {q.SerializedSize} of {m.SerializedSize}");
+        Console.WriteLine($"det -MinCosine 0.98: held-out cosine {before:F4} -> {f.Cosine:F4}, kept {kept} node(s) ({convKept} Conv, {convQuantized} Conv quantized), " +
+            $"validation {report.Metrics["ValidationFigure"]:F4} in {report.Metrics["BudgetEvaluations"]} evaluations, {seconds:F1} s, size {q.SerializedSize} of {m.SerializedSize}");
         Assert.True(f.Cosine >= 0.98, $"cosine {f.Cosine}");
         Assert.Equal(kept, (int)report.Metrics["NodesKeptFloat"]);
         Assert.True(kept >= 1, "the detector needs fallback at 0.98");
-        Assert.True(report.Metrics["CosineReached"] >= 0.98);
+        Assert.True(report.Metrics["ValidationFigure"] >= 0.98);
         Assert.True(convQuantized >= 0.75 * (convQuantized + convKept), $"{convQuantized} of {convQuantized + convKept} Conv quantized");
         Assert.True(q.SerializedSize < 0.5 * m.SerializedSize, $"size {q.SerializedSize} of {m.SerializedSize}");
         Assert.True(before < 0.98, $"without fallback {before}: the test no longer exercises it");
@@ -139,15 +142,18 @@ public class StaticAndFloat16Tests
         var test = new InputSource { Data = Images(3, 48, 160, 99, imagenet: false), BatchSize = 1 };
         var plain = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib });
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 0.98 });
+        var q = ModelQuantizer.Quantize(m, new QuantizationOptions
+        {
+            Mode = QuantizationMode.Static, CalibrationData = calib, Budget = QualityBudget.MinCosine(0.98), ValidationData = Images(2, 48, 160, 5, imagenet: false),
+        });
         double seconds = clock.Elapsed.TotalSeconds;
         double before = ModelComparer.Compare(m, plain, test).Single().Cosine;
         var f = ModelComparer.Compare(m, q, test).Single();
         var report = q.Report!;
         int convQuantized = report.Entries.Count(e => e.OpType == "Conv" && e.Action == "Quantized");
         int convKept = report.Entries.Count(e => e.OpType == "Conv" && e.Action == "Kept");
-        Console.WriteLine($"rec -TargetCosine 0.98: held-out cosine {before:F4} -> {f.Cosine:F4}, kept {report.Metrics["NodesKeptFloat"]} node(s) ({convKept} Conv, {convQuantized} Conv quantized), " +
-            $"{report.Metrics["TuningEvaluations"]} evaluations, {seconds:F1} s, size {q.SerializedSize} of {m.SerializedSize}");
+        Console.WriteLine($"rec -MinCosine 0.98: held-out cosine {before:F4} -> {f.Cosine:F4}, kept {report.Metrics["NodesKeptFloat"]} node(s) ({convKept} Conv, {convQuantized} Conv quantized), " +
+            $"{report.Metrics["BudgetEvaluations"]} evaluations, {seconds:F1} s, size {q.SerializedSize} of {m.SerializedSize}");
         Assert.True(f.Cosine >= 0.98, $"cosine {f.Cosine}");
         // The recognizer's error is spread over its CNN backbone and transformer neck: the window kept in float32 is wide
         // (measured 16 of 38 Conv, 68 nodes; held-out cosine 0.929 -> 0.987) but the model stays well under half the float size.
@@ -156,24 +162,23 @@ public class StaticAndFloat16Tests
     }
 
     [Fact]
-    public void TargetCosineIsStaticOnlyAndFailsClearlyWhenUnreachable()
+    public void StaticBudgetIsMeasuredOnValidationDataAndFailsClearlyWhenUnreachable()
     {
         var mlp = TestModels.Mlp();
-        Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() =>
-            ModelQuantizer.Quantize(mlp, new QuantizationOptions { Mode = QuantizationMode.Dynamic, TargetCosine = 0.99 })).ErrorId);
         var net = TestModels.ConvNet();
         var calib = new DataSet("calib", [SyntheticImages.Documents("x", 8, 16, 16, 1, true)]);
-        Assert.Equal("QuantizationTargetCosineInvalid", Assert.Throws<EngineException>(() =>
-            ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 1.5 })).ErrorId);
-        Assert.Equal("QuantizationValidationRowsMissing", Assert.Throws<EngineException>(() =>
-            ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = new DataSet("one", [calib.Arrays[0].Slice(0, 1)]), TargetCosine = 0.9 })).ErrorId);
+        var validation = new DataSet("validation", [SyntheticImages.Documents("x", 4, 16, 16, 3, true)]);
+        QuantizationOptions Static(double cosine, DataSet? v) => new() { Mode = QuantizationMode.Static, CalibrationData = calib, Budget = QualityBudget.MinCosine(cosine), ValidationData = v };
+        Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() =>
+            ModelQuantizer.Quantize(mlp, new QuantizationOptions { Mode = QuantizationMode.Dynamic, Budget = QualityBudget.MinCosine(0.99), ValidationData = validation })).ErrorId);
+        Assert.Equal("QuantizationBudgetInvalid", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(net, Static(1.5, validation))).ErrorId);
+        Assert.Equal("QuantizationValidationDataMissing", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(net, Static(0.9, null))).ErrorId);
         // Cosine exactly 1 needs every node in float32: refused with a clear id rather than returning an unquantized model.
-        var e = Assert.Throws<EngineException>(() =>
-            ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 1.0 }));
-        Assert.Equal("QuantizationTargetCosineNotMet", e.ErrorId);
-        // A reachable target: met, reported, and the fallback nodes are named.
-        var q = ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 0.95 });
-        Assert.True(q.Report!.Metrics["CosineReached"] >= 0.95);
+        Assert.Equal("QuantizationBudgetUnreachable", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(net, Static(1.0, validation))).ErrorId);
+        // A reachable target: met on the validation data, reported with the candidates tried.
+        var q = ModelQuantizer.Quantize(net, Static(0.95, validation));
+        Assert.True(q.Report!.Metrics["ValidationFigure"] >= 0.95);
+        Assert.Contains(q.Report.Entries, e => e.Action == "Candidate" && e.Detail.Contains("chosen", StringComparison.Ordinal));
         Assert.True(ModelComparer.Compare(net, q, new InputSource { Data = new DataSet("test", [SyntheticImages.Documents("x", 8, 16, 16, 77, true)]) }).Single().Cosine >= 0.95);
     }
 

@@ -46,13 +46,13 @@ public class TinyLmQuantizationTests
         var layers = model.Proto.Graph.Node.Where(n => n.OpType == "MatMul" && new GraphIndex(model.Proto).Constant(n.Input[1]) is not null).ToList();
         Assert.Equal(25, layers.Count);
         var index = new GraphIndex(model.Proto);
-        var moments = HessianCollector.Collect(model, layers.Select(n => (n.Input[0], (int)index.Constant(n.Input[1])!.Dims[0])).Distinct().ToList(), Rows(test, 128, 32), 32, null, default);
+        var moments = ActivationStatistics.Collect(model, layers.Select(n => (n.Input[0], (int)index.Constant(n.Input[1])!.Dims[0])).Distinct().ToList(), Rows(test, 128, 32), 32, null, default);
         var rtnWeights = MatMulNBitsWeights(rtn);
         var gptqWeights = MatMulNBitsWeights(gptq);
         foreach (var layer in layers)
         {
             var w = TensorData.ToFloat(index.Constant(layer.Input[1])!);
-            var h = moments[layer.Input[0]];
+            var h = moments[layer.Input[0]].Hessian;
             double r = RelativeError(h, w, rtnWeights[layer.Output[0]]), g = RelativeError(h, w, gptqWeights[layer.Output[0]]);
             Assert.True(g < r, $"{layer.Name}: GPTQ {g:G4} vs RTN {r:G4} on held-out activations");
         }

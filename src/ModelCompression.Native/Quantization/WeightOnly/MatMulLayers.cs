@@ -13,7 +13,9 @@ namespace ModelCompression.Native.Quantization;
 /// </summary>
 internal sealed class MatMulLayers : ILayerHandler
 {
-    public Layer? Plan(NodeProto node, WeightOnlyQuantizer q, int bits, bool head, out bool computedWeight)
+    public int WeightSlot => 1;
+
+    public Layer? Plan(NodeProto node, WeightOnlyContext q, out bool computedWeight)
     {
         computedWeight = false;
         if (WeightSource.Input(node, 0) is not { } a || WeightSource.Input(node, 1) is not { } b || WeightSource.Output(node) is null)
@@ -41,13 +43,15 @@ internal sealed class MatMulLayers : ILayerHandler
         long rows = w.Tensor.Dims[0], cols = w.Tensor.Dims[1];
         if (rows < 1 || cols < 1 || rows * cols > Array.MaxLength) { q.Skip(node, $"weight of shape [{rows},{cols}] is empty or too large for one array"); return null; }
         var (k, n) = transpose ? ((int)cols, (int)rows) : ((int)rows, (int)cols);
-        return new Layer(node, this, w, k, n, transpose, bits, head, a, bias);
+        return new Layer(node, this, w, k, n, transpose, q.Heads.Contains(node), a, bias);
     }
 
-    public StoredWeight Store(Layer layer, BlockQuantized bq, WeightOnlyQuantizer q) =>
+    public string? Unsupported(Layer layer, int bits, WeightOnlyFormat format) => null;
+
+    public StoredWeight Store(Layer layer, BlockQuantized bq, WeightOnlyContext q) =>
         q.Format == WeightOnlyFormat.MatMulNBits ? StoreNBits(layer, bq, q) : StoreStandard(layer, bq, q);
 
-    static StoredWeight StoreNBits(Layer layer, BlockQuantized bq, WeightOnlyQuantizer q)
+    static StoredWeight StoreNBits(Layer layer, BlockQuantized bq, WeightOnlyContext q)
     {
         string source = layer.Weight.Name;
         int blocks = bq.BlocksPerColumn, blob = bq.BlockSize * bq.Bits / 8;
@@ -59,10 +63,10 @@ internal sealed class MatMulLayers : ILayerHandler
             var zp = bq.PackedZeroPoints();
             z = q.Add(TensorData.FromRaw(q.Index.Fresh(source + $"_Q{bq.Bits}_zero_points"), DT.Uint8, [zp.Length], zp));
         }
-        return new StoredWeight(b, s, z, bq.K, bq.N, bq.Bits, bq.Symmetric, "");
+        return new StoredWeight(b, s, z, bq.K, bq.N, bq.Bits, bq.BlockSize, bq.Symmetric);
     }
 
-    static StoredWeight StoreStandard(Layer layer, BlockQuantized bq, WeightOnlyQuantizer q)
+    static StoredWeight StoreStandard(Layer layer, BlockQuantized bq, WeightOnlyContext q)
     {
         int k = bq.K, n = bq.N, blocks = bq.BlocksPerColumn, bits = bq.Bits;
         // Back to [K, N] row-major; symmetric codes become signed values (zero point 0, omitted).
@@ -83,7 +87,7 @@ internal sealed class MatMulLayers : ILayerHandler
         string b = q.Add(TensorData.FromRaw(q.Index.Fresh(source + $"_Q{bits}"), type, [k, n], bits == 4 ? Pack4(values) : values));
         string s = q.AddScales(q.Index.Fresh(source + $"_Q{bits}_scales"), [blocks, n], scales, layer.Weight.Compute);
         string? z = bq.Symmetric ? null : q.Add(TensorData.FromRaw(q.Index.Fresh(source + $"_Q{bits}_zero_points"), type, [blocks, n], bits == 4 ? Pack4(zps) : zps));
-        return new StoredWeight(b, s, z, k, n, bits, bq.Symmetric, "");
+        return new StoredWeight(b, s, z, k, n, bits, bq.BlockSize, bq.Symmetric);
     }
 
     /// <summary>Two 4-bit values per byte, the first in the low nibble (ONNX's int4/uint4 layout).</summary>
@@ -95,7 +99,7 @@ internal sealed class MatMulLayers : ILayerHandler
         return packed;
     }
 
-    public IReadOnlyList<NodeProto> Emit(Layer layer, StoredWeight w, WeightOnlyQuantizer q)
+    public IReadOnlyList<NodeProto> Emit(Layer layer, StoredWeight w, WeightOnlyContext q)
     {
         var node = layer.Node;
         string output = node.Output[0];
@@ -104,11 +108,11 @@ internal sealed class MatMulLayers : ILayerHandler
         var result = new List<NodeProto>();
         if (q.Format == WeightOnlyFormat.MatMulNBits)
         {
-            var inputs = new List<string> { layer.Activation!, w.Data, w.Scales };
+            var inputs = new List<string> { q.ActivationOf(layer), w.Data, w.Scales };
             if (w.ZeroPoints is not null) inputs.Add(w.ZeroPoints);
             var attrs = new List<AttributeProto>
             {
-                GraphBuilder.Attr("K", (long)w.K), GraphBuilder.Attr("N", (long)w.N), GraphBuilder.Attr("bits", (long)w.Bits), GraphBuilder.Attr("block_size", (long)q.BlockSize),
+                GraphBuilder.Attr("K", (long)w.K), GraphBuilder.Attr("N", (long)w.N), GraphBuilder.Attr("bits", (long)w.Bits), GraphBuilder.Attr("block_size", (long)w.BlockSize),
             };
             if (q.Options.AccuracyLevel is { } level) attrs.Add(GraphBuilder.Attr("accuracy_level", (long)level));
             result.Add(Node("MatMulNBits", q.Index.Fresh(baseName + "_Q" + w.Bits), inputs, [product], MicrosoftDomain, [.. attrs]));
@@ -119,71 +123,15 @@ internal sealed class MatMulLayers : ILayerHandler
             var dqInputs = new List<string> { w.Data, w.Scales };
             if (w.ZeroPoints is not null) dqInputs.Add(w.ZeroPoints);
             result.Add(Node("DequantizeLinear", q.Index.Fresh(baseName + "_DequantizeLinear"), dqInputs, [weight], "",
-                GraphBuilder.Attr("axis", 0L), GraphBuilder.Attr("block_size", (long)q.BlockSize)));
-            result.Add(Node("MatMul", q.Index.Fresh(baseName + "_MatMul"), [layer.Activation!, weight], [product]));
+                GraphBuilder.Attr("axis", 0L), GraphBuilder.Attr("block_size", (long)w.BlockSize)));
+            result.Add(Node("MatMul", q.Index.Fresh(baseName + "_MatMul"), [q.ActivationOf(layer), weight], [product]));
         }
-        if (layer.Bias is not null) result.Add(Node("Add", q.Index.Fresh(baseName + "_bias_add"), [product, layer.Bias], [output]));
+        if (layer.Bias is not null) result.Add(Node("Add", q.Index.Fresh(baseName + "_bias_add"), [product, node.Input[2]], [output]));
         return result;
     }
 
     public string Describe(Layer layer, WeightOnlyFormat format) =>
         (format == WeightOnlyFormat.MatMulNBits ? "MatMulNBits" : "DequantizeLinear + MatMul")
         + (layer.Weight.Compute == DT.Float16 ? " in float16" : "")
-        + (layer.Weight.ThroughCast ? $" (from {ElementTypes.Name((int)layer.Weight.Storage)} storage)" : "");
-}
-
-/// <summary>
-/// Embedding tables: Gather (axis 0) over a constant 2-D float table [V, D] becomes com.microsoft GatherBlockQuantized
-/// with the rows block-quantized along D (uint8 data [V, D*bits/8], scales [V, blocks], zero points packed per row),
-/// which gathers and dequantizes only the rows asked for. Gathers over computed or small tensors (shape arithmetic) are
-/// not weights and are left alone without a report entry.
-/// </summary>
-internal sealed class GatherLayers : ILayerHandler
-{
-    const int MinElements = 256;
-
-    public Layer? Plan(NodeProto node, WeightOnlyQuantizer q, int bits, bool head, out bool computedWeight)
-    {
-        computedWeight = false;
-        if (WeightSource.Input(node, 0) is not { } data || WeightSource.Output(node) is null) return null;
-        if (WeightSource.Resolve(q.Index, data, out _) is not { } w || TensorData.ElementCount(w.Tensor) < MinElements) return null;
-        if (WeightSource.Input(node, 1) is null) { q.Skip(node, "Gather without indices"); return null; }
-        if (w.Tensor.Dims.Count != 2) { q.Skip(node, $"table has rank {w.Tensor.Dims.Count}; GatherBlockQuantized reads 2-D tables"); return null; }
-        if ((IntAttr(node, "axis") ?? 0) != 0) { q.Skip(node, "gathers along axis 1; embedding lookups gather rows (axis 0)"); return null; }
-        if (w.Compute == DT.Bfloat16) { q.Skip(node, "table is bfloat16; ONNX Runtime's CPU GatherBlockQuantized has float32 and float16 kernels only"); return null; }
-        long rows = w.Tensor.Dims[0], width = w.Tensor.Dims[1];
-        if (rows * width > Array.MaxLength) { q.Skip(node, $"table of shape [{rows},{width}] is too large for one array"); return null; }
-        if (width * bits % 8 != 0) { q.Skip(node, $"rows of {width} values do not fill whole bytes at {bits} bits"); return null; }
-        // Blocks along the row (D): the table is quantized as its transpose, weight[K = D, N = V].
-        return new Layer(node, this, w, (int)width, (int)rows, Transpose: true, bits, head, Activation: null, Bias: null);
-    }
-
-    public StoredWeight Store(Layer layer, BlockQuantized bq, WeightOnlyQuantizer q)
-    {
-        string source = layer.Weight.Name;
-        int blocks = bq.BlocksPerColumn;
-        string data = q.Add(TensorData.FromRaw(q.Index.Fresh(source + $"_Q{bq.Bits}"), DT.Uint8, [bq.N, (bq.K * bq.Bits + 7) / 8], bq.PackedRows()));
-        string scales = q.AddScales(q.Index.Fresh(source + $"_Q{bq.Bits}_scales"), [bq.N, blocks], bq.Scales, layer.Weight.Compute);
-        string? zeroPoints = null;
-        if (!bq.Symmetric)
-        {
-            var zp = bq.PackedZeroPoints();
-            zeroPoints = q.Add(TensorData.FromRaw(q.Index.Fresh(source + $"_Q{bq.Bits}_zero_points"), DT.Uint8, [bq.N, zp.Length / bq.N], zp));
-        }
-        return new StoredWeight(data, scales, zeroPoints, bq.K, bq.N, bq.Bits, bq.Symmetric, "");
-    }
-
-    public IReadOnlyList<NodeProto> Emit(Layer layer, StoredWeight w, WeightOnlyQuantizer q)
-    {
-        var node = layer.Node;
-        var inputs = new List<string> { w.Data, node.Input[1], w.Scales };
-        if (w.ZeroPoints is not null) inputs.Add(w.ZeroPoints);
-        string name = q.Index.Fresh((string.IsNullOrEmpty(node.Name) ? "Gather" : node.Name) + "_Q" + w.Bits);
-        return [Node("GatherBlockQuantized", name, inputs, [node.Output[0]], MicrosoftDomain,
-            GraphBuilder.Attr("gather_axis", 0L), GraphBuilder.Attr("quantize_axis", 1L), GraphBuilder.Attr("block_size", (long)q.BlockSize), GraphBuilder.Attr("bits", (long)w.Bits))];
-    }
-
-    public string Describe(Layer layer, WeightOnlyFormat format) =>
-        "GatherBlockQuantized" + (layer.Weight.Compute == DT.Float16 ? " in float16" : "")
         + (layer.Weight.ThroughCast ? $" (from {ElementTypes.Name((int)layer.Weight.Storage)} storage)" : "");
 }
