@@ -190,13 +190,17 @@ public static class ModelIO
 
         string dataName = Path.GetFileName(full) + ".data";
         string dataPath = Path.Combine(dir, dataName);
-        string tempModel = TempPath(full), tempData = TempPath(dataPath);
+        // What a killed export to this folder left is removed first (never what a live process is writing).
+        TemporaryFiles.RemoveStale(dir);
+        string tempModel = TemporaryFiles.Beside(full), tempData = TemporaryFiles.Beside(dataPath);
         var links = new List<(TensorFile File, string Name, string Temp)>();
+        // The temporary files stay open, locked as their owner's, until they have their final names.
+        FileStream? data = null, modelFile = null;
         try
         {
             if (external)
             {
-                using var data = new FileStream(tempData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+                data = TemporaryFiles.Create(tempData);
                 foreach (var tensor in proto.Graph.Initializer)
                 {
                     cancel.ThrowIfCancellationRequested();
@@ -210,19 +214,16 @@ public static class ModelIO
             // Whatever the model file holds itself is embedded: tensors still in a data file are read back in.
             foreach (var tensor in AllTensors(proto.Graph))
                 if (ExternalTensor.IsBound(tensor)) Embed(tensor);
-            using (var file = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            using (var guarded = new CancellableStream(file, cancel))
-            {
-                using (var coded = new CodedOutputStream(guarded, 1 << 20)) proto.WriteTo(coded);
-                file.Flush(flushToDisk: !options.LinkExternalFiles);
-            }
-            if (external) File.Move(tempData, dataPath, overwrite: true);
-            foreach (var link in links) File.Move(link.Temp, Path.Combine(dir, link.Name), overwrite: true);
-            File.Move(tempModel, full, overwrite: true);
+            modelFile = TemporaryFiles.Create(tempModel);
+            using (var coded = new CodedOutputStream(new CancellableStream(modelFile, cancel), 1 << 20, leaveOpen: true)) proto.WriteTo(coded);
+            modelFile.Flush(flushToDisk: !options.LinkExternalFiles);
+            Commit(full, external ? (tempData, dataPath) : null, links.Select(l => (l.Temp, Path.Combine(dir, l.Name))), tempModel, options.Overwrite, cancel);
             return new SaveResult(full, external ? dataPath : null, forced);
         }
         catch (Exception e)
         {
+            data?.Dispose();
+            modelFile?.Dispose();
             TryDelete(tempModel);
             TryDelete(tempData);
             foreach (var link in links) TryDelete(link.Temp);
@@ -230,6 +231,26 @@ public static class ModelIO
                 throw Error("ExportWriteFailed", EngineErrorKind.WriteError, full, $"Could not write '{full}': {e.Message}", e);
             throw;
         }
+        finally
+        {
+            data?.Dispose();
+            modelFile?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Gives the written files their final names, the model's last, holding the folder's lock so that two exports to one
+    /// path cannot interleave their renames (which would pair one model's graph with the other's data file).
+    /// </summary>
+    static void Commit(string model, (string Temp, string Final)? data, IEnumerable<(string Temp, string Final)> links, string tempModel, bool overwrite, CancellationToken cancel)
+    {
+        using var folderLock = NativeFiles.LockFolder(Path.GetDirectoryName(model)!, cancel);
+        // Checked again under the lock: another export may have written the file since the first check.
+        if (!overwrite && File.Exists(model))
+            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, model, $"'{model}' already exists. Use -Force to overwrite it.");
+        if (data is { } d) File.Move(d.Temp, d.Final, overwrite: true);
+        foreach (var link in links) File.Move(link.Temp, link.Final, overwrite: true);
+        File.Move(tempModel, model, overwrite: true);
     }
 
     /// <summary>
@@ -331,14 +352,11 @@ public static class ModelIO
         foreach (var link in links) if (link.File == file) return link.Name;
         file.CheckUnchanged();
         string name = Path.GetFileName(modelPath) + $".{links.Count}.data";
-        string temp = TempPath(Path.Combine(Path.GetDirectoryName(modelPath)!, name));
+        string temp = TemporaryFiles.Beside(Path.Combine(Path.GetDirectoryName(modelPath)!, name));
         if (!NativeFiles.TryHardLink(file.Path, temp)) return null;
         links.Add((file, name, temp));
         return name;
     }
-
-    static string TempPath(string target) =>
-        Path.Combine(Path.GetDirectoryName(target)!, "." + Path.GetFileName(target) + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp");
 
     static void TryDelete(string path)
     {

@@ -3,7 +3,10 @@ using Microsoft.Win32.SafeHandles;
 
 namespace ModelCompression.Native.Onnx;
 
-/// <summary>File-system calls .NET has no API for: hard links, and copies the kernel makes without passing the bytes through user memory.</summary>
+/// <summary>
+/// File-system calls .NET has no API for: hard links, copies the kernel makes without passing the bytes through user
+/// memory, and advisory locks (flock) that the kernel drops when their process dies, however it dies.
+/// </summary>
 static partial class NativeFiles
 {
     /// <summary>A second name for the same bytes; false when the file system, the platform or the permissions do not allow it.</summary>
@@ -43,6 +46,58 @@ static partial class NativeFiles
         catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { }
         return done;
     }
+
+    /// <summary>What a try for a lock found.</summary>
+    public enum LockResult { Taken, Held, Unsupported }
+
+    /// <summary>
+    /// Takes an exclusive lock on an open file without waiting: Held when another open file (in any process, in any PID
+    /// namespace) holds one, Unsupported where the platform or file system has no such locks (Windows has sharing modes).
+    /// </summary>
+    public static LockResult TryLock(SafeFileHandle file) =>
+        OperatingSystem.IsWindows() ? LockResult.Unsupported : TryFlock((int)file.DangerousGetHandle());
+
+    /// <summary>
+    /// An exclusive lock on a folder (Unix), waiting for whoever holds it; released when disposed or when the process
+    /// dies. Null where the folder cannot be opened or locked (the caller goes on unlocked: nothing better exists there).
+    /// </summary>
+    public static IDisposable? LockFolder(string folder, CancellationToken cancel)
+    {
+        if (OperatingSystem.IsWindows()) return null;
+        int fd;
+        try { fd = Open(folder, OperatingSystem.IsMacOS() ? 0x1000000 : 0x80000); }   // O_RDONLY | O_CLOEXEC
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return null; }
+        if (fd < 0) return null;
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        while (true)
+        {
+            switch (TryFlock(fd))
+            {
+                case LockResult.Taken: return handle;
+                case LockResult.Unsupported: handle.Dispose(); return null;
+            }
+            if (cancel.IsCancellationRequested) { handle.Dispose(); cancel.ThrowIfCancellationRequested(); }
+            Thread.Sleep(2);
+        }
+    }
+
+    static LockResult TryFlock(int fd)
+    {
+        const int LockExclusive = 2, NoWait = 4;
+        try
+        {
+            if (Flock(fd, LockExclusive | NoWait) == 0) return LockResult.Taken;
+            int wouldBlock = OperatingSystem.IsMacOS() || OperatingSystem.IsFreeBSD() ? 35 : 11;
+            return Marshal.GetLastPInvokeError() == wouldBlock ? LockResult.Held : LockResult.Unsupported;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return LockResult.Unsupported; }
+    }
+
+    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
+    private static partial int Flock(int fd, int operation);
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int Open(string path, int flags);
 
     [LibraryImport("libc", EntryPoint = "link", StringMarshalling = StringMarshalling.Utf8)]
     private static partial int LinkUnix(string existing, string link);

@@ -27,7 +27,7 @@ public static class GraphOptimizer
             _ => "All",
         };
         cancel.ThrowIfCancellationRequested();
-        string dir = Directory.CreateTempSubdirectory("mc-optimize-").FullName;
+        string dir = ScratchFolder.CreateSubdirectory("optimize-");
         try
         {
             string output = Path.Combine(dir, "optimized.onnx");

@@ -26,7 +26,7 @@ public static class RuntimeModel
         if (ModelIO.SerializedSize(proto) < InMemoryLimit)
             return new InferenceSession(ModelIO.ToBytes(proto, name), options);
 
-        string dir = Directory.CreateTempSubdirectory("mc-session-").FullName;
+        string dir = ScratchFolder.CreateSubdirectory("session-");
         try
         {
             string path = Path.Combine(dir, "model.onnx");
