@@ -16,6 +16,8 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["pruning-transformers"] = TransformerPruningBench.Run,
     ["large"] = LargeModelBench.Run,
     ["large-child"] = LargeModelBench.Child,
+    ["faults"] = FaultsBench.Run,
+    ["faults-child"] = FaultsBench.Child,
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {

@@ -218,12 +218,11 @@ public static class ModelIO
             using (var coded = new CodedOutputStream(new CancellableStream(modelFile, cancel), 1 << 20, leaveOpen: true)) proto.WriteTo(coded);
             modelFile.Flush(flushToDisk: !options.LinkExternalFiles);
             Commit(full, external ? (tempData, dataPath) : null, links.Select(l => (l.Temp, Path.Combine(dir, l.Name))), tempModel, options.Overwrite, cancel);
-            return new SaveResult(full, external ? dataPath : null, forced);
         }
         catch (Exception e)
         {
-            data?.Dispose();
-            modelFile?.Dispose();
+            Abandon(data);
+            Abandon(modelFile);
             TryDelete(tempModel);
             TryDelete(tempData);
             foreach (var link in links) TryDelete(link.Temp);
@@ -231,11 +230,15 @@ public static class ModelIO
                 throw Error("ExportWriteFailed", EngineErrorKind.WriteError, full, $"Could not write '{full}': {e.Message}", e);
             throw;
         }
-        finally
-        {
-            data?.Dispose();
-            modelFile?.Dispose();
-        }
+        data?.Dispose();
+        modelFile?.Dispose();
+        return new SaveResult(full, external ? dataPath : null, forced);
+    }
+
+    /// <summary>Closes a file that failed: what is still buffered cannot be written either (the disk is full, say).</summary>
+    static void Abandon(FileStream? stream)
+    {
+        try { stream?.Dispose(); } catch (IOException) { }
     }
 
     /// <summary>
