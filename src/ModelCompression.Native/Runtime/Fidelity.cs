@@ -119,8 +119,8 @@ public static class ModelComparer
     public static IReadOnlyList<OutputFidelity> Compare(OnnxModel reference, OnnxModel difference, ComparisonInputs inputs,
         SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default)
     {
-        using var a = new ModelSession(reference, settings);
-        using var b = new ModelSession(difference, settings);
+        using var a = new ModelSession(reference, settings, cancel);
+        using var b = new ModelSession(difference, settings, cancel);
         var outputs = a.OutputNames.Where(b.OutputNames.Contains).ToList();
         if (outputs.Count == 0)
             throw new EngineException("OutputsDisjoint", EngineErrorKind.InvalidArgument,

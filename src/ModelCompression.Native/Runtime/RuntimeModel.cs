@@ -17,6 +17,30 @@ public static class RuntimeModel
     /// <summary>A session over <paramref name="model"/> as it is.</summary>
     public static InferenceSession Open(OnnxModel model, SessionOptions options) => Open(model.Proto, model.Name, options, model.LoadedFrom);
 
+    /// <summary>
+    /// A session over <paramref name="model"/> that the caller gives up on when <paramref name="cancel"/> is cancelled
+    /// first: ONNX Runtime cannot stop loading a model (seconds for a large one), so the load goes on in the background,
+    /// owning its options, and its session is disposed when it is done, while Ctrl+C returns at once.
+    /// </summary>
+    public static InferenceSession Open(OnnxModel model, SessionSettings settings, CancellationToken cancel)
+    {
+        cancel.ThrowIfCancellationRequested();
+        InferenceSession OpenWithOptions()
+        {
+            using var options = settings.Create();
+            return Open(model, options);
+        }
+        if (!cancel.CanBeCanceled) return OpenWithOptions();
+        var opening = Task.Run(OpenWithOptions, CancellationToken.None);
+        try { Task.WaitAny([opening], cancel); }
+        catch (OperationCanceledException)
+        {
+            opening.ContinueWith(t => { if (t.IsCompletedSuccessfully) t.Result.Dispose(); }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+            throw;
+        }
+        return opening.GetAwaiter().GetResult();
+    }
+
     /// <summary>A session over <paramref name="proto"/> (a model, or a copy a caller edited: extra outputs, say).</summary>
     public static InferenceSession Open(ModelProto proto, string name, SessionOptions options, FileIdentity? loadedFrom = null)
     {
