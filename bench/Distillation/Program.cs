@@ -57,7 +57,7 @@ foreach (var (name, hidden, epochs, lr) in new (string, int[], int, double)[] { 
     if (outDir is not null)
     {
         using var session = new ModelSession(teacher);
-        var inputs = train.MapToInputs(InputSynthesizer.Inputs(teacher));
+        var inputs = ModelInputs.Bind(teacher, train);
         var logits = session.Run(inputs)[0];
         arrays.Add(new NamedArray("x_train", train.Features[0].Shape, train.Features[0].AsFloat()));
         arrays.Add(new NamedArray("y_train", [train.Rows], train.Labels!));
@@ -77,7 +77,7 @@ static double Median(List<double> v) { var s = v.Order().ToList(); return s[s.Co
 static double Accuracy(OnnxModel model, DataSet data)
 {
     using var session = new ModelSession(model);
-    var logits = session.Run(data.MapToInputs(InputSynthesizer.Inputs(model)))[0];
+    var logits = session.Run(ModelInputs.Bind(model, data))[0];
     var v = logits.AsFloat(); int classes = (int)logits.Shape[1]; var y = data.Labels!;
     int correct = 0;
     for (int r = 0; r < y.Length; r++)

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using ModelCompression.Native;
+using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Pruning;
 using ModelCompression.Native.Quantization;
@@ -187,7 +188,7 @@ static class FaultsBench
             "rtn" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32 }, null, cancel.Token),
             "dynamic" => ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = QuantizationMode.Dynamic }, null, cancel.Token),
             "prune" => ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Scope = PruningScope.Global }, null, cancel.Token),
-            "compare" => ModelComparer.Compare(model, model, new ComparisonInputs(), null, null, cancel.Token),
+            "compare" => ModelComparer.Compare(model, model, new InputSource(), null, null, cancel.Token),
             "export" => ModelIO.Save(model, target, new SaveOptions { Overwrite = true }, cancel.Token),
             _ => throw new ArgumentException("unknown stage " + stage),
         };

@@ -46,7 +46,7 @@ static class LlmQuantizationBench
         var model = ModelIO.Load(Path.Combine(shared, "models", "tiny_lm.onnx"));
         var calibration = DataSet.Load(Path.Combine(shared, "data", "tiny_lm_calib.npz"));
         var test = DataSet.Load(Path.Combine(shared, "data", "tiny_lm_test.npz"));
-        var inputs = new ComparisonInputs { Data = test, BatchSize = 64 };
+        var inputs = new InputSource { Data = test, BatchSize = 64 };
         Console.WriteLine($"tiny_lm: 4-bit weight-only (the 25 weight MatMuls, symmetric), perplexity on {test.Rows} held-out windows of 128 bytes");
         double reference = double.NaN;
         foreach (int blockSize in new[] { 32, 128 })

@@ -1,3 +1,4 @@
+using ModelCompression.Native.Data;
 using System.Collections;
 using System.Management.Automation;
 using ModelCompression.Native.Runtime;
@@ -64,7 +65,7 @@ public sealed class CompareModelCommand : ModelCmdletBase
             var synthesis = InputShapeSpec.Apply(
                 new SynthesisOptions { BatchSize = BatchSize, IntegerRange = InputArguments.Range(IntegerRange) },
                 [reference.Engine, difference.Engine], InputArguments.Shapes(InputShape));
-            var inputs = new ComparisonInputs { Data = InputArguments.Data(this, InputData, InputShape, IntegerRange), BatchSize = BatchSize, Synthesis = synthesis };
+            var inputs = new InputSource { Data = InputArguments.Data(this, InputData, InputShape, IntegerRange), BatchSize = BatchSize, Synthesis = synthesis };
             var gates = new ComparisonGates { MinCosine = MinCosine, MaxAccuracyDrop = MaxAccuracyDrop, MinTop1Agreement = MinTop1Agreement, MaxPerplexityIncrease = MaxPerplexityIncrease };
             comparison = ModelComparison.Run(reference.Engine, difference.Engine, inputs, gates, null,
                 Progress(activity, $"{difference.Name} against {reference.Name}"), CancellationToken);

@@ -1,3 +1,4 @@
+using ModelCompression.Native.Data;
 using ModelCompression.Native.Runtime;
 
 namespace ModelCompression;

@@ -24,11 +24,11 @@ public class DataSetTests
     {
         var model = ModelIO.Load(SharedFiles.Model("wine_mlp.onnx"));
         var data = DataSet.Load(SharedFiles.Data("wine_test.npz"));
-        var map = data.MapToInputs(ModelCompression.Native.Runtime.InputSynthesizer.Inputs(model));
+        var map = ModelInputs.Bind(model, data);
         Assert.Equal(new long[] { data.Rows, 13 }, map["features"].Shape);
         // The wrong data set is refused before anything runs.
         var other = DataSet.Load(SharedFiles.Data("breast_cancer_test.npz"));
-        var e = Assert.Throws<EngineException>(() => other.MapToInputs(ModelCompression.Native.Runtime.InputSynthesizer.Inputs(model)));
+        var e = Assert.Throws<EngineException>(() => ModelInputs.Bind(model, other));
         Assert.Equal("DataShapeMismatch", e.ErrorId);
     }
 

@@ -1,3 +1,4 @@
+using ModelCompression.Native.Data;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
@@ -99,7 +100,7 @@ public class LargeModelTests
         {
             var back = ModelIO.Load(tmp.File(name));
             Assert.Equal(model.Proto.Graph.Initializer.Select(TensorData.ToFloat), back.Proto.Graph.Initializer.Select(TensorData.ToFloat));
-            Assert.Equal(0, ModelComparer.Compare(model, back, new ComparisonInputs()).Single().MaxAbsError);
+            Assert.Equal(0, ModelComparer.Compare(model, back, new InputSource()).Single().MaxAbsError);
         }
         Assert.False(File.Exists(tmp.File("single.onnx.data")));
     }
@@ -132,7 +133,7 @@ public class LargeModelTests
         OnnxModel.SpillThreshold = long.MaxValue;
         var inMemory = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5 });
         Assert.Empty(inMemory.Files.OfType<ScratchFile>());
-        Assert.Equal(0, ModelComparer.Compare(inMemory, pruned, new ComparisonInputs()).Single().MaxAbsError);
+        Assert.Equal(0, ModelComparer.Compare(inMemory, pruned, new InputSource()).Single().MaxAbsError);
         ModelIO.Save(pruned, tmp.File("p.onnx"));
         Assert.Equal(inMemory.Proto.Graph.Initializer.Select(TensorData.ToFloat), ModelIO.Load(tmp.File("p.onnx")).Proto.Graph.Initializer.Select(TensorData.ToFloat));
         return file.Path;
@@ -149,7 +150,7 @@ public class LargeModelTests
         RuntimeModel.InMemoryLimit = 0;
         try
         {
-            var inputs = new ComparisonInputs();
+            var inputs = new InputSource();
             Assert.Equal(0, ModelComparer.Compare(Original(), derived, inputs).Single().MaxAbsError);
             Assert.DoesNotContain(Directory.GetDirectories(ScratchFolder.Path, "session-*"), d => !before.Contains(d));
         }

@@ -1,3 +1,4 @@
+using ModelCompression.Native.Data;
 using Google.Protobuf;
 using ModelCompression.Native;
 using ModelCompression.Native.Onnx;
@@ -20,7 +21,7 @@ public class ModelIOTests
         var back = ModelIO.Load(tmp.File(file));
         Assert.Equal(model.Proto, back.Proto);
 
-        var inputs = new ComparisonInputs { Synthesis = new SynthesisOptions { DefaultDimension = 32 }, SyntheticBatches = 1 };
+        var inputs = new InputSource { Synthesis = new SynthesisOptions { DefaultDimension = 32 }, SyntheticBatches = 1 };
         foreach (var f in ModelComparer.Compare(model, back, inputs))
         {
             Assert.Equal(0, f.MaxAbsError);
@@ -58,7 +59,7 @@ public class ModelIOTests
         Assert.True(new FileInfo(result.ModelPath).Length < 4096);
         var back = ModelIO.Load(tmp.File("ext.onnx"));
         Assert.Equal(model.Proto.Graph.Initializer.Select(TensorData.ToFloat), back.Proto.Graph.Initializer.Select(TensorData.ToFloat));
-        var f = ModelComparer.Compare(model, back, new ComparisonInputs()).Single();
+        var f = ModelComparer.Compare(model, back, new InputSource()).Single();
         Assert.Equal(0, f.MaxAbsError);
     }
 

@@ -26,11 +26,11 @@ static class PruningBench
 
         var wine = ModelIO.Load(Path.Combine(shared, "models", "wine_mlp.onnx"));
         var data = DataSet.Load(Path.Combine(shared, "data", "wine_train.npz"));
-        var rows = data.MapToInputs(InputSynthesizer.Inputs(wine)).ToDictionary(kv => kv.Key, kv => kv.Value.Slice(0, 64));
+        var rows = ModelInputs.Bind(wine, data).ToDictionary(kv => kv.Key, kv => kv.Value.Slice(0, 64));
         foreach (double rate in new[] { 0.5, 0.75 })
         {
             var pruned = ModelPruner.Prune(wine, new PruningOptions { Rate = rate, Structured = true });
-            var f = ModelComparer.Compare(wine, pruned, new ComparisonInputs { Data = DataSet.Load(Path.Combine(shared, "data", "wine_test.npz")) }).Single();
+            var f = ModelComparer.Compare(wine, pruned, new InputSource { Data = DataSet.Load(Path.Combine(shared, "data", "wine_test.npz")) }).Single();
             Row($"wine_mlp {rate:P0} [64 rows]", wine, pruned, rows, iterations * 20);
             Console.WriteLine($"{"",28} test accuracy {f.ReferenceAccuracy:P1} -> {f.DifferenceAccuracy:P1} (no fine-tuning)");
         }

@@ -51,7 +51,7 @@ static class TransformerPruningBench
         ];
         foreach (var (label, options) in bertVariants) Row(label, bert, options, bertInputs, iterations / 4, null);
         var same = ModelPruner.Prune(bert, new PruningOptions { Structured = true, Rate = 0 });
-        var f = ModelComparer.Compare(bert, same, new ComparisonInputs { Synthesis = new SynthesisOptions { DefaultDimension = 128 }, SyntheticBatches = 2 }).Single();
+        var f = ModelComparer.Compare(bert, same, new InputSource { Synthesis = new SynthesisOptions { DefaultDimension = 128 }, SyntheticBatches = 2 }).Single();
         Console.WriteLine($"tiny_bert rate 0: graph unchanged {same.Proto.Graph.Equals(bert.Proto.Graph)}, max abs output difference {f.MaxAbsError}");
         return 0;
     }

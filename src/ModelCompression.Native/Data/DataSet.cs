@@ -8,7 +8,7 @@ namespace ModelCompression.Native.Data;
 /// <summary>
 /// Arrays read from a data file: NumPy's .npy/.npz, or CSV (a header row; numeric columns; an optional
 /// label column). Arrays named y, label or labels are labels; the others feed the model's inputs,
-/// by name where names match, else in order.
+/// by name where names match, else in order (see ModelInputs).
 /// </summary>
 public sealed class DataSet
 {
@@ -72,42 +72,6 @@ public sealed class DataSet
         if (files.Count == 0)
             throw new EngineException("DataFolderEmpty", EngineErrorKind.InvalidData, $"Folder '{path}' holds no .npz, .npy or .csv file.") { Target = path };
         return files.Select(Load).ToList();
-    }
-
-    /// <summary>
-    /// Which array feeds which model input: by name first, then the remaining arrays in order.
-    /// Checks counts and fixed dimensions so a mismatch is reported before anything runs.
-    /// </summary>
-    public IReadOnlyDictionary<string, NamedArray> MapToInputs(IReadOnlyList<ValueSignature> inputs)
-    {
-        var features = Features;
-        var map = new Dictionary<string, NamedArray>(StringComparer.Ordinal);
-        var unused = new List<NamedArray>(features);
-        foreach (var input in inputs)
-        {
-            var byName = unused.FirstOrDefault(a => a.Name == input.Name);
-            if (byName is null) continue;
-            map[input.Name] = byName;
-            unused.Remove(byName);
-        }
-        foreach (var input in inputs.Where(i => !map.ContainsKey(i.Name)))
-        {
-            if (unused.Count == 0)
-                throw new EngineException("DataInputMissing", EngineErrorKind.InvalidData,
-                    $"Data file '{Source}' has no array for model input '{input.Name}' (arrays: {string.Join(", ", Arrays.Select(a => a.Name))}).") { Target = Source };
-            map[input.Name] = unused[0].Rename(input.Name);
-            unused.RemoveAt(0);
-        }
-        foreach (var input in inputs)
-        {
-            var a = map[input.Name];
-            bool rankOk = input.Shape.Count == 0 || input.Shape.Count == a.Shape.Length;
-            bool dimsOk = rankOk && input.Shape.Select((d, i) => i == 0 || !long.TryParse(d, out long v) || v == a.Shape[i]).All(x => x);
-            if (!dimsOk)
-                throw new EngineException("DataShapeMismatch", EngineErrorKind.InvalidData,
-                    $"Data file '{Source}': array for input '{input.Name}' has shape [{string.Join(",", a.Shape)}] but the model expects [{string.Join(",", input.Shape)}].") { Target = Source };
-        }
-        return map;
     }
 
     static DataSet ReadNpz(string path)

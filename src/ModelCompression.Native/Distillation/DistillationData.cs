@@ -35,9 +35,10 @@ internal sealed class Prepared
     /// <summary>Labels per row: 1 for [rows], the product of the trailing dimensions for [rows, positions...].</summary>
     public int LabelsPerRow = 1;
 
-    public static Prepared From(DataSet data, IReadOnlyList<ValueSignature> inputs, string role)
+    public static Prepared From(DataSet data, OnnxModel student, string role)
     {
-        var map = data.MapToInputs(inputs);
+        var inputs = InputSynthesizer.Inputs(student);
+        var map = ModelInputs.Bind(student, data);
         var names = inputs.Select(i => i.Name).ToArray();
         var columns = new Array[names.Length];
         var shapes = new int[names.Length][];

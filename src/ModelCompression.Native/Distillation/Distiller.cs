@@ -35,7 +35,7 @@ public static class Distiller
                 $"'{training.Source}' holds one 1-D array of {only.Length:N0} integers, a token stream: give a sequence length to train on windows of it (-SequenceLength).") { Target = training.Source };
         return Run(teacher, student, validation, options, progress, cancellation, rng =>
         {
-            var rows = Prepared.From(training, studentInputs, "training");
+            var rows = Prepared.From(training, student, "training");
             var probe = rows.Batch(Enumerable.Range(0, Math.Min(8, rows.Rows)).ToArray());
             return (probe, Math.Min(8, rows.Rows), (t, shape) => new RowBatches(rows, t, shape, options.BatchSize, options.Shuffle, rng, options.TeacherBatchSize, cancellation), rows);
         });
@@ -110,7 +110,7 @@ public static class Distiller
 
         using var teacher = new TeacherModel(teacherModel, pairing, teacherOutput, options.TeacherSession);
         var (probe, probeRows, makeSource, trainRows) = trainingData(rng);
-        var validRows = validation is null ? null : Prepared.From(validation, studentInputs, "validation");
+        var validRows = validation is null ? null : Prepared.From(validation, student, "validation");
 
         // The student's output must have the teacher's shape per row, on the training and the validation data.
         (int[] Shape, float[] Teacher) RowShape(Dictionary<string, Tensor> inputs, int rows, string role)

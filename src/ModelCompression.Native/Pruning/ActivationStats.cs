@@ -1,13 +1,11 @@
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
-using ModelCompression.Native.Onnx.Proto;
 using ModelCompression.Native.Runtime;
 
 namespace ModelCompression.Native.Pruning;
 
 /// <summary>
-/// L2 norms of input activations per channel over calibration data, gathered in ONNX Runtime: a copy of the model
-/// exposes each wanted tensor as an extra graph output and runs the data through in batches.
+/// L2 norms of input activations per channel over calibration data, gathered in ONNX Runtime by the activation probe.
 /// </summary>
 internal static class ActivationStats
 {
@@ -15,36 +13,16 @@ internal static class ActivationStats
     public static Dictionary<string, double[]> ChannelNorms(OnnxModel model, IReadOnlyCollection<(string Tensor, int Axis)> wanted,
         DataSet data, int batchSize, IProgress<double>? progress, CancellationToken cancel)
     {
-        var proto = model.Proto.Clone();
-        var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        var inputs = InputSynthesizer.Inputs(model).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
         var axes = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var (tensor, axis) in wanted)
         {
             if (axes.TryGetValue(tensor, out int existing) && existing != axis)
                 throw new EngineException("PruningActivationAxisConflict", EngineErrorKind.InvalidOperation, $"Tensor '{tensor}' is read along two different channel axes.");
             axes[tensor] = axis;
-            if (!inputs.Contains(tensor) && outputs.Add(tensor)) proto.Graph.Output.Add(new ValueInfoProto { Name = tensor });
         }
-        var fromSession = axes.Keys.Where(t => !inputs.Contains(t)).ToList();
         var sums = new Dictionary<string, double[]>(StringComparer.Ordinal);
-        using var session = new ModelSession(new OnnxModel(proto, model.SourcePath, []));
-        long rows = 0;
-        foreach (var (batch, _, fraction) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
-        {
-            cancel.ThrowIfCancellationRequested();
-            var results = fromSession.Count == 0 ? [] : session.Run(batch, fromSession, cancel);
-            var arrays = results.ToDictionary(r => r.Name, StringComparer.Ordinal);
-            foreach (var name in axes.Keys)
-            {
-                var array = inputs.Contains(name) ? batch[name] : arrays[name];
-                Accumulate(sums, name, array, axes[name]);
-            }
-            rows += batch.Values.First().Rows;
-            progress?.Report(fraction);
-        }
-        if (rows == 0)
-            throw new EngineException("PruningCalibrationDataEmpty", EngineErrorKind.InvalidData, $"Calibration data '{data.Source}' has no rows.") { Target = data.Source };
+        using var probe = new ActivationProbe(model, axes.Keys);
+        probe.Observe(new InputSource { Data = data, BatchSize = batchSize }, t => Accumulate(sums, t.Name, t.Value, axes[t.Name]), progress: progress, cancel: cancel);
         return sums.ToDictionary(kv => kv.Key, kv => kv.Value.Select(Math.Sqrt).ToArray(), StringComparer.Ordinal);
     }
 

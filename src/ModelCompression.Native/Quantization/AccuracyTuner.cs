@@ -46,7 +46,7 @@ internal sealed class AccuracyTuner(OnnxModel reference, DataSet validation, int
     {
         var clock = Stopwatch.StartNew();
         outputs = reference.Proto.Graph.Output.Select(v => v.Name).ToList();
-        batches = ModelComparer.Batches(reference, new ComparisonInputs { Data = validation, BatchSize = batchSize }).Select(b => b.Inputs).ToList();
+        batches = ModelInputs.Batches(reference, new InputSource { Data = validation, BatchSize = batchSize }).Select(b => b.Inputs).ToList();
         using (var session = new ModelSession(reference, new SessionSettings { GraphOptimization = "None" }))
             foreach (var batch in batches)
             {

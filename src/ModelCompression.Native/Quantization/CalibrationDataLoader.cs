@@ -8,38 +8,6 @@ namespace ModelCompression.Native.Quantization;
 /// <summary>Calibration data from a file or a folder of files: the folder's files become one data set (rows appended, arrays matched by name).</summary>
 public static class CalibrationDataLoader
 {
-    /// <summary>
-    /// Refuses data whose arrays do not fit the model's inputs (missing, wrong shape, or another element type than the
-    /// input's) before anything runs, naming the array and the input.
-    /// </summary>
-    public static void Check(OnnxModel model, DataSet data)
-    {
-        var inputs = InputSynthesizer.Inputs(model);
-        var map = data.MapToInputs(inputs);
-        foreach (var input in inputs)
-        {
-            var array = map[input.Name];
-            var expected = (DT)input.ElementTypeCode;
-            var actual = ElementType(array);
-            if (expected != DT.Undefined && actual != expected)
-                throw new EngineException("CalibrationDataTypeMismatch", EngineErrorKind.InvalidData,
-                    $"Calibration data '{data.Source}': array '{array.Name}' holds {ElementTypes.Name((int)actual)} values but model input '{input.Name}' is {input.ElementType}.") { Target = data.Source };
-        }
-    }
-
-    static DT ElementType(NamedArray a) => a.Data switch
-    {
-        float[] => DT.Float,
-        double[] => DT.Double,
-        long[] => DT.Int64,
-        int[] => DT.Int32,
-        byte[] => DT.Uint8,
-        sbyte[] => DT.Int8,
-        bool[] => DT.Bool,
-        Half[] => DT.Float16,
-        _ => DT.Undefined,
-    };
-
     public static DataSet Load(string path)
     {
         var sets = DataSet.LoadMany(path);

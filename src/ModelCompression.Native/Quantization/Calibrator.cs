@@ -1,6 +1,5 @@
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
-using ModelCompression.Native.Onnx.Proto;
 using ModelCompression.Native.Runtime;
 
 namespace ModelCompression.Native.Quantization;
@@ -19,16 +18,10 @@ internal static class Calibrator
     public static Dictionary<string, (float Min, float Max)> Run(OnnxModel model, IReadOnlyCollection<string> tensors, DataSet data,
         CalibrationMethod method, double percentile, int batchSize, IProgress<QuantizationProgress>? progress, CancellationToken cancel)
     {
-        var graphInputs = model.Proto.Graph.Input.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
-        var copy = model.Proto.Clone();
-        var outputs = copy.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in tensors) if (!graphInputs.Contains(t) && outputs.Add(t)) copy.Graph.Output.Add(new ValueInfoProto { Name = t });
-        var probe = new OnnxModel(copy, model.SourcePath, []);
-        var wanted = tensors.Where(t => !graphInputs.Contains(t)).ToList();
-        var inputs = new ComparisonInputs { Data = data, BatchSize = batchSize };
+        var inputs = new InputSource { Data = data, BatchSize = batchSize };
         int passes = method == CalibrationMethod.MinMax ? 1 : 2;
 
-        using var session = new ModelSession(probe, new SessionSettings { GraphOptimization = "None" });
+        using var probe = new ActivationProbe(model, tensors);
         var min = tensors.ToDictionary(t => t, _ => float.PositiveInfinity, StringComparer.Ordinal);
         var max = tensors.ToDictionary(t => t, _ => float.NegativeInfinity, StringComparer.Ordinal);
         Dictionary<string, long[]>? hist = null;
@@ -36,14 +29,9 @@ internal static class Calibrator
         for (int pass = 0; pass < passes; pass++)
         {
             if (pass == 1) hist = tensors.ToDictionary(t => t, _ => new long[HistogramBins], StringComparer.Ordinal);
-            foreach (var (batch, _, fraction) in ModelComparer.Batches(model, inputs))
-            {
-                cancel.ThrowIfCancellationRequested();
-                var results = session.Run(batch, wanted, cancel);
-                for (int i = 0; i < wanted.Count; i++) Observe(wanted[i], results[i].AsFloat(), pass);
-                foreach (var t in tensors) if (graphInputs.Contains(t) && batch.TryGetValue(t, out var a)) Observe(t, a.AsFloat(), pass);
-                progress?.Report(new QuantizationProgress($"Calibrating ({method}{(passes > 1 ? $", pass {pass + 1} of {passes}" : "")})", (pass + fraction) / passes));
-            }
+            string phase = $"Calibrating ({method}{(passes > 1 ? $", pass {pass + 1} of {passes}" : "")})";
+            probe.Observe(inputs, t => Observe(t.Name, t.Value.AsFloat(), pass),
+                progress: new ProgressRelay(f => progress?.Report(new QuantizationProgress(phase, (pass + f) / passes))), cancel: cancel);
         }
 
         var result = new Dictionary<string, (float, float)>(StringComparer.Ordinal);

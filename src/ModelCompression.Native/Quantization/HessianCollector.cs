@@ -1,7 +1,6 @@
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
-using ModelCompression.Native.Onnx.Proto;
 using ModelCompression.Native.Runtime;
 
 namespace ModelCompression.Native.Quantization;
@@ -32,26 +31,9 @@ internal static class HessianCollector
     public static Dictionary<string, float[]> Collect(OnnxModel model, IReadOnlyList<(string Name, int K)> activations, DataSet data, int batchSize,
         IProgress<double>? progress, CancellationToken cancel)
     {
-        CalibrationDataLoader.Check(model, data);
-        var graphInputs = model.Proto.Graph.Input.Select(v => v.Name).ToHashSet(StringComparer.Ordinal);
-        var copy = model.Proto.Clone();
-        var outputs = copy.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var (name, _) in activations)
-            if (!graphInputs.Contains(name) && outputs.Add(name)) copy.Graph.Output.Add(new ValueInfoProto { Name = name });
-        var probe = new OnnxModel(copy, model.SourcePath, []);
-        var wanted = activations.Where(a => !graphInputs.Contains(a.Name)).Select(a => a.Name).Distinct().ToList();
         var sums = activations.DistinctBy(a => a.Name).ToDictionary(a => a.Name, a => new Accumulator(a.Name, a.K), StringComparer.Ordinal);
-
-        using var session = new ModelSession(probe);
-        foreach (var (batch, _, fraction) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
-        {
-            cancel.ThrowIfCancellationRequested();
-            var results = session.Run(batch, wanted, cancel);
-            for (int i = 0; i < wanted.Count; i++) sums[wanted[i]].Add(results[i].AsFloat());
-            foreach (var (name, acc) in sums)
-                if (graphInputs.Contains(name) && batch.TryGetValue(name, out var a)) acc.Add(a.AsFloat());
-            progress?.Report(fraction);
-        }
+        using var probe = new ActivationProbe(model, sums.Keys);
+        probe.Observe(new InputSource { Data = data, BatchSize = batchSize }, t => sums[t.Name].Add(t.Value.AsFloat()), progress: progress, cancel: cancel);
         return sums.ToDictionary(kv => kv.Key, kv => kv.Value.Finish(), StringComparer.Ordinal);
     }
 

@@ -103,57 +103,30 @@ public sealed class FidelityAccumulator(string output)
     }
 }
 
-/// <summary>Where comparison inputs come from: a data set (batched), or synthesized batches.</summary>
-public sealed record ComparisonInputs
-{
-    public DataSet? Data { get; init; }
-    public SynthesisOptions Synthesis { get; init; } = new();
-    /// <summary>Synthesized batches to run when there is no data.</summary>
-    public int SyntheticBatches { get; init; } = 4;
-    public int BatchSize { get; init; } = 32;
-}
-
 /// <summary>Runs a reference and another model in ONNX Runtime on the same inputs and measures how far apart their outputs are.</summary>
 public static class ModelComparer
 {
-    public static IReadOnlyList<OutputFidelity> Compare(OnnxModel reference, OnnxModel difference, ComparisonInputs inputs,
+    public static IReadOnlyList<OutputFidelity> Compare(OnnxModel reference, OnnxModel difference, InputSource inputs,
         SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default)
     {
         using var a = new ModelSession(reference, settings, cancel);
         using var b = new ModelSession(difference, settings, cancel);
-        var outputs = a.OutputNames.Where(b.OutputNames.Contains).ToList();
+        // The cache a language model returns is its state for the next step (and pruning may change its shape): the
+        // comparison judges what the model answers, its logits.
+        var state = new[] { reference, difference }.SelectMany(m => DecoderContract.Of(m)?.Cache.Select(c => c.Output) ?? []).ToHashSet(StringComparer.Ordinal);
+        var outputs = a.OutputNames.Where(o => b.OutputNames.Contains(o) && !state.Contains(o)).ToList();
         if (outputs.Count == 0)
             throw new EngineException("OutputsDisjoint", EngineErrorKind.InvalidArgument,
                 $"Models '{reference.Name}' and '{difference.Name}' share no output name; they cannot be compared.");
         var acc = outputs.ToDictionary(o => o, o => new FidelityAccumulator(o));
-        foreach (var (batch, labels, fraction) in Batches(reference, inputs))
+        foreach (var (batch, labels, fraction) in ModelInputs.Batches(reference, inputs))
         {
             cancel.ThrowIfCancellationRequested();
             var ra = a.Run(batch, outputs, cancel);
-            var rb = b.Run(batch, outputs, cancel);
+            var rb = b.Run(ModelInputs.For(difference, batch), outputs, cancel);
             for (int i = 0; i < outputs.Count; i++) acc[outputs[i]].Add(ra[i], rb[i], labels);
             progress?.Report(fraction);
         }
         return outputs.Select(o => acc[o].Result()).ToList();
-    }
-
-    /// <summary>Input batches with their labels (empty when none) and the fraction done after each.</summary>
-    public static IEnumerable<(IReadOnlyDictionary<string, NamedArray> Inputs, long[] Labels, double Fraction)> Batches(OnnxModel model, ComparisonInputs inputs)
-    {
-        if (inputs.Data is { } data)
-        {
-            var map = data.MapToInputs(InputSynthesizer.Inputs(model));
-            long[] labels = data.Labels ?? [];
-            long perRow = data.Rows == 0 ? 0 : labels.Length / data.Rows; // one label per row, or one per position ([batch, sequence])
-            for (long start = 0; start < data.Rows; start += inputs.BatchSize)
-            {
-                long count = Math.Min(inputs.BatchSize, data.Rows - start);
-                var batch = map.ToDictionary(kv => kv.Key, kv => kv.Value.Slice(start, count));
-                yield return (batch, labels.Length == 0 ? [] : labels.AsSpan((int)(start * perRow), (int)(count * perRow)).ToArray(), (double)(start + count) / data.Rows);
-            }
-            yield break;
-        }
-        for (int i = 0; i < inputs.SyntheticBatches; i++)
-            yield return (InputSynthesizer.Synthesize(model, inputs.Synthesis with { Seed = inputs.Synthesis.Seed + i }), [], (i + 1.0) / inputs.SyntheticBatches);
     }
 }

@@ -42,13 +42,14 @@ public static class InputSynthesizer
     }
 
     /// <summary>The concrete shape of every input, or an error naming the dimensions nothing fixes.</summary>
-    public static IReadOnlyDictionary<string, long[]> ResolveShapes(OnnxModel model, SynthesisOptions options)
+    public static IReadOnlyDictionary<string, long[]> ResolveShapes(OnnxModel model, SynthesisOptions options, IReadOnlySet<string>? derived = null)
     {
         var result = new Dictionary<string, long[]>(StringComparer.Ordinal);
         var missing = new List<string>();
         long declaredElements = 0;
         foreach (var input in Inputs(model))
         {
+            if (derived?.Contains(input.Name) == true) continue;
             if (options.InputShapes.TryGetValue(input.Name, out var fixedShape))
             {
                 CheckSize(model, input.Name, fixedShape, Array.MaxLength, "the given shape");
@@ -106,13 +107,24 @@ public static class InputSynthesizer
         return count;
     }
 
+    /// <summary>
+    /// Inputs for one run. A language model's mask, positions and cache come from its <see cref="DecoderContract"/>:
+    /// the past is empty unless the options give the cache's past dimension (then the cache holds random values).
+    /// </summary>
     public static Dictionary<string, NamedArray> Synthesize(OnnxModel model, SynthesisOptions options)
     {
-        var shapes = ResolveShapes(model, options);
+        var decoder = DecoderContract.Of(model);
+        var derived = decoder?.DerivedInputs.ToHashSet(StringComparer.Ordinal) ?? [];
+        foreach (var name in derived.Where(options.InputShapes.ContainsKey))
+            throw new EngineException("InputShapeDerived", EngineErrorKind.InvalidArgument,
+                $"Input '{name}' of model '{model.Name}' is derived from the token ids (attention mask of ones, positions, key/value cache); give the token shape ({decoder!.Tokens.Name})" +
+                (decoder.PastDimension(model) is { } past ? $" and, for a filled cache, its past length ('{past}')" : "") + " instead.");
+        var shapes = ResolveShapes(model, options, derived);
         var rng = new Random(options.Seed);
         var result = new Dictionary<string, NamedArray>(StringComparer.Ordinal);
         foreach (var input in Inputs(model))
         {
+            if (derived.Contains(input.Name)) continue;
             var shape = shapes[input.Name];
             int n = (int)shape.Aggregate(1L, (a, d) => a * d);   // bounded by ResolveShapes
             var range = options.IntegerRange ?? (0, VocabularySize(model, input.Name) ?? 100);
@@ -130,6 +142,14 @@ public static class InputSynthesizer
                     $"Input '{input.Name}' of model '{model.Name}' has element type {input.ElementType}, which cannot be synthesized; give -InputData."),
             };
             result[input.Name] = new NamedArray(input.Name, shape, data);
+        }
+        if (decoder is not null)
+        {
+            var tokens = result[decoder.Tokens.Name].Shape;
+            long past = decoder.PastDimension(model) is { } d && options.Dimensions.TryGetValue(d, out long p) ? p : 0;
+            var normal = Normal(rng, 1 << 12);
+            foreach (var (name, array) in decoder.Derive(tokens[0], tokens[1], past, i => normal[i & 4095]))
+                result[name] = array;
         }
         return result;
     }

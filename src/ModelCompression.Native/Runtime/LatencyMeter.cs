@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Microsoft.ML.OnnxRuntime;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
-using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Native.Runtime;
 
@@ -283,7 +282,7 @@ public static class LatencyMeter
         string source;
         if (options.Data is { } data)
         {
-            var map = data.MapToInputs(signatures);
+            var map = ModelInputs.Bind(model, data);
             long batch = options.Synthesis.BatchSize, rows = data.Rows;
             if (rows <= batch) arrays.Add(map);
             else
@@ -300,7 +299,7 @@ public static class LatencyMeter
         try
         {
             foreach (var a in arrays)
-                batches.Add(signatures.Select(s => ModelSession.ToOrtValue(Coerce(a[s.Name], s))).ToArray());
+                batches.Add(signatures.Select(s => ModelSession.ToOrtValue(a[s.Name])).ToArray());
         }
         catch
         {
@@ -312,16 +311,6 @@ public static class LatencyMeter
         long items = signatures.Count == 0 || first[signatures[0].Name].Shape.Length == 0 ? 1 : first[signatures[0].Name].Shape[0];
         return new PreparedInputs(names, batches, items, description, source);
     }
-
-    /// <summary>Data files hold float32 or int64; convert to what the input declares where the two differ.</summary>
-    static NamedArray Coerce(NamedArray a, ValueSignature s) => (DT)s.ElementTypeCode switch
-    {
-        DT.Float when a.Data is not float[] => new NamedArray(a.Name, a.Shape, a.AsFloat()),
-        DT.Int64 when a.Data is not long[] => new NamedArray(a.Name, a.Shape, a.AsInt64()),
-        DT.Int32 when a.Data is not int[] => new NamedArray(a.Name, a.Shape, Array.ConvertAll(a.AsInt64(), v => checked((int)v))),
-        DT.Double when a.Data is not double[] => new NamedArray(a.Name, a.Shape, Array.ConvertAll(a.AsFloat(), v => (double)v)),
-        _ => a,
-    };
 
     sealed class Member(OnnxModel model, bool isBaseline, PreparedInputs inputs) : IDisposable
     {

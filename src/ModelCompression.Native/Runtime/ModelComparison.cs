@@ -1,3 +1,4 @@
+using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 
 namespace ModelCompression.Native.Runtime;
@@ -46,7 +47,7 @@ public sealed record ModelComparison
     /// Runs both models on the same inputs (<see cref="ModelComparer.Compare"/>), adds size and parameter ratios and
     /// evaluates <paramref name="gates"/>. A gate that needs labels when the inputs have none is refused before anything runs.
     /// </summary>
-    public static ModelComparison Run(OnnxModel reference, OnnxModel difference, ComparisonInputs inputs, ComparisonGates? gates = null,
+    public static ModelComparison Run(OnnxModel reference, OnnxModel difference, InputSource inputs, ComparisonGates? gates = null,
         SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default)
     {
         gates ??= new ComparisonGates();
@@ -85,7 +86,7 @@ public sealed record ModelComparison
         };
     }
 
-    static void ValidateGates(ComparisonGates g, ComparisonInputs inputs)
+    static void ValidateGates(ComparisonGates g, InputSource inputs)
     {
         if (inputs.Synthesis.IntegerRange is { } range && range.Max <= range.Min)
             throw new EngineException("IntegerRangeInvalid", EngineErrorKind.InvalidArgument, $"Integer range [{range.Min}, {range.Max}) is empty.");

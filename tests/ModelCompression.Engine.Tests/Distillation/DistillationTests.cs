@@ -21,7 +21,7 @@ public class DistillationTests(ITestOutputHelper output)
     static double Accuracy(OnnxModel model, DataSet data)
     {
         using var session = new ModelSession(model);
-        var inputs = data.MapToInputs(InputSynthesizer.Inputs(model));
+        var inputs = ModelInputs.Bind(model, data);
         var logits = session.Run(inputs)[0];
         var v = logits.AsFloat();
         int classes = (int)logits.Shape[1];
@@ -154,13 +154,13 @@ public class DistillationTests(ITestOutputHelper output)
             output.WriteLine("teacher classes on validation: " + string.Join(" ", counts));
             Assert.True(counts.Count(c => c >= 6) >= 2, "the teacher predicts at least two classes often");
         }
-        var before = ModelComparer.Compare(teacher, student, new ComparisonInputs { Data = valid })[0];
+        var before = ModelComparer.Compare(teacher, student, new InputSource { Data = valid })[0];
         Assert.True(Parameters(student) * 4 <= Parameters(teacher));
         var result = Distiller.Distill(teacher, student, train, valid, new DistillationOptions
         {
             Epochs = 15, BatchSize = 16, Temperature = 2, Optimizer = new OptimizerSettings { LearningRate = 1e-2, Schedule = LearningRateSchedule.Cosine },
         });
-        var after = ModelComparer.Compare(teacher, result.Student, new ComparisonInputs { Data = valid })[0];
+        var after = ModelComparer.Compare(teacher, result.Student, new InputSource { Data = valid })[0];
         output.WriteLine($"teacher agreement before {before.Top1Agreement:P1} cosine {before.Cosine:F3}; after {after.Top1Agreement:P1} cosine {after.Cosine:F3}");
         foreach (var e in result.Epochs) output.WriteLine(e.ToString());
         Assert.True(result.Epochs[^1].ValidationLoss < 0.5 * result.Epochs[0].ValidationLoss, "validation loss halves");
@@ -190,9 +190,9 @@ public class DistillationTests(ITestOutputHelper output)
         var rng = new Random(3);
         DataSet Ids(int n) => new("ids", [new NamedArray("ids", [n, 6], Enumerable.Range(0, n * 6).Select(_ => (long)rng.Next(40)).ToArray())]);
         var train = Ids(256); var valid = Ids(64);
-        var before = ModelComparer.Compare(teacher, student, new ComparisonInputs { Data = valid })[0].Top1Agreement!.Value;
+        var before = ModelComparer.Compare(teacher, student, new InputSource { Data = valid })[0].Top1Agreement!.Value;
         var result = Distiller.Distill(teacher, student, train, valid, new DistillationOptions { Epochs = 15, BatchSize = 16, Optimizer = new OptimizerSettings { LearningRate = 2e-2 } });
-        var after = ModelComparer.Compare(teacher, result.Student, new ComparisonInputs { Data = valid })[0].Top1Agreement!.Value;
+        var after = ModelComparer.Compare(teacher, result.Student, new InputSource { Data = valid })[0].Top1Agreement!.Value;
         output.WriteLine($"agreement {before:P1} -> {after:P1}");
         Assert.True(after >= 0.8 && after > before + 0.2, $"agreement {before:P1} -> {after:P1}");
     }
@@ -207,7 +207,7 @@ public class DistillationTests(ITestOutputHelper output)
         Assert.Equal(1, BatchNormFolding.Fold(proto, entries));
         Assert.DoesNotContain(proto.Graph.Node, n => n.OpType == "BatchNormalization");
         var folded = new OnnxModel(proto, null, []);
-        var f = ModelComparer.Compare(model, folded, new ComparisonInputs { Synthesis = new SynthesisOptions { BatchSize = 4 } })[0];
+        var f = ModelComparer.Compare(model, folded, new InputSource { Synthesis = new SynthesisOptions { BatchSize = 4 } })[0];
         Assert.True(f.MaxAbsError < 1e-4, $"max abs error {f.MaxAbsError}");
 
         var b = new GraphBuilder("nobias").Input("x", DT.Float, "batch", 2, 5, 5).Output("y", DT.Float);
@@ -218,7 +218,7 @@ public class DistillationTests(ITestOutputHelper output)
         var m2 = b.BuildModel();
         var p2 = m2.Proto.Clone();
         Assert.Equal(1, BatchNormFolding.Fold(p2));
-        var f2 = ModelComparer.Compare(m2, new OnnxModel(p2, null, []), new ComparisonInputs { Synthesis = new SynthesisOptions { BatchSize = 3 } })[0];
+        var f2 = ModelComparer.Compare(m2, new OnnxModel(p2, null, []), new InputSource { Synthesis = new SynthesisOptions { BatchSize = 3 } })[0];
         Assert.True(f2.MaxAbsError < 1e-4, $"max abs error {f2.MaxAbsError}");
 
         // a Conv whose output is also used elsewhere is left alone
@@ -293,7 +293,7 @@ public class DistillationTests(ITestOutputHelper output)
         double bestLoss = result.Epochs.Min(e => e.ValidationLoss!.Value);
         Assert.Equal(bestLoss, result.Epochs[result.BestEpoch - 1].ValidationLoss!.Value);
         // the returned weights are that epoch's: their validation agreement with the teacher is what was measured then
-        var agreement = ModelComparer.Compare(teacher, result.Student, new ComparisonInputs { Data = valid })[0].Top1Agreement;
+        var agreement = ModelComparer.Compare(teacher, result.Student, new InputSource { Data = valid })[0].Top1Agreement;
         Assert.Equal(result.Epochs[result.BestEpoch - 1].TeacherAgreement!.Value, agreement!.Value, 6);
     }
 
@@ -307,7 +307,7 @@ public class DistillationTests(ITestOutputHelper output)
             Epochs = 25, BatchSize = 16, Loss = DistillationLoss.MSE, Optimizer = new OptimizerSettings { LearningRate = 1e-2 },
         });
         // R² of the student's outputs against the teacher's, both run in ONNX Runtime
-        var inputs = valid.MapToInputs(InputSynthesizer.Inputs(teacher));
+        var inputs = ModelInputs.Bind(teacher, valid);
         float[] Run(OnnxModel m) { using var s = new ModelSession(m); return s.Run(inputs)[0].AsFloat(); }
         var t = Run(teacher); var st = Run(result.Student);
         double mean = t.Average(), variance = t.Sum(v => (v - mean) * (v - mean)) / t.Length;

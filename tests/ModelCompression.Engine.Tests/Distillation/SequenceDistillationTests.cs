@@ -29,7 +29,7 @@ public class SequenceDistillationTests(ITestOutputHelper output)
     static (double Perplexity, double Accuracy) NextToken(OnnxModel model, DataSet data)
     {
         using var session = new ModelSession(model);
-        var logits = session.Run(data.MapToInputs(InputSynthesizer.Inputs(model)))[0];
+        var logits = session.Run(ModelInputs.Bind(model, data))[0];
         var v = logits.AsFloat(); var y = data.Labels!;
         int vocab = (int)logits.Shape[^1];
         double nll = 0; int hits = 0;

@@ -15,10 +15,10 @@ internal static class PruningTestHelpers
 
     /// <summary>Test accuracy of reference and pruned model on a shared data set, through ONNX Runtime.</summary>
     public static OutputFidelity Compare(OnnxModel reference, OnnxModel other, string dataFile) =>
-        ModelComparer.Compare(reference, other, new ComparisonInputs { Data = DataSet.Load(SharedFiles.Data(dataFile)), BatchSize = 64 }).Single();
+        ModelComparer.Compare(reference, other, new InputSource { Data = DataSet.Load(SharedFiles.Data(dataFile)), BatchSize = 64 }).Single();
 
     public static OutputFidelity CompareSynthetic(OnnxModel reference, OnnxModel other, long dimension = 64) =>
-        ModelComparer.Compare(reference, other, new ComparisonInputs { Synthesis = new SynthesisOptions { DefaultDimension = dimension }, SyntheticBatches = 2 })[0];
+        ModelComparer.Compare(reference, other, new InputSource { Synthesis = new SynthesisOptions { DefaultDimension = dimension }, SyntheticBatches = 2 })[0];
 
     /// <summary>The shape a tensor of a model has on synthesized inputs (the tensor made an extra output for one run).</summary>
     public static long[] OutputShapeOf(OnnxModel model, string tensor, long dimension = 64)

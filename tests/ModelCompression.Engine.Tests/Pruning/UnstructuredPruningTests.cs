@@ -167,7 +167,7 @@ public class UnstructuredPruningTests(ITestOutputHelper output)
         var rng = new Random(5);
         DataSet Tokens(string name) => new(name, [new NamedArray("input_ids", [32, 16], Enumerable.Range(0, 32 * 16).Select(_ => (long)rng.Next(5000)).ToArray())]);
         var calibration = Tokens("calibration");
-        var evaluation = new Native.Runtime.ComparisonInputs { Data = Tokens("evaluation") };
+        var evaluation = new Native.Data.InputSource { Data = Tokens("evaluation") };
         var wanda = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5, Criterion = PruningCriterion.Activation, CalibrationData = calibration });
         var magnitude = ModelPruner.Prune(model, new PruningOptions { Rate = 0.5 });
         var fw = Native.Runtime.ModelComparer.Compare(model, wanda, evaluation).Single();

@@ -11,10 +11,10 @@ namespace ModelCompression.Engine.Tests.Quantization;
 
 public class QuantizerTests
 {
-    internal static readonly ComparisonInputs Tokens = new() { Synthesis = new SynthesisOptions { BatchSize = 2, DefaultDimension = 64 }, SyntheticBatches = 3 };
+    internal static readonly InputSource Tokens = new() { Synthesis = new SynthesisOptions { BatchSize = 2, DefaultDimension = 64 }, SyntheticBatches = 3 };
 
-    internal static OutputFidelity Compare(OnnxModel a, OnnxModel b, ComparisonInputs? inputs = null) =>
-        ModelComparer.Compare(a, b, inputs ?? new ComparisonInputs { Synthesis = new SynthesisOptions { BatchSize = 8 }, SyntheticBatches = 2 }).Single();
+    internal static OutputFidelity Compare(OnnxModel a, OnnxModel b, InputSource? inputs = null) =>
+        ModelComparer.Compare(a, b, inputs ?? new InputSource { Synthesis = new SynthesisOptions { BatchSize = 8 }, SyntheticBatches = 2 }).Single();
 
     static int Count(OnnxModel m, string op) => m.Proto.Graph.Node.Count(n => n.OpType == op);
 
@@ -210,7 +210,7 @@ public class QuantizerTests
             ? new QuantizationOptions { Mode = mode, OpTypes = ["Gemm"] }
             : new QuantizationOptions { Mode = mode };
         var q = ModelQuantizer.Quantize(m, options);
-        var f = ModelComparer.Compare(m, q, new ComparisonInputs { Data = data }).Single();
+        var f = ModelComparer.Compare(m, q, new InputSource { Data = data }).Single();
         Assert.NotNull(f.ReferenceAccuracy);
         Assert.True(f.DifferenceAccuracy >= f.ReferenceAccuracy - 0.01, $"accuracy {f.ReferenceAccuracy} -> {f.DifferenceAccuracy}");
     }

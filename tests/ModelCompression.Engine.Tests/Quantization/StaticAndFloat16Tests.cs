@@ -29,7 +29,7 @@ public class StaticAndFloat16Tests
         var fused = GraphOptimizer.Optimize(q, "All");
         Assert.Equal(2, Count(fused, "QLinearConv"));
         var test = new DataSet("test", [SyntheticImages.Documents("x", 8, 16, 16, 77, true)]);
-        var f = ModelComparer.Compare(net, q, new ComparisonInputs { Data = test }).Single();
+        var f = ModelComparer.Compare(net, q, new InputSource { Data = test }).Single();
         Assert.True(f.Cosine >= 0.99, $"cosine {f.Cosine}");
     }
 
@@ -82,7 +82,7 @@ public class StaticAndFloat16Tests
         var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(8, 48, 192, 1, imagenet: false) });
         Assert.Equal(13, q.Proto.OpsetImport.Single(o => o.Domain == "").Version); // raised from 9
         Assert.True(q.SerializedSize < 0.55 * m.SerializedSize);
-        var f = ModelComparer.Compare(m, q, new ComparisonInputs { Data = Images(6, 48, 192, 99, imagenet: false), BatchSize = 2 }).Single();
+        var f = ModelComparer.Compare(m, q, new InputSource { Data = Images(6, 48, 192, 99, imagenet: false), BatchSize = 2 }).Single();
         Assert.True(f.Cosine >= 0.98, $"cosine {f.Cosine}");
         Assert.Equal(1.0, f.Top1Agreement);
     }
@@ -92,7 +92,7 @@ public class StaticAndFloat16Tests
     {
         var m = ModelIO.Load(SharedFiles.Model("ch_PP-OCRv4_det_infer.onnx"));
         var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(6, 96, 96, 1) });
-        var f = ModelComparer.Compare(m, q, new ComparisonInputs { Data = Images(3, 96, 96, 99), BatchSize = 1 }).Single();
+        var f = ModelComparer.Compare(m, q, new InputSource { Data = Images(3, 96, 96, 99), BatchSize = 1 }).Single();
         // Measured 0.86-0.90 on synthetic documents without fallback: below the 0.98 target, which -TargetCosine
         // reaches (next test); guard against regressions of the plain path.
         Assert.True(f.Cosine >= 0.80, $"cosine {f.Cosine}");
@@ -112,7 +112,7 @@ public class StaticAndFloat16Tests
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(8, 96, 96, 1), TargetCosine = 0.98 });
         double seconds = clock.Elapsed.TotalSeconds;
-        var test = new ComparisonInputs { Data = Images(3, 96, 96, 99), BatchSize = 1 };
+        var test = new InputSource { Data = Images(3, 96, 96, 99), BatchSize = 1 };
         var f = ModelComparer.Compare(m, q, test).Single();
         var plain = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = Images(8, 96, 96, 1) });
         double before = ModelComparer.Compare(m, plain, test).Single().Cosine;
@@ -136,7 +136,7 @@ public class StaticAndFloat16Tests
     {
         var m = ModelIO.Load(SharedFiles.Model("ch_PP-OCRv4_rec_infer.onnx"));
         var calib = Images(8, 48, 160, 1, imagenet: false);
-        var test = new ComparisonInputs { Data = Images(3, 48, 160, 99, imagenet: false), BatchSize = 1 };
+        var test = new InputSource { Data = Images(3, 48, 160, 99, imagenet: false), BatchSize = 1 };
         var plain = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib });
         var clock = System.Diagnostics.Stopwatch.StartNew();
         var q = ModelQuantizer.Quantize(m, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 0.98 });
@@ -174,7 +174,7 @@ public class StaticAndFloat16Tests
         // A reachable target: met, reported, and the fallback nodes are named.
         var q = ModelQuantizer.Quantize(net, new QuantizationOptions { Mode = QuantizationMode.Static, CalibrationData = calib, TargetCosine = 0.95 });
         Assert.True(q.Report!.Metrics["CosineReached"] >= 0.95);
-        Assert.True(ModelComparer.Compare(net, q, new ComparisonInputs { Data = new DataSet("test", [SyntheticImages.Documents("x", 8, 16, 16, 77, true)]) }).Single().Cosine >= 0.95);
+        Assert.True(ModelComparer.Compare(net, q, new InputSource { Data = new DataSet("test", [SyntheticImages.Documents("x", 8, 16, 16, 77, true)]) }).Single().Cosine >= 0.95);
     }
 
     [Fact]
@@ -244,7 +244,7 @@ public class StaticAndFloat16Tests
             ? new QuantizationOptions { Mode = mode, CalibrationData = DataSet.Load(SharedFiles.Data(name + "_train.npz")), CalibrationBatchSize = 32 }
             : new QuantizationOptions { Mode = mode };
         var q = ModelQuantizer.Quantize(m, options);
-        var f = ModelComparer.Compare(m, q, new ComparisonInputs { Data = test }).Single();
+        var f = ModelComparer.Compare(m, q, new InputSource { Data = test }).Single();
         Assert.True(f.DifferenceAccuracy >= f.ReferenceAccuracy - 0.01, $"accuracy {f.ReferenceAccuracy} -> {f.DifferenceAccuracy}");
     }
 
@@ -277,7 +277,7 @@ public class StaticAndFloat16Tests
         }
         Assert.Null(refusal);
         Assert.True(q.Report!.Metrics["NodesQuantized"] > 0);
-        var inputs = new ComparisonInputs { Synthesis = new SynthesisOptions { BatchSize = 1, InputShapes = name.Contains("ocr", StringComparison.OrdinalIgnoreCase) || name.StartsWith("ch_", StringComparison.Ordinal) ? new Dictionary<string, long[]> { ["x"] = [1, 3, h, w] } : new Dictionary<string, long[]>(), DefaultDimension = 16 }, SyntheticBatches = 1 };
+        var inputs = new InputSource { Synthesis = new SynthesisOptions { BatchSize = 1, InputShapes = name.Contains("ocr", StringComparison.OrdinalIgnoreCase) || name.StartsWith("ch_", StringComparison.Ordinal) ? new Dictionary<string, long[]> { ["x"] = [1, 3, h, w] } : new Dictionary<string, long[]>(), DefaultDimension = 16 }, SyntheticBatches = 1 };
         var f = ModelComparer.Compare(m, q, inputs);
         Assert.All(f, o => Assert.False(double.IsNaN(o.Cosine)));
     }

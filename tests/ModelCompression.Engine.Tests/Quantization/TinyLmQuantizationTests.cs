@@ -29,7 +29,7 @@ public class TinyLmQuantizationTests
         var gptq = Quantize(new GptqAlgorithm());
 
         // Perplexity on the first 128 held-out windows (all 256 in docs/performance.md): two comparisons give the four models.
-        var inputs = new ComparisonInputs { Data = Rows(test, 0, 128), BatchSize = 64 };
+        var inputs = new InputSource { Data = Rows(test, 0, 128), BatchSize = 64 };
         var floatVsRtn = ModelComparer.Compare(model, rtn, inputs).Single();
         var hqqVsGptq = ModelComparer.Compare(hqq, gptq, inputs).Single();
         double reference = floatVsRtn.ReferencePerplexity!.Value;

@@ -222,7 +222,7 @@ public class WeightOnlyModelTests
         Assert.Equal("DataShapeMismatch", Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, WeightOnly(new GptqAlgorithm(), wrongWidth))).ErrorId);
         var wrongType = new DataSet("ints.npz", [new NamedArray("features", [4, 8], new long[32])]);
         var e = Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, WeightOnly(new GptqAlgorithm(), wrongType)));
-        Assert.Equal("CalibrationDataTypeMismatch", e.ErrorId);
+        Assert.Equal("DataTypeMismatch", e.ErrorId);
         Assert.Contains("'features'", e.Message);
     }
 

@@ -29,7 +29,7 @@ public class ModelComparisonTests
     {
         var model = ModelIO.Load(SharedFiles.Model("wine_mlp.onnx"));
         var data = DataSet.Load(SharedFiles.Data("wine_test.npz"));
-        var c = ModelComparison.Run(model, model, new ComparisonInputs { Data = data },
+        var c = ModelComparison.Run(model, model, new InputSource { Data = data },
             new ComparisonGates { MinCosine = 0.9999, MaxAccuracyDrop = 0, MinTop1Agreement = 1 });
         var o = Assert.Single(c.Outputs);
         Assert.Equal("logits", o.Output);
@@ -52,7 +52,7 @@ public class ModelComparisonTests
         var model = ModelIO.Load(SharedFiles.Model("breast_cancer_mlp.onnx"));
         var noisy = Perturbed(model, 0.2);
         var data = DataSet.Load(SharedFiles.Data("breast_cancer_test.npz"));
-        var c = ModelComparison.Run(model, noisy, new ComparisonInputs { Data = data },
+        var c = ModelComparison.Run(model, noisy, new InputSource { Data = data },
             new ComparisonGates { MinCosine = 0.999999, MaxAccuracyDrop = 0.5, MinTop1Agreement = 0.5 });
         var o = Assert.Single(c.Outputs);
         Assert.InRange(o.Cosine, 0.5, 0.999999);
@@ -69,7 +69,7 @@ public class ModelComparisonTests
     {
         var model = ModelIO.Load(SharedFiles.Model("wine_mlp.onnx"));
         var broken = Perturbed(model, 3.0);
-        var c = ModelComparison.Run(model, broken, new ComparisonInputs { Data = DataSet.Load(SharedFiles.Data("wine_test.csv")) },
+        var c = ModelComparison.Run(model, broken, new InputSource { Data = DataSet.Load(SharedFiles.Data("wine_test.csv")) },
             new ComparisonGates { MaxAccuracyDrop = 0.01, MinTop1Agreement = 0.99 });
         var o = c.Outputs.Single();
         Assert.True(o.ReferenceAccuracy - o.DifferenceAccuracy > 0.01, $"{o.ReferenceAccuracy} -> {o.DifferenceAccuracy}");
@@ -81,7 +81,7 @@ public class ModelComparisonTests
     [Fact]
     public void AccuracyGateWithoutLabelsIsRefusedBeforeRunning()
     {
-        var e = Assert.Throws<EngineException>(() => ModelComparison.Run(TestModels.Mlp(), TestModels.Mlp(), new ComparisonInputs(),
+        var e = Assert.Throws<EngineException>(() => ModelComparison.Run(TestModels.Mlp(), TestModels.Mlp(), new InputSource(),
             new ComparisonGates { MaxAccuracyDrop = 0.01 }));
         Assert.Equal("AccuracyGateRequiresLabels", e.ErrorId);
     }
@@ -92,7 +92,7 @@ public class ModelComparisonTests
     [InlineData(null, null, 2.0, "MinTop1AgreementOutOfRange")]
     public void GateOutOfRangeIsRefused(double? cos, double? drop, double? top1, string errorId)
     {
-        var e = Assert.Throws<EngineException>(() => ModelComparison.Run(TestModels.Mlp(), TestModels.Mlp(), new ComparisonInputs(),
+        var e = Assert.Throws<EngineException>(() => ModelComparison.Run(TestModels.Mlp(), TestModels.Mlp(), new InputSource(),
             new ComparisonGates { MinCosine = cos, MaxAccuracyDrop = drop, MinTop1Agreement = top1 }));
         Assert.Equal(errorId, e.ErrorId);
     }
@@ -101,7 +101,7 @@ public class ModelComparisonTests
     public void Top1GateOnAnOutputWithoutClassAxisFailsAsNotMeasurable()
     {
         var single = TestModels.Mlp(classes: 1);
-        var c = ModelComparison.Run(single, single, new ComparisonInputs(), new ComparisonGates { MinTop1Agreement = 0.9 });
+        var c = ModelComparison.Run(single, single, new InputSource(), new ComparisonGates { MinTop1Agreement = 0.9 });
         var f = Assert.Single(c.FailedGates);
         Assert.Equal("Top1AgreementNotMeasurable", f.ErrorId);
         Assert.Null(f.Actual);
@@ -124,7 +124,7 @@ public class ModelComparisonTests
             proto.Graph.Initializer.Add(TensorData.FromFloat("unused", [1000], new float[1000]));
             return null;
         });
-        var c = ModelComparison.Run(model, bigger, new ComparisonInputs { SyntheticBatches = 2, Synthesis = new SynthesisOptions { BatchSize = 4 } });
+        var c = ModelComparison.Run(model, bigger, new InputSource { SyntheticBatches = 2, Synthesis = new SynthesisOptions { BatchSize = 4 } });
         long parameters = model.Initializers.Sum(TensorData.ElementCount);
         Assert.Equal(parameters, c.ReferenceParameters);
         Assert.Equal(parameters + 1000, c.DifferenceParameters);

@@ -79,14 +79,14 @@ public class PerplexityTests
         var blunt = TinySequenceModel(2f);
         var data = NextTokenData();
         // Batches of 2 rows over 3 rows: labels must follow their rows (4 per row).
-        var c = ModelComparison.Run(sharp, blunt, new ComparisonInputs { Data = data, BatchSize = 2 }, new ComparisonGates { MaxPerplexityIncrease = 1 });
+        var c = ModelComparison.Run(sharp, blunt, new InputSource { Data = data, BatchSize = 2 }, new ComparisonGates { MaxPerplexityIncrease = 1 });
         var o = Assert.Single(c.Outputs);
         Assert.Equal(11.0 / 12, o.ReferenceAccuracy!.Value, 9);
         Assert.True(o.DifferencePerplexity > o.ReferencePerplexity);
         var f = Assert.Single(c.FailedGates);
         Assert.Equal("PerplexityIncreaseAboveMaximum", f.ErrorId);
         Assert.Equal(o.PerplexityIncrease, f.Actual);
-        var same = ModelComparison.Run(sharp, sharp, new ComparisonInputs { Data = data, BatchSize = 2 }, new ComparisonGates { MaxPerplexityIncrease = 0 });
+        var same = ModelComparison.Run(sharp, sharp, new InputSource { Data = data, BatchSize = 2 }, new ComparisonGates { MaxPerplexityIncrease = 0 });
         Assert.Empty(same.FailedGates);
     }
 
@@ -94,13 +94,13 @@ public class PerplexityTests
     public void PerplexityGateNeedsLabelsAndASequenceOutput()
     {
         var model = TinySequenceModel(1);
-        var e = Assert.Throws<EngineException>(() => ModelComparison.Run(model, model, new ComparisonInputs(), new ComparisonGates { MaxPerplexityIncrease = 1 }));
+        var e = Assert.Throws<EngineException>(() => ModelComparison.Run(model, model, new InputSource(), new ComparisonGates { MaxPerplexityIncrease = 1 }));
         Assert.Equal("PerplexityGateRequiresLabels", e.ErrorId);
         Assert.Equal("MaxPerplexityIncreaseOutOfRange", Assert.Throws<EngineException>(() =>
-            ModelComparison.Run(model, model, new ComparisonInputs { Data = NextTokenData() }, new ComparisonGates { MaxPerplexityIncrease = -1 })).ErrorId);
+            ModelComparison.Run(model, model, new InputSource { Data = NextTokenData() }, new ComparisonGates { MaxPerplexityIncrease = -1 })).ErrorId);
         var mlp = TestModels.Mlp(classes: 3);
         var labelled = new DataSet("rows.npz", [new NamedArray("features", [4, 8], new float[32]), new NamedArray("y", [4], new long[4])]);
-        var c = ModelComparison.Run(mlp, mlp, new ComparisonInputs { Data = labelled }, new ComparisonGates { MaxPerplexityIncrease = 1 });
+        var c = ModelComparison.Run(mlp, mlp, new InputSource { Data = labelled }, new ComparisonGates { MaxPerplexityIncrease = 1 });
         Assert.Equal("PerplexityNotMeasurable", Assert.Single(c.FailedGates).ErrorId);
     }
 }
@@ -134,7 +134,7 @@ public class ParameterCountTests
         long original = ParameterCount.Of(mlp.Proto);
         Assert.Equal(original, ParameterCount.Of(q.Proto));
         Assert.Equal(original, ModelSummary.Of(q).Parameters);
-        var c = ModelComparison.Run(mlp, q, new ComparisonInputs { SyntheticBatches = 1, Synthesis = new SynthesisOptions { BatchSize = 2 } });
+        var c = ModelComparison.Run(mlp, q, new InputSource { SyntheticBatches = 1, Synthesis = new SynthesisOptions { BatchSize = 2 } });
         Assert.Equal(1, c.ParameterRatio);
         Assert.True(c.SizeRatio < 0.5);
     }

@@ -140,37 +140,45 @@ internal static class BlockRemoval
     /// <summary>Mean cosine between each block's input and output vectors (the last axis) over the calibration data.</summary>
     public static void Score(OnnxModel model, IReadOnlyList<ResidualBlock> blocks, DataSet data, int batchSize, CancellationToken cancel)
     {
-        var proto = model.Proto.Clone();
-        var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        var wanted = blocks.SelectMany(b => new[] { b.Input, b.Output }).Distinct().ToList();
-        var graphInputs = InputSynthesizer.Inputs(model).Select(i => i.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in wanted) if (!graphInputs.Contains(t) && outputs.Add(t)) proto.Graph.Output.Add(new ValueInfoProto { Name = t });
         var sums = new double[blocks.Count];
         var vectors = new long[blocks.Count];
-        using var session = new ModelSession(new OnnxModel(proto, model.SourcePath, []));
-        foreach (var (batch, _, _) in ModelComparer.Batches(model, new ComparisonInputs { Data = data, BatchSize = batchSize }))
+        // A block is scored once its input and output of a batch have both been seen; a tensor is dropped once every
+        // block that reads it is scored, so a batch holds few tensors however many blocks there are.
+        var pending = new Dictionary<string, NamedArray>(StringComparer.Ordinal);
+        var done = new bool[blocks.Count];
+        var readers = blocks.SelectMany((b, i) => new[] { (b.Input, i), (b.Output, i) }).ToLookup(x => x.Item1, x => x.i, StringComparer.Ordinal);
+        using var probe = new ActivationProbe(model, blocks.SelectMany(b => new[] { b.Input, b.Output }));
+        var groups = blocks.Select(b => (IReadOnlyList<string>)[b.Input, b.Output]).ToList();
+        InputBatch? current = null;
+        probe.Observe(new InputSource { Data = data, BatchSize = batchSize }, t =>
         {
-            cancel.ThrowIfCancellationRequested();
-            var fetched = wanted.Where(t => !graphInputs.Contains(t)).ToList();
-            var results = session.Run(batch, fetched).ToDictionary(r => r.Name, StringComparer.Ordinal);
-            for (int b = 0; b < blocks.Count; b++)
+            if (!ReferenceEquals(t.Batch, current)) { pending.Clear(); Array.Clear(done); current = t.Batch; }
+            pending[t.Name] = t.Value;
+            foreach (int b in readers[t.Name].Distinct())
             {
-                var x = (graphInputs.Contains(blocks[b].Input) ? batch[blocks[b].Input] : results[blocks[b].Input]).AsFloat();
-                var y = results[blocks[b].Output].AsFloat();
-                int width = (int)results[blocks[b].Output].Shape[^1];
-                long count = x.Length / width;
-                vectors[b] += count;
-                for (long v = 0; v < count; v++)
-                {
-                    double dot = 0, nx = 0, ny = 0;
-                    for (long i = v * width; i < (v + 1) * width; i++) { dot += x[i] * (double)y[i]; nx += x[i] * (double)x[i]; ny += y[i] * (double)y[i]; }
-                    sums[b] += nx == 0 || ny == 0 ? (nx == ny ? 1 : 0) : dot / Math.Sqrt(nx * ny);
-                }
+                if (done[b] || !pending.TryGetValue(blocks[b].Input, out var input) || !pending.TryGetValue(blocks[b].Output, out var output)) continue;
+                vectors[b] += AddCosines(input.AsFloat(), output.AsFloat(), (int)output.Shape[^1], ref sums[b]);
+                done[b] = true;
+                foreach (var name in new[] { blocks[b].Input, blocks[b].Output })
+                    if (readers[name].All(r => done[r])) pending.Remove(name);
             }
-        }
+        }, groups, cancel: cancel);
         if (vectors.Any(v => v == 0))
             throw new EngineException("PruningCalibrationDataEmpty", EngineErrorKind.InvalidData, $"Calibration data '{data.Source}' has no rows.") { Target = data.Source };
         for (int b = 0; b < blocks.Count; b++) blocks[b].Cosine = sums[b] / vectors[b];
+    }
+
+    /// <summary>Adds the cosine of every vector (last axis) of x with the same vector of y to <paramref name="sum"/>; returns how many.</summary>
+    static long AddCosines(float[] x, float[] y, int width, ref double sum)
+    {
+        long count = x.Length / width;
+        for (long v = 0; v < count; v++)
+        {
+            double dot = 0, nx = 0, ny = 0;
+            for (long i = v * width; i < (v + 1) * width; i++) { dot += x[i] * (double)y[i]; nx += x[i] * (double)x[i]; ny += y[i] * (double)y[i]; }
+            sum += nx == 0 || ny == 0 ? (nx == ny ? 1 : 0) : dot / Math.Sqrt(nx * ny);
+        }
+        return count;
     }
 
     /// <summary>The blocks the options ask to remove: by name (every pattern must match), or the ones with the highest cosine.</summary>

@@ -41,7 +41,7 @@ internal static class NormRefit
         var sequence = norms.Where(n => order.ContainsKey(n.Node)).OrderBy(n => order[n.Node]).ToList();
         if (sequence.Count == 0) return 0;
         // The original model does not change: one session gives every normalization's targets.
-        using var before = Exposing(original, sequence.Select(n => n.Node.Input[0]).Distinct());
+        using var before = new ActivationProbe(original, sequence.Select(n => n.Node.Input[0]));
         foreach (var n in sequence)
         {
             var (scale, bias) = Fit(n, before, new OnnxModel(proto.Clone(), original.SourcePath, []), data, batchSize, cancel);
@@ -75,15 +75,14 @@ internal static class NormRefit
     /// from the original model, the normalized values from the pruned one, so the fit also absorbs what pruning changed
     /// upstream. A normalization without a bias input (RMS forms) gets the least-squares scale through the origin.
     /// </summary>
-    static (float[] Scale, float[] Bias) Fit(Prepared n, ModelSession before, OnnxModel pruned, DataSet data, int batchSize, CancellationToken cancel)
+    static (float[] Scale, float[] Bias) Fit(Prepared n, ActivationProbe before, OnnxModel pruned, DataSet data, int batchSize, CancellationToken cancel)
     {
         string input = n.Node.Input[0];
-        using var after = Exposing(pruned, [input]);
-        foreach (var (batch, _, _) in ModelComparer.Batches(pruned, new ComparisonInputs { Data = data, BatchSize = batchSize }))
+        using var after = new ActivationProbe(pruned, [input]);
+        foreach (var (batch, _, _) in ModelInputs.Batches(before.Model, new InputSource { Data = data, BatchSize = batchSize }))
         {
-            cancel.ThrowIfCancellationRequested();
-            var original = before.Run(batch, [input], cancel)[0].AsFloat();
-            var now = after.Run(batch, [input], cancel)[0].AsFloat();
+            var original = before.Fetch(batch, [input], cancel)[input].AsFloat();
+            var now = after.Fetch(ModelInputs.For(pruned, batch), [input], cancel)[input].AsFloat();
             Accumulate(n, original, now);
             if (n.Count >= Tokens) break;
         }
@@ -100,14 +99,6 @@ internal static class NormRefit
             bias[k] = biased ? (float)(mt - a * mz) : 0f;
         }
         return (scale, bias);
-    }
-
-    static ModelSession Exposing(OnnxModel model, IEnumerable<string> tensors)
-    {
-        var proto = model.Proto.Clone();
-        var outputs = proto.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
-        foreach (var t in tensors) if (outputs.Add(t)) proto.Graph.Output.Add(new ValueInfoProto { Name = t });
-        return new ModelSession(new OnnxModel(proto, model.SourcePath, []));
     }
 
     /// <summary>One batch: x is the original normalization's input (all channels), y the pruned one's (the kept channels).</summary>

@@ -1,0 +1,30 @@
+using ModelCompression.Native.Data;
+using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Runtime;
+
+namespace ModelCompression.Engine.Tests.Runtime;
+
+/// <summary>
+/// The model-builder layout (GroupQueryAttention with rotary inside, Simplified/SkipSimplifiedLayerNormalization) built
+/// from tiny_llama's weights computes what the decomposed export computes: it is a faithful test model for that layout.
+/// </summary>
+public class BuilderLayoutTests
+{
+    internal static OnnxModel TinyLlamaGqa() =>
+        new(LlamaModels.TinyLlamaBuilderLayout(ModelIO.Load(SharedFiles.Model("tiny_llama_kv.onnx"))), null, []);
+
+    [SharedFact]
+    public void BuilderLayoutLogitsEqualTheDecomposedExportsAndItsCacheFitsTheContract()
+    {
+        var gqa = TinyLlamaGqa();
+        var contract = DecoderContract.Of(gqa)!;
+        Assert.Null(contract.PositionIds);
+        Assert.Equal((8, 2L, 32L), (contract.Cache.Count, contract.KeyValueHeads!.Value, contract.HeadSize!.Value));
+        var test = DataSet.Load(SharedFiles.Data("tiny_lm_test.npz"));
+        var data = new DataSet(test.Source, test.Arrays.Select(a => a.Slice(0, 4)).ToList());
+        var kv = ModelIO.Load(SharedFiles.Model("tiny_llama_kv.onnx"));
+        var f = ModelComparer.Compare(kv, gqa, new InputSource { Data = data, BatchSize = 2 }).Single();
+        Assert.True(f.MaxAbsError < 1e-3, $"max abs {f.MaxAbsError}");
+        Assert.Equal(1.0, f.Top1Agreement!.Value, 3);
+    }
+}
