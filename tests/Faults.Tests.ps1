@@ -109,7 +109,8 @@ Describe 'A killed process' {
 
     It 'leaves its scratch folder when killed mid-stage, and the next stage removes it' {
         $tmp = New-Item -ItemType Directory (Join-Path $TestDrive 'tmp-kill')
-        $child = Start-Pwsh "$SpillAll Get-Model '$Chain' | Invoke-ModelPruning -Rate 0.5 | Out-Null" -Environment @{ TMPDIR = "$tmp/" }
+        # Weight-only quantization writes each layer's result as it goes: the scratch file grows from the first layer on.
+        $child = Start-Pwsh "$SpillAll Get-Model '$Chain' | Invoke-ModelQuantization -Mode WeightOnly -Algorithm HQQ | Out-Null" -Environment @{ TMPDIR = "$tmp/" }
         $spilling = Wait-Until -Seconds 120 { @(Get-ChildItem $tmp -Recurse -Filter *.data | Where-Object Length -GT 0).Count -gt 0 }
         $child.Kill()
         $child.WaitForExit()
