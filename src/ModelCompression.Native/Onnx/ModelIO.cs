@@ -172,14 +172,7 @@ public static class ModelIO
         options ??= new SaveOptions();
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
-        if (!Directory.Exists(dir))
-            throw Error("ExportDirectoryNotFound", EngineErrorKind.ObjectNotFound, full, $"The folder '{dir}' does not exist.");
-        if (Directory.Exists(full))
-            throw Error("ExportPathIsDirectory", EngineErrorKind.InvalidArgument, full, $"'{full}' is a directory; give a file path or use -Directory.");
-        if (File.Exists(full) && !options.Overwrite)
-            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' already exists. Use -Force to overwrite it.");
-        if (model.SourcePath is not null && string.Equals(Path.GetFullPath(model.SourcePath), full, StringComparison.Ordinal) && !options.Overwrite)
-            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' is the model's own source file. Use -Force to overwrite it.");
+        CheckTarget(model, full, options.Overwrite);
         foreach (var file in model.Files) file.CheckUnchanged();
 
         var proto = model.Proto.Clone();
@@ -233,6 +226,20 @@ public static class ModelIO
         data?.Dispose();
         modelFile?.Dispose();
         return new SaveResult(full, external ? dataPath : null, forced);
+    }
+
+    /// <summary>Refuses a target in no folder, a folder, or an existing file (the model's own source too) unless overwriting.</summary>
+    static void CheckTarget(OnnxModel model, string full, bool overwrite)
+    {
+        string dir = Path.GetDirectoryName(full)!;
+        if (!Directory.Exists(dir))
+            throw Error("ExportDirectoryNotFound", EngineErrorKind.ObjectNotFound, full, $"The folder '{dir}' does not exist.");
+        if (Directory.Exists(full))
+            throw Error("ExportPathIsDirectory", EngineErrorKind.InvalidArgument, full, $"'{full}' is a directory; give a file path or use -Directory.");
+        if (File.Exists(full) && !overwrite)
+            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' already exists. Use -Force to overwrite it.");
+        if (model.SourcePath is not null && string.Equals(Path.GetFullPath(model.SourcePath), full, StringComparison.Ordinal) && !overwrite)
+            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' is the model's own source file. Use -Force to overwrite it.");
     }
 
     /// <summary>Closes a file that failed: what is still buffered cannot be written either (the disk is full, say).</summary>
