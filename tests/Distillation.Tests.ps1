@@ -190,6 +190,23 @@ Describe 'Invoke-Distillation on a language model' {
         @($records.PercentComplete) | Should -Be 50, 100
     }
 
+    It 'distils a pruned Llama student in the KV-cache layout on windows of 128 tokens' {
+        Skip-WithoutShared
+        $valid = Join-Path $TestDrive 'llama-valid.npz'
+        New-Windows $valid 4
+        $teacher = Get-Model (Join-Path $SharedRoot 'models/tiny_llama.onnx')
+        $pruned = Get-Model (Join-Path $SharedRoot 'models/tiny_llama_kv.onnx') | Invoke-ModelPruning -Structured -Rate 0.5 -WarningAction SilentlyContinue
+        # the plain teacher and the cache student each derive what windows do not hold (mask, positions, an empty cache)
+        $s = $pruned | Invoke-Distillation -Teacher $teacher -TrainingData $Tokens -SequenceLength 128 -BatchSize 4 -MaxSteps 3 -ValidationData $valid
+        $inputs = @(($s | Get-ModelInfo).Inputs.Name)
+        $inputs | Should -Be @(($pruned | Get-ModelInfo).Inputs.Name)
+        $inputs | Should -Contain 'past_key_values.3.value'
+        $s.History[-1].Parameters['SequenceLength'] | Should -Be '128'
+        $before = (Compare-Model $teacher $pruned -InputData $valid).PerplexityIncrease
+        $after = (Compare-Model $teacher $s -InputData $valid).PerplexityIncrease
+        $after | Should -BeLessThan (0.8 * $before)
+    }
+
     It 'checks language-model parameters and data with stable ids' {
         Skip-WithoutShared
         New-Windows (Join-Path $TestDrive 'per-row.npz') 4 -LabelPerRow

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Distillation;
+using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Pruning;
 using ModelCompression.Native.Quantization;
@@ -51,27 +52,23 @@ static class LmBench
             };
             var mine = Distil("ModelCompression, peer recipe", teacher, student, trainPath, test, peerOptions);
             Dictionary<string, JsonElement>? peer = null;
-            if (torch) peer = RunTorch(root, task, trainPath, Path.Combine(shared, "data", "tiny_lm_test.npz"), steps, interval, threads);
+            if (torch) peer = RunTorch(root, "torch_lm_distill.py", Path.Combine(task, "task.npz"), trainPath, Path.Combine(shared, "data", "tiny_lm_test.npz"),
+                steps.ToString(CultureInfo.InvariantCulture), interval.ToString(CultureInfo.InvariantCulture), threads.ToString(CultureInfo.InvariantCulture));
             (string Name, double[] Ppl, double SecondsPerStep)? defaults = null;
             if (ours) defaults = Distil("ModelCompression, Invoke-Distillation defaults", teacher, student, trainPath, test,
                 new DistillationOptions { SequenceLength = 128, MaxSteps = steps, ValidationInterval = interval });
             if (pipeline) Pipeline(teacher, test, shared, trainPath, steps, interval, pplTeacher);
 
-            Console.WriteLine();
-            Console.WriteLine($"| side | perplexity after {string.Join(" / ", Enumerable.Range(1, mine.Ppl.Length).Select(i => Math.Min(i * interval, steps)))} steps | s/step (teacher included) |");
-            Console.WriteLine("| --- | --- | ---: |");
-            Console.WriteLine($"| teacher / pruned student | {pplTeacher:F3} / {pplPruned:F3} | |");
-            Console.WriteLine($"| {mine.Name} | {string.Join(" / ", mine.Ppl.Select(p => p.ToString("F3", CultureInfo.InvariantCulture)))} | {mine.SecondsPerStep:F3} |");
-            if (peer is not null)
-                Console.WriteLine($"| PyTorch {peer["torch"].GetString()}, {peer["threads"].GetInt32()} threads, peer recipe | {string.Join(" / ", peer["ppl"].EnumerateArray().Select(p => p.GetDouble().ToString("F3", CultureInfo.InvariantCulture)))} | {peer["seconds_per_step"].GetDouble():F3} |");
-            if (defaults is { } d)
-                Console.WriteLine($"| {d.Name} | {string.Join(" / ", d.Ppl.Select(p => p.ToString("F3", CultureInfo.InvariantCulture)))} | {d.SecondsPerStep:F3} |");
+            var rows = new List<(string, double[], double)> { mine };
+            if (peer is not null) rows.Add(PeerRow(peer, "peer recipe"));
+            if (defaults is { } d) rows.Add(d);
+            PrintTable(steps, interval, pplTeacher, pplPruned, rows);
             Console.WriteLine($"load average at the end {LoadAverage()}");
         }
         finally { Directory.Delete(task, true); }
     }
 
-    static (string Name, double[] Ppl, double SecondsPerStep) Distil(string name, OnnxModel teacher, OnnxModel student, string trainPath, DataSet test, DistillationOptions options)
+    internal static (string Name, double[] Ppl, double SecondsPerStep) Distil(string name, OnnxModel teacher, OnnxModel student, string trainPath, DataSet test, DistillationOptions options)
     {
         using var tokens = TokenStream.Open(trainPath);
         long allocated = GC.GetTotalAllocatedBytes(precise: true);
@@ -140,14 +137,11 @@ static class LmBench
         for (int r0 = 0; r0 < rows; r0 += 32)
         {
             int n = Math.Min(32, rows - r0);
-            var logits = session.Run(new Dictionary<string, NamedArray> { ["input_ids"] = x.Slice(r0, n) })[0];
+            var logits = session.Run(ModelInputs.Bind(model, new DataSet(test.Source, [x.Slice(r0, n)])))[0];
             var v = logits.AsFloat(); int vocab = (int)logits.Shape[2];
             for (int i = 0; i < n * seq; i++)
             {
-                var row = v.AsSpan(i * vocab, vocab);
-                float max = System.Numerics.Tensors.TensorPrimitives.Max(row);
-                double sum = 0; foreach (float z in row) sum += Math.Exp(z - max);
-                nll += Math.Log(sum) + max - row[(int)y[(long)r0 * seq + i]];
+                nll += Softmax.CrossEntropy(v.AsSpan(i * vocab, vocab), (int)y[(long)r0 * seq + i]);
             }
         }
         return Math.Exp(nll / ((double)rows * seq));
@@ -169,12 +163,12 @@ static class LmBench
         Npy.WriteNpz(file, arrays);
     }
 
-    static Dictionary<string, JsonElement>? RunTorch(string root, string task, string train, string test, int steps, int interval, int threads)
+    /// <summary>Runs a PyTorch peer of bench/Distillation with <paramref name="args"/>; its "RESULT {json}" line, the rest echoed.</summary>
+    internal static Dictionary<string, JsonElement>? RunTorch(string root, string script, params string[] args)
     {
         var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, UseShellExecute = false };
-        foreach (var a in new[] { Path.Combine(root, "bench", "Distillation", "torch_lm_distill.py"), Path.Combine(task, "task.npz"), train, test,
-            steps.ToString(CultureInfo.InvariantCulture), interval.ToString(CultureInfo.InvariantCulture), threads.ToString(CultureInfo.InvariantCulture) })
-            psi.ArgumentList.Add(a);
+        psi.ArgumentList.Add(Path.Combine(root, "bench", "Distillation", script));
+        foreach (var a in args) psi.ArgumentList.Add(a);
         // Debian's OpenBLAS runs some 30 times slower with these set (they come from this machine's environment)
         psi.Environment.Remove("OPENBLAS_CORETYPE");
         psi.Environment.Remove("OPENBLAS_L2_SIZE");
@@ -194,5 +188,20 @@ static class LmBench
         return result;
     }
 
-    static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
+    /// <summary>The PyTorch side's figures from its RESULT line, as a row of <see cref="PrintTable"/>.</summary>
+    internal static (string Name, double[] Ppl, double SecondsPerStep) PeerRow(Dictionary<string, JsonElement> peer, string recipe) =>
+        ($"PyTorch {peer["torch"].GetString()}, {peer["threads"].GetInt32()} threads, {recipe}", peer["ppl"].EnumerateArray().Select(p => p.GetDouble()).ToArray(), peer["seconds_per_step"].GetDouble());
+
+    /// <summary>The summary table: perplexity at each record and seconds per step of each side.</summary>
+    internal static void PrintTable(int steps, int interval, double pplTeacher, double pplPruned, IReadOnlyList<(string Name, double[] Ppl, double SecondsPerStep)> rows)
+    {
+        static string F3(double v) => v.ToString("F3", CultureInfo.InvariantCulture);
+        Console.WriteLine();
+        Console.WriteLine($"| side | perplexity after {string.Join(" / ", Enumerable.Range(1, rows[0].Ppl.Length).Select(i => Math.Min(i * interval, steps)))} steps | s/step (teacher included) |");
+        Console.WriteLine("| --- | --- | ---: |");
+        Console.WriteLine($"| teacher / pruned student | {F3(pplTeacher)} / {F3(pplPruned)} | |");
+        foreach (var (name, ppl, seconds) in rows) Console.WriteLine($"| {name} | {string.Join(" / ", ppl.Select(F3))} | {F3(seconds)} |");
+    }
+
+    internal static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 }

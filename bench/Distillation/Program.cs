@@ -9,13 +9,19 @@ using ModelCompression.Native.Training;
 // prints test accuracy and wall time. With an output folder, it also writes each task (data, cached teacher logits,
 // the students' initial weights) as .npz for bench/Distillation/torch_distill.py, which trains the same students
 // the same way in PyTorch.  Usage: dotnet run -c Release --project bench/Distillation [-- outDir]
-// With "lm" first: the language-model bench of LmBench.cs (tiny_lm, ModelCompression and PyTorch side by side).
+// With "lm" first: the language-model bench of LmBench.cs (tiny_lm, ModelCompression and PyTorch side by side);
+// with "llama" first: LlamaBench.cs (a pruned tiny_llama, both sides starting from the same ONNX student).
 string root = AppContext.BaseDirectory;
 while (!File.Exists(Path.Combine(root, "ModelCompression.psd1"))) root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("repo root not found");
 string shared = Path.GetFullPath(Path.Combine(root, "..", "shared"));
 if (args.Length > 0 && args[0] == "lm")
 {
     LmBench.Run(shared, root, args[1..]);
+    return;
+}
+if (args.Length > 0 && args[0] == "llama")
+{
+    LlamaBench.Run(shared, root, args[1..]);
     return;
 }
 string? outDir = args.Length > 0 ? Directory.CreateDirectory(args[0]).FullName : null;

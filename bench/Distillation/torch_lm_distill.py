@@ -14,11 +14,12 @@ forward pass in every step. Prints the test perplexity every `interval` steps an
 import json
 import math
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lm_peer import TestWindows, distil
 
 task, train_path, test_path = sys.argv[1:4]
 steps = int(sys.argv[4]) if len(sys.argv) > 4 else 600
@@ -128,19 +129,7 @@ def prune():
     return heads, neurons
 
 
-test = np.load(test_path)
-test_x, test_y = torch.from_numpy(test["x"]), torch.from_numpy(test["y"])
-
-
-def perplexity(model):
-    model.eval()
-    nll = 0.0
-    with torch.no_grad():
-        for r in range(0, len(test_x), 32):
-            logits = model(test_x[r : r + 32])
-            nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), test_y[r : r + 32].reshape(-1), reduction="sum").item()
-    model.train()
-    return math.exp(nll / test_y.numel())
+perplexity = TestWindows(test_path).perplexity
 
 
 teacher = build()
@@ -156,20 +145,16 @@ tokens = np.load(train_path, mmap_mode="r")
 rng = np.random.default_rng(1)
 opt = torch.optim.AdamW(student.parameters(), lr=5e-4, weight_decay=0.01)
 length, batch = 128, 32
-ppl, train_seconds = [], 0.0
-for step in range(1, steps + 1):
-    start = time.perf_counter()
+
+
+def windows():
     starts = rng.integers(0, len(tokens) - length, size=batch)
-    x = torch.from_numpy(np.stack([tokens[s : s + length] for s in starts]).astype(np.int64))
-    with torch.no_grad():
-        t = teacher(x)
-    s = student(x)
-    loss = F.kl_div(F.log_softmax(s.reshape(-1, s.shape[-1]), -1), F.log_softmax(t.reshape(-1, t.shape[-1]), -1), log_target=True, reduction="batchmean")
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    train_seconds += time.perf_counter() - start
-    if step % interval == 0 or step == steps:
-        ppl.append(perplexity(student))
-        print(f"  PyTorch: step {step}: loss {loss.item():.4f}, test perplexity {ppl[-1]:.3f}, {train_seconds / step:.3f} s/step so far")
-print("RESULT " + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "ppl": ppl, "seconds_per_step": train_seconds / steps, "same_student": same}))
+    return torch.from_numpy(np.stack([tokens[s : s + length] for s in starts]).astype(np.int64)), None
+
+
+def kl(s, t, _):
+    return F.kl_div(F.log_softmax(s.reshape(-1, s.shape[-1]), -1), F.log_softmax(t.reshape(-1, t.shape[-1]), -1), log_target=True, reduction="batchmean")
+
+
+ppl, seconds_per_step = distil(student, teacher, opt, steps, interval, windows, kl, perplexity)
+print("RESULT " + json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "ppl": ppl, "seconds_per_step": seconds_per_step, "same_student": same}))

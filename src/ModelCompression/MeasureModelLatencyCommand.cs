@@ -1,6 +1,7 @@
 using System.Collections;
 using System.Management.Automation;
 using ModelCompression.Native.Runtime;
+using ModelCompression.Native.Runtime.Generation;
 
 namespace ModelCompression;
 
@@ -9,11 +10,12 @@ namespace ModelCompression;
 /// with percentiles, throughput, peak memory and, against the baseline, a ratio of medians with a confidence interval.
 /// </summary>
 [Cmdlet(VerbsDiagnostic.Measure, "ModelLatency", DefaultParameterSetName = IterationsSet)]
-[OutputType(typeof(LatencyReport))]
+[OutputType(typeof(LatencyReport), typeof(GenerationReport))]
 public sealed class MeasureModelLatencyCommand : ModelCmdletBase
 {
     const string IterationsSet = "Iterations";
     const string DurationSet = "Duration";
+    const string GenerateSet = "Generate";
     const string Activity = "Measuring model latency";
 
     readonly List<Model> models = [];
@@ -28,14 +30,17 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
     [ModelArgument]
     public Model? Baseline { get; set; }
 
-    [Parameter]
+    [Parameter(ParameterSetName = IterationsSet)]
+    [Parameter(ParameterSetName = DurationSet)]
     public Hashtable? InputShape { get; set; }
 
-    [Parameter]
+    [Parameter(ParameterSetName = IterationsSet)]
+    [Parameter(ParameterSetName = DurationSet)]
     [ValidateRange(1, int.MaxValue)]
     public int BatchSize { get; set; } = 1;
 
-    [Parameter]
+    [Parameter(ParameterSetName = IterationsSet)]
+    [Parameter(ParameterSetName = DurationSet)]
     [ValidateCount(2, 2)]
     public long[]? IntegerRange { get; set; }
 
@@ -52,7 +57,8 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
     [ValidateRange(0, 1024)]
     public int IntraOpThreads { get; set; }
 
-    [Parameter]
+    [Parameter(ParameterSetName = IterationsSet)]
+    [Parameter(ParameterSetName = DurationSet)]
     [ValidateRange(0, 1024)]
     public int InterOpThreads { get; set; }
 
@@ -65,6 +71,7 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
     public int Warmup { get; set; } = 10;
 
     [Parameter(ParameterSetName = IterationsSet)]
+    [Parameter(ParameterSetName = GenerateSet)]
     [ValidateRange(1, int.MaxValue)]
     public int Iterations { get; set; } = 100;
 
@@ -76,6 +83,21 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
     [ValidateRange(0.5, 0.9999)]
     public double ConfidenceLevel { get; set; } = 0.95;
 
+    [Parameter(Mandatory = true, ParameterSetName = GenerateSet)]
+    public SwitchParameter Generate { get; set; }
+
+    [Parameter(ParameterSetName = GenerateSet)]
+    [ValidateRange(1, int.MaxValue)]
+    public int PromptLength { get; set; } = 128;
+
+    [Parameter(ParameterSetName = GenerateSet)]
+    [ValidateRange(1, int.MaxValue)]
+    public int NewTokens { get; set; } = 128;
+
+    [Parameter(ParameterSetName = GenerateSet)]
+    [ValidateSet("Auto", "OnnxRuntime", "GenAI")]
+    public string GenerationEngine { get; set; } = "Auto";
+
     protected override void ProcessRecord() => models.Add(InputObject!);
 
     protected override void EndProcessing()
@@ -85,6 +107,7 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
             ThrowArgumentError("LatencyDurationOutOfRange", $"-Duration must be positive, not {Duration}.", Duration);
         if (Baseline is null && MyInvocation.BoundParameters.ContainsKey(nameof(ConfidenceLevel)))
             ThrowArgumentError("LatencyParameterNotApplicable", "-ConfidenceLevel is the level of the interval on the ratio to -Baseline; without -Baseline there is no ratio.", ConfidenceLevel);
+        if (Generate) { MeasureGeneration(); return; }
         var results = InvokeOrTerminate(() =>
         {
             var engineModels = models.Select(m => m.Engine).ToList();
@@ -111,6 +134,34 @@ public sealed class MeasureModelLatencyCommand : ModelCmdletBase
         var measured = Baseline is null ? models : [Baseline, .. models];
         for (int i = 0; i < results.Count; i++) WriteObject(LatencyReport.From(results[i], measured[i], Baseline));
         base.EndProcessing();
+    }
+
+    /// <summary>
+    /// -Generate: greedy generation with the cache, timed per token. Defaults fit generation: 3 timed generations after
+    /// 1 warm-up (a generation is many runs); input shapes and batch sizes are not in its parameter set.
+    /// </summary>
+    void MeasureGeneration()
+    {
+        var results = InvokeOrTerminate(() =>
+        {
+            var options = new GenerationMeasureOptions
+            {
+                Generation = new GenerationSettings
+                {
+                    PromptLength = PromptLength, NewTokens = NewTokens, Engine = Enum.Parse<GenerationEngine>(GenerationEngine),
+                    Data = InputArguments.Data(this, InputData, null, null),
+                    Session = new SessionSettings { Provider = Provider, IntraOpThreads = IntraOpThreads, GraphOptimization = GraphOptimization },
+                },
+                Warmup = MyInvocation.BoundParameters.ContainsKey(nameof(Warmup)) ? Warmup : 1,
+                Runs = MyInvocation.BoundParameters.ContainsKey(nameof(Iterations)) ? Iterations : 3,
+                ConfidenceLevel = ConfidenceLevel,
+            };
+            WriteVerbose($"Generating {NewTokens} tokens after prompts of {PromptLength}, {options.Runs} timed generation(s) per model after {options.Warmup} warm-up.");
+            return GenerationMeter.Measure(models.Select(m => m.Engine).ToList(), Baseline?.Engine, options, Progress(Activity, "Generating"), CancellationToken);
+        }, models[0]);
+        CompleteProgress(Activity);
+        var measured = Baseline is null ? models : [Baseline, .. models];
+        for (int i = 0; i < results.Count; i++) WriteObject(GenerationReport.From(results[i], measured[i], Baseline));
     }
 
     /// <summary>Writes the engine's phases as progress records, on the pipeline thread only, at most every 100 ms (the engine throttles).</summary>

@@ -15,7 +15,7 @@ public sealed class Model
         // A derived model is not its source: it has no file until exported, and its name says what was done
         // (wine_mlp.pruning.quantize), so reports that set it against its source tell the two apart.
         Name = derivedFrom is null ? engine.Name : $"{derivedFrom.Name}.{engine.History[^1].Name.ToLowerInvariant()}";
-        Path = derivedFrom is null ? engine.SourcePath : null;
+        Path = derivedFrom is not null ? null : engine.Folder?.Path ?? engine.SourcePath;
         SizeBytes = engine.SerializedSize;
         Parameters = ParameterCount.Of(engine.Proto);
         History = engine.History.Select(ModelStageInfo.From).ToArray();
@@ -25,7 +25,7 @@ public sealed class Model
     internal OnnxModel Engine { get; }
 
     public string Name { get; }
-    /// <summary>The file the model was loaded from; null for a model a stage made in memory (until it is exported).</summary>
+    /// <summary>The file (or ONNX Runtime GenAI folder) the model was loaded from; null for a model a stage made in memory (until it is exported).</summary>
     public string? Path { get; }
     /// <summary>The file this model or its first ancestor was loaded from: Export-Model -Directory names its file after it.</summary>
     internal string? OriginPath => Engine.SourcePath;

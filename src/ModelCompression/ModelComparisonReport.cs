@@ -20,6 +20,8 @@ public sealed class ModelComparisonReport
     public required string InputSource { get; init; }
     public long Rows { get; init; }
     public required OutputComparison[] Outputs { get; init; }
+    /// <summary>Compare-Model -Generate: greedy continuations compared token by token; null without -Generate.</summary>
+    public GenerationComparison? Generation { get; init; }
     public required GateResult[] FailedGates { get; init; }
     public bool Passed => FailedGates.Length == 0;
 
@@ -48,6 +50,7 @@ public sealed class ModelComparisonReport
         InputSource = c.InputSource,
         Rows = c.Rows,
         Outputs = c.Outputs.Select(OutputComparison.From).ToArray(),
+        Generation = c.Generation is null ? null : GenerationComparison.From(c.Generation),
         FailedGates = c.FailedGates.Select(GateResult.From).ToArray(),
     };
 

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using ModelCompression.Native.Data;
+using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Pruning;
 using ModelCompression.Native.Runtime;
@@ -86,11 +87,7 @@ static class TransformerPruningBench
             long offset = start * x.Shape[1];
             for (long i = 0; i < values.Length / vocabulary; i++)
             {
-                var row = values.AsSpan((int)(i * vocabulary), vocabulary);
-                float max = System.Numerics.Tensors.TensorPrimitives.Max(row);
-                double sum = 0;
-                foreach (float l in row) sum += Math.Exp(l - max);
-                nll += Math.Log(sum) + max - row[(int)y[offset + i]];
+                nll += Softmax.CrossEntropy(values.AsSpan((int)(i * vocabulary), vocabulary), (int)y[offset + i]);
                 count++;
             }
         }

@@ -67,8 +67,8 @@ internal static class SoftTargetLoss
                     if (grad is not null) d.Clear();
                     if (soft > 0)
                     {
-                        LogSoftmax(s, 1f / T, a);                   // log ps
-                        LogSoftmax(t, 1f / T, b);                   // log pt
+                        Softmax.LogRow(s, a, 1f / T);               // log ps
+                        Softmax.LogRow(t, b, 1f / T);               // log pt
                         TensorPrimitives.Subtract(b, a, c);
                         TensorPrimitives.Exp(b, b);                 // pt
                         acc.Loss += soft * T * T * TensorPrimitives.Dot(b, c);
@@ -84,7 +84,7 @@ internal static class SoftTargetLoss
                 if (label < 0) continue;
                 acc.Labelled++;
                 if (TensorPrimitives.IndexOfMax(s) == label) acc.Correct++;
-                LogSoftmax(s, 1f, a);
+                Softmax.LogRow(s, a);
                 double ce = -a[(int)label];
                 acc.CrossEntropy += ce;
                 if (1 - o.Alpha > 0)
@@ -104,28 +104,5 @@ internal static class SoftTargetLoss
         var total = new LossSums();
         foreach (var s in sums) total.Add(s);
         return total;
-    }
-
-    /// <summary>log softmax(x·k) into <paramref name="y"/>.</summary>
-    static void LogSoftmax(ReadOnlySpan<float> x, float k, Span<float> y)
-    {
-        TensorPrimitives.Multiply(x, k, y);
-        float max = TensorPrimitives.Max(y);
-        TensorPrimitives.Subtract(y, max, y);
-        float lse = MathF.Log(SumExp(y));
-        TensorPrimitives.Subtract(y, lse, y);
-    }
-
-    static float SumExp(ReadOnlySpan<float> x)
-    {
-        Span<float> tmp = stackalloc float[Math.Min(x.Length, 1024)];
-        float sum = 0;
-        for (int i = 0; i < x.Length; i += tmp.Length)
-        {
-            int n = Math.Min(tmp.Length, x.Length - i);
-            TensorPrimitives.Exp(x.Slice(i, n), tmp[..n]);
-            sum += TensorPrimitives.Sum(tmp[..n]);
-        }
-        return sum;
     }
 }

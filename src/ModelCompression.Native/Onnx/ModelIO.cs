@@ -42,6 +42,7 @@ public static class ModelIO
     {
         // Checks and parsing look at the file a link finally leads to; external data is found beside the path as given.
         string full = Path.GetFullPath(path), file = FinalTarget(full);
+        if (GenAiFolder.IsFolder(file)) return GenAiFolder.Load(full, cancel);
         if (Directory.Exists(file))
             throw Error("ModelPathIsDirectory", EngineErrorKind.InvalidArgument, full, $"'{full}' is a directory, not an ONNX model file.");
         if (!File.Exists(file))

@@ -30,10 +30,12 @@ public sealed class OnnxModel
     public FileIdentity? LoadedFrom { get; init; }
     /// <summary>Soft problems found while loading (a damaged history, say), for the caller to show as warnings.</summary>
     public IReadOnlyList<string> LoadWarnings { get; init; } = [];
+    /// <summary>The ONNX Runtime GenAI folder the model was loaded from (a derived model keeps it: it is written back as such a folder).</summary>
+    public GenAiFolder? Folder { get; init; }
     /// <summary>The data files this model's external tensors are in; holding them keeps scratch files alive.</summary>
     public IReadOnlyList<TensorFile> Files { get; }
 
-    public string Name => SourcePath is null ? (Proto.Graph?.Name ?? "model") : Path.GetFileNameWithoutExtension(SourcePath);
+    public string Name => Folder is not null ? Path.GetFileName(Folder.Path) : SourcePath is null ? (Proto.Graph?.Name ?? "model") : Path.GetFileNameWithoutExtension(SourcePath);
 
     /// <summary>Size in bytes as it would be written into a single file (64-bit; tensors in data files included).</summary>
     public long SerializedSize => serializedSize.Value;
@@ -55,7 +57,7 @@ public sealed class OnnxModel
         var copy = Proto.Clone();
         var report = before >= SpillThreshold ? TensorSpill.Run(() => transform(copy)) : transform(copy);
         var stage = new ModelStage(stageName, parameters, before, ModelIO.SerializedSize(copy), sw.Elapsed.TotalSeconds, DateTimeOffset.UtcNow, "ModelCompression " + EngineInfo.Version);
-        var derived = new OnnxModel(copy, SourcePath, [.. History, stage], report);
+        var derived = new OnnxModel(copy, SourcePath, [.. History, stage], report) { Folder = Folder };
         // The copy's external tensors name this model's data files, which only this model holds until the new one
         // does: optimized code could otherwise let a GC release them in between (a weak registry entry gone).
         GC.KeepAlive(this);

@@ -132,6 +132,42 @@ public sealed partial class DecoderContract
         return new CacheEntry(n, k, input.Name, output.Name, input.ElementTypeCode, heads, headSize);
     }
 
+    /// <summary>
+    /// Query heads: GroupQueryAttention's (or another attention operator's) num_heads, else the most heads a projection
+    /// is reshaped into ([batch, sequence, heads, head size] with the cache's head size: queries have at least as many
+    /// heads as keys and values). Null when the model shows neither.
+    /// </summary>
+    public long? QueryHeads(OnnxModel model)
+    {
+        var graph = model.Proto.Graph;
+        var fused = graph.Node.Where(n => n.Domain == "com.microsoft" && n.OpType is "GroupQueryAttention" or "MultiHeadAttention" or "Attention")
+            .Select(n => GraphIndex.IntAttr(n, "num_heads")).OfType<long>().ToList();
+        if (fused.Count > 0) return fused.Max();
+        if (HeadSize is not { } size) return null;
+        var index = new GraphIndex(model.Proto);
+        long? best = null;
+        foreach (var reshape in graph.Node.Where(n => n.OpType == "Reshape" && n.Input.Count == 2))
+        {
+            if (!index.Producer.TryGetValue(reshape.Input[0], out var producer) || producer.OpType != "MatMul" || index.Constant(producer.Input[1]) is null) continue;
+            if (TargetTail(index, reshape.Input[1]) is [var heads, var width] && width == size && heads > 0) best = Math.Max(best ?? 0, heads);
+        }
+        return best;
+    }
+
+    /// <summary>The last two entries of a reshape target that is a constant or a Concat ending in constants.</summary>
+    static long[]? TargetTail(GraphIndex index, string target)
+    {
+        if (index.Constant(target) is { } c) return TensorData.ToInt64(c) is { Length: >= 2 } v ? v[^2..] : null;
+        if (!index.Producer.TryGetValue(target, out var concat) || concat.OpType != "Concat") return null;
+        var tail = new List<long>();
+        for (int i = concat.Input.Count - 1; i >= 0 && tail.Count < 2; i--)
+        {
+            if (index.Constant(concat.Input[i]) is not { } part) return null;
+            tail.InsertRange(0, TensorData.ToInt64(part));
+        }
+        return tail.Count >= 2 ? tail.ToArray()[^2..] : null;
+    }
+
     /// <summary>The symbolic name of the cache's past axis (the value a user may give to run with a filled cache).</summary>
     public string? PastDimension(OnnxModel model) =>
         HasCache ? InputSynthesizer.Inputs(model).First(i => i.Name == Cache[0].Input).Shape[2] : null;

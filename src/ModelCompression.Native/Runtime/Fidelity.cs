@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using ModelCompression.Native.Data;
+using ModelCompression.Native.Kernels;
 using ModelCompression.Native.Onnx;
 
 namespace ModelCompression.Native.Runtime;
@@ -79,9 +80,7 @@ public sealed class FidelityAccumulator(string output)
         float max = TensorPrimitives.Max(scores), min = TensorPrimitives.Min(scores);
         if (min >= 0 && max <= 1 && Math.Abs(TensorPrimitives.Sum(scores) - 1) < 1e-3)
             return -Math.Log(Math.Max(scores[label], 1e-30));
-        double sum = 0;
-        foreach (float v in scores) sum += Math.Exp(v - max);
-        return max + Math.Log(sum) - scores[label];
+        return Softmax.CrossEntropy(scores, label);
     }
 
     public OutputFidelity Result()

@@ -3,6 +3,9 @@ using ModelCompression.Native.Onnx;
 
 namespace ModelCompression.Native.Runtime;
 
+/// <summary>A generation comparison to run beside the fidelity one: how many prompts, and how they are made and continued (data: the comparison's when not given).</summary>
+public sealed record GenerationComparisonRequest(Generation.GenerationSettings Settings, int Prompts = 16);
+
 /// <summary>Thresholds a comparison must meet (null: not checked). Every output that reports the metric is checked.</summary>
 public sealed record ComparisonGates
 {
@@ -15,7 +18,10 @@ public sealed record ComparisonGates
     /// <summary>The other model's perplexity may exceed the reference's by at most this percentage; needs labels per position.</summary>
     public double? MaxPerplexityIncrease { get; init; }
 
-    public bool Any => MinCosine is not null || MaxAccuracyDrop is not null || MinTop1Agreement is not null || MaxPerplexityIncrease is not null;
+    /// <summary>The share of greedily generated tokens that agree must be at least this (a fraction); needs a generation comparison.</summary>
+    public double? MinGenerationAgreement { get; init; }
+
+    public bool Any => MinCosine is not null || MaxAccuracyDrop is not null || MinTop1Agreement is not null || MaxPerplexityIncrease is not null || MinGenerationAgreement is not null;
 }
 
 /// <summary>A gate the comparison did not pass. <see cref="ErrorId"/> is stable; <see cref="Actual"/> is null when the metric could not be computed.</summary>
@@ -40,6 +46,8 @@ public sealed record ModelComparison
     public required string InputSource { get; init; }
     public long Rows { get; init; }
     public required IReadOnlyList<OutputFidelity> Outputs { get; init; }
+    /// <summary>Greedy continuations compared token by token, when asked for.</summary>
+    public Generation.GenerationAgreement? Generation { get; init; }
     public required IReadOnlyList<GateFailure> FailedGates { get; init; }
     public bool Passed => FailedGates.Count == 0;
 
@@ -48,11 +56,17 @@ public sealed record ModelComparison
     /// evaluates <paramref name="gates"/>. A gate that needs labels when the inputs have none is refused before anything runs.
     /// </summary>
     public static ModelComparison Run(OnnxModel reference, OnnxModel difference, InputSource inputs, ComparisonGates? gates = null,
-        SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default)
+        SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default, GenerationComparisonRequest? generation = null)
     {
         gates ??= new ComparisonGates();
         ValidateGates(gates, inputs);
-        var outputs = ModelComparer.Compare(reference, difference, inputs, settings, progress, cancel);
+        if (gates.MinGenerationAgreement is { } ga && (ga < 0 || ga > 1 || double.IsNaN(ga)))
+            throw new EngineException("MinGenerationAgreementOutOfRange", EngineErrorKind.InvalidArgument, $"A minimum generation agreement is a fraction between 0 and 1, not {ga}.");
+        if (gates.MinGenerationAgreement is not null && generation is null)
+            throw new EngineException("GenerationGateRequiresGenerate", EngineErrorKind.InvalidArgument, "A minimum generation agreement needs the generation comparison (-Generate).");
+        var outputs = ModelComparer.Compare(reference, difference, inputs, settings, ProgressRelay.Range(progress, 0, generation is null ? 1 : 0.5), cancel);
+        var agreement = generation is null ? null : Runtime.Generation.GenerationAgreement.Measure(reference, difference,
+            generation.Settings with { Data = generation.Settings.Data ?? inputs.Data }, generation.Prompts, ProgressRelay.Range(progress, 0.5, 1), cancel);
         long refSize = reference.SerializedSize, diffSize = difference.SerializedSize;
         long refParams = Parameters(reference), diffParams = Parameters(difference);
         string source;
@@ -82,7 +96,8 @@ public sealed record ModelComparison
             InputSource = source,
             Rows = rows,
             Outputs = outputs,
-            FailedGates = Evaluate(gates, outputs),
+            Generation = agreement,
+            FailedGates = [.. Evaluate(gates, outputs), .. EvaluateGeneration(gates, agreement)],
         };
     }
 
@@ -164,6 +179,13 @@ public sealed record ModelComparison
                         $"Output '{o.Output}': perplexity rose from {o.ReferencePerplexity:G6} to {o.DifferencePerplexity:G6} ({o.PerplexityIncrease:F3}%), more than the maximum {maxIncrease:G4}%."));
         }
         return failed;
+    }
+
+    static IEnumerable<GateFailure> EvaluateGeneration(ComparisonGates gates, Generation.GenerationAgreement? a)
+    {
+        if (gates.MinGenerationAgreement is { } min && a is not null && !(a.TokenAgreement >= min))
+            yield return new GateFailure("MinGenerationAgreement", "GenerationAgreementBelowMinimum", "generation", min, a.TokenAgreement,
+                $"Greedy generation: {a.TokenAgreement:P2} of the generated tokens agree ({a.Prompts} prompts of {a.PromptLength} tokens, {a.NewTokens} new each; first divergence at {a.MeanFirstDivergence:F1} on average), below the minimum {min:P2}.");
     }
 
     static long Parameters(OnnxModel model) => ParameterCount.Of(model.Proto);

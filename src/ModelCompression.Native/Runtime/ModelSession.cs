@@ -149,6 +149,10 @@ public sealed class ModelSession : IDisposable
         using var results = session.Run(runOptions, inputNames, values, OutputNames);
     }
 
+    /// <summary>Runs with pre-built OrtValues and returns the outputs as OrtValues (the caller disposes them): generation's loop, which feeds one step's cache to the next without copies.</summary>
+    internal IDisposableReadOnlyCollection<OrtValue> RunValues(IReadOnlyList<string> inputNames, IReadOnlyList<OrtValue> values, IReadOnlyList<string> outputNames, RunOptions runOptions) =>
+        session.Run(runOptions, inputNames, values, outputNames);
+
     internal static OrtValue ToOrtValue(NamedArray a) => a.Data switch
     {
         float[] f => OrtValue.CreateTensorValueFromMemory(f, a.Shape),

@@ -221,15 +221,8 @@ internal sealed class SoftmaxKernel : TrainOp
                 for (int o = o0; o < o1; o++)
                 {
                     var src = x.Data.AsSpan(o * len, len); var dst = y.AsSpan(o * len, len);
-                    if (log)
-                    {
-                        float max = TensorPrimitives.Max(src);
-                        TensorPrimitives.Subtract(src, max, dst);
-                        TensorPrimitives.Exp(dst, dst);
-                        float lse = MathF.Log(TensorPrimitives.Sum(dst)) + max;
-                        TensorPrimitives.Subtract(src, lse, dst);
-                    }
-                    else TensorPrimitives.SoftMax(src, dst);
+                    if (log) Softmax.LogRow(src, dst);
+                    else Softmax.Row(src, dst);
                 }
             });
             return [yt];
@@ -240,11 +233,9 @@ internal sealed class SoftmaxKernel : TrainOp
             {
                 int b0 = o * len * inner + i;
                 for (int k = 0; k < len; k++) buf[k] = x.Data[b0 + k * inner];
-                float max = TensorPrimitives.Max(buf);
-                double sum = 0;
-                for (int k = 0; k < len; k++) sum += Math.Exp(buf[k] - max);
-                for (int k = 0; k < len; k++)
-                    y[b0 + k * inner] = log ? (float)(buf[k] - max - Math.Log(sum)) : (float)(Math.Exp(buf[k] - max) / sum);
+                if (log) Softmax.LogRow(buf, buf);
+                else Softmax.Row(buf, buf);
+                for (int k = 0; k < len; k++) y[b0 + k * inner] = buf[k];
             }
         return [yt];
     }
