@@ -102,7 +102,7 @@ public class TemporaryFilesTests
         string held = Directory.CreateDirectory(tmp.File(ScratchFolder.Name(Dead, "000000000002"))).FullName;
         string live = Directory.CreateDirectory(tmp.File(ScratchFolder.Name(FileOwner.Current, "000000000003"))).FullName;
         string old = Directory.CreateDirectory(tmp.File($"mc-scratch-{Dead.ProcessId}-0f1e2d3c4b5a69788796a5b4c3d2e1f")).FullName;
-        using var lockStream = TemporaryFiles.Create(Path.Combine(held, ScratchFolder.LockName));
+        using var lockHeld = NativeFiles.TryLockFolder(held).Lock;
 
         ScratchFolder.RemoveStale(tmp.Path);
 
@@ -110,6 +110,28 @@ public class TemporaryFilesTests
         Assert.False(Directory.Exists(old));
         Assert.True(Directory.Exists(live));
         Assert.True(Directory.Exists(held), "a folder whose lock a live process holds was removed");
+    }
+
+    [UnixFact("flock on folders")]
+    public void AGenAiFolderExportRemovesWhatKilledExportsLeftAndStagesInAFolderItOwns()
+    {
+        using var tmp = new TempDir();
+        string source = Directory.CreateDirectory(tmp.File("source")).FullName;
+        LlamaModels.WriteRandom(Path.Combine(source, "model.onnx"), new LlamaConfig(1, 16, 2, 1, 8, 32, 32, MaxPositions: 16));
+        var model = ModelIO.Load(source);
+        string dead = Directory.CreateDirectory(tmp.File(TemporaryFiles.Name("out", Dead, "00000001"))).FullName;
+        File.WriteAllBytes(Path.Combine(dead, "model.onnx.data"), new byte[100]);
+        string held = Directory.CreateDirectory(tmp.File(TemporaryFiles.Name("out", Dead, "00000002"))).FullName;
+        using (NativeFiles.TryLockFolder(held).Lock)
+        {
+            model.Folder!.Export(model, tmp.File("out"), new SaveOptions());
+            Assert.False(Directory.Exists(dead), "a killed export's staging folder outlived the next export");
+            Assert.True(Directory.Exists(held), "a staging folder whose lock a live process holds was removed");
+        }
+        Assert.Equal(["genai_config.json", "model.onnx", "model.onnx.data"], Directory.GetFiles(tmp.File("out")).Select(f => Path.GetFileName(f)).Order(StringComparer.Ordinal));
+        // Without -Force a second export is refused, and leaves no staging folder either.
+        Assert.Equal("ExportFileExists", Assert.Throws<EngineException>(() => model.Folder.Export(model, tmp.File("out"), new SaveOptions())).ErrorId);
+        Assert.Equal(new[] { Path.GetFileName(held), "out", "source" }.Order(StringComparer.Ordinal), Directory.GetDirectories(tmp.Path).Select(d => Path.GetFileName(d)).Order(StringComparer.Ordinal));
     }
 
     [UnixFact("flock on folders")]

@@ -142,11 +142,14 @@ public sealed class GenAiFolder
         var config = ConfigFor(model, ModelFile);
         string parent = System.IO.Path.GetDirectoryName(target)!;
         Directory.CreateDirectory(parent);
-        string staging = System.IO.Path.Combine(parent, $".{System.IO.Path.GetFileName(target)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        // Staged in a folder owned (named and locked) by this process: what a killed export left is removed first.
+        TemporaryFiles.RemoveStale(parent);
+        string staging = TemporaryFiles.Beside(target);
         Directory.CreateDirectory(staging);
+        using var owned = NativeFiles.TryLockFolder(staging).Lock;
         try
         {
-            var saved = ModelIO.Save(model, System.IO.Path.Combine(staging, ModelFile), options with { Overwrite = false }, cancel);
+            var saved = ModelIO.Save(model, System.IO.Path.Combine(staging, ModelFile), options with { Overwrite = false, PrivateFolder = true }, cancel);
             File.WriteAllText(System.IO.Path.Combine(staging, ConfigFileName), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             var own = model.Files.Select(f => System.IO.Path.GetFullPath(f.Path)).Append(System.IO.Path.Combine(Path, ModelFile)).ToHashSet(StringComparer.Ordinal);
             foreach (var file in Directory.EnumerateFiles(Path))
@@ -156,7 +159,7 @@ public sealed class GenAiFolder
                 if (name == ConfigFileName || own.Contains(file) || File.Exists(System.IO.Path.Combine(staging, name))) continue;
                 File.Copy(file, System.IO.Path.Combine(staging, name));
             }
-            Replace(staging, target);
+            Replace(staging, target, options.Overwrite, cancel);
             return new SaveResult(System.IO.Path.Combine(target, ModelFile), saved.DataPath is null ? null : System.IO.Path.Combine(target, System.IO.Path.GetFileName(saved.DataPath)), saved.ExternalDataForced);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -169,11 +172,17 @@ public sealed class GenAiFolder
         }
     }
 
-    /// <summary>Moves the staged folder into place; an existing target goes aside first and is removed after.</summary>
-    static void Replace(string staging, string target)
+    /// <summary>
+    /// Moves the staged folder into place, holding the parent folder's lock (two exports to one folder take turns); an
+    /// existing target goes aside first and is removed after.
+    /// </summary>
+    static void Replace(string staging, string target, bool overwrite, CancellationToken cancel)
     {
+        using var parentLock = NativeFiles.LockFolder(System.IO.Path.GetDirectoryName(target)!, cancel);
+        if (Directory.Exists(target) && !overwrite)
+            throw new EngineException("ExportFileExists", EngineErrorKind.ResourceExists, $"'{target}' already exists; use -Force to replace it.") { Target = target };
         if (!Directory.Exists(target)) { Directory.Move(staging, target); return; }
-        string aside = staging + ".old";
+        string aside = TemporaryFiles.Beside(target);
         Directory.Move(target, aside);
         try { Directory.Move(staging, target); }
         catch

@@ -22,6 +22,11 @@ public sealed record SaveOptions
     /// allows: for the short-lived files ONNX Runtime loads (<see cref="RuntimeModel"/>), never for exports.
     /// </summary>
     internal bool LinkExternalFiles { get; init; }
+    /// <summary>
+    /// The target's folder belongs to this save alone (a GenAI export's staging folder, a session's folder): nothing
+    /// stale to remove there, nobody to take turns with (and its owner may hold the folder's lock already).
+    /// </summary>
+    internal bool PrivateFolder { get; init; }
 }
 
 /// <summary>What <see cref="ModelIO.Save"/> wrote.</summary>
@@ -185,7 +190,7 @@ public static class ModelIO
         string dataName = Path.GetFileName(full) + ".data";
         string dataPath = Path.Combine(dir, dataName);
         // What a killed export to this folder left is removed first (never what a live process is writing).
-        TemporaryFiles.RemoveStale(dir);
+        if (!options.PrivateFolder) TemporaryFiles.RemoveStale(dir);
         string tempModel = TemporaryFiles.Beside(full), tempData = TemporaryFiles.Beside(dataPath);
         var links = new List<(TensorFile File, string Name, string Temp)>();
         // The temporary files stay open, locked as their owner's, until they have their final names.
@@ -211,7 +216,7 @@ public static class ModelIO
             modelFile = TemporaryFiles.Create(tempModel);
             using (var coded = new CodedOutputStream(new CancellableStream(modelFile, cancel), 1 << 20, leaveOpen: true)) proto.WriteTo(coded);
             modelFile.Flush(flushToDisk: !options.LinkExternalFiles);
-            Commit(full, external ? (tempData, dataPath) : null, links.Select(l => (l.Temp, Path.Combine(dir, l.Name))), tempModel, options.Overwrite, cancel);
+            Commit(full, external ? (tempData, dataPath) : null, links.Select(l => (l.Temp, Path.Combine(dir, l.Name))), tempModel, options, cancel);
         }
         catch (Exception e)
         {
@@ -253,11 +258,11 @@ public static class ModelIO
     /// Gives the written files their final names, the model's last, holding the folder's lock so that two exports to one
     /// path cannot interleave their renames (which would pair one model's graph with the other's data file).
     /// </summary>
-    static void Commit(string model, (string Temp, string Final)? data, IEnumerable<(string Temp, string Final)> links, string tempModel, bool overwrite, CancellationToken cancel)
+    static void Commit(string model, (string Temp, string Final)? data, IEnumerable<(string Temp, string Final)> links, string tempModel, SaveOptions options, CancellationToken cancel)
     {
-        using var folderLock = NativeFiles.LockFolder(Path.GetDirectoryName(model)!, cancel);
+        using var folderLock = options.PrivateFolder ? null : NativeFiles.LockFolder(Path.GetDirectoryName(model)!, cancel);
         // Checked again under the lock: another export may have written the file since the first check.
-        if (!overwrite && File.Exists(model))
+        if (!options.Overwrite && File.Exists(model))
             throw Error("ExportFileExists", EngineErrorKind.ResourceExists, model, $"'{model}' already exists. Use -Force to overwrite it.");
         if (data is { } d) File.Move(d.Temp, d.Final, overwrite: true);
         foreach (var link in links) File.Move(link.Temp, link.Final, overwrite: true);

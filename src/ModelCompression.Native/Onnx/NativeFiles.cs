@@ -63,22 +63,28 @@ static partial class NativeFiles
     /// </summary>
     public static IDisposable? LockFolder(string folder, CancellationToken cancel)
     {
-        if (OperatingSystem.IsWindows()) return null;
-        int fd;
-        try { fd = Open(folder, OperatingSystem.IsMacOS() ? 0x1000000 : 0x80000); }   // O_RDONLY | O_CLOEXEC
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return null; }
-        if (fd < 0) return null;
-        var handle = new SafeFileHandle(fd, ownsHandle: true);
         while (true)
         {
-            switch (TryFlock(fd))
-            {
-                case LockResult.Taken: return handle;
-                case LockResult.Unsupported: handle.Dispose(); return null;
-            }
-            if (cancel.IsCancellationRequested) { handle.Dispose(); cancel.ThrowIfCancellationRequested(); }
+            var (result, handle) = TryLockFolder(folder);
+            if (result != LockResult.Held) return handle;
+            cancel.ThrowIfCancellationRequested();
             Thread.Sleep(2);
         }
+    }
+
+    /// <summary>Tries once for an exclusive lock on a folder (Unix): the lock to hold when Taken, else null.</summary>
+    public static (LockResult Result, IDisposable? Lock) TryLockFolder(string folder)
+    {
+        if (OperatingSystem.IsWindows()) return (LockResult.Unsupported, null);
+        int fd;
+        try { fd = Open(folder, OperatingSystem.IsMacOS() ? 0x1000000 : 0x80000); }   // O_RDONLY | O_CLOEXEC
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return (LockResult.Unsupported, null); }
+        if (fd < 0) return (LockResult.Unsupported, null);
+        var handle = new SafeFileHandle(fd, ownsHandle: true);
+        var result = TryFlock(fd);
+        if (result == LockResult.Taken) return (result, handle);
+        handle.Dispose();
+        return (result, null);
     }
 
     static LockResult TryFlock(int fd)

@@ -65,9 +65,10 @@ public readonly record struct FileOwner(int ProcessId, long StartTime)
 }
 
 /// <summary>
-/// Temporary files that a killed run would leave behind carry their owner in their names and are locked by it while
-/// it lives (<see cref="NativeFiles.TryLock"/>); the next run that could have made them removes those whose owner is
-/// gone and which nobody holds. Beside an export's target: ".&lt;file&gt;.mc-&lt;pid&gt;-&lt;start&gt;-&lt;random&gt;.tmp".
+/// Temporary files and folders that a killed run would leave behind carry their owner in their names and are locked by
+/// it while it lives (<see cref="NativeFiles.TryLock"/>, <see cref="NativeFiles.TryLockFolder"/>); the next run that
+/// could have made them removes those whose owner is gone and which nobody holds. Beside an export's target:
+/// ".&lt;file&gt;.mc-&lt;pid&gt;-&lt;start&gt;-&lt;random&gt;.tmp".
 /// </summary>
 public static class TemporaryFiles
 {
@@ -100,14 +101,14 @@ public static class TemporaryFiles
         return stream;
     }
 
-    /// <summary>Removes the temporary files in <paramref name="folder"/> whose owners are gone; returns how many.</summary>
+    /// <summary>Removes the temporary files and folders in <paramref name="folder"/> whose owners are gone; returns how many.</summary>
     public static int RemoveStale(string folder)
     {
         int removed = 0;
         try
         {
-            foreach (var path in Directory.EnumerateFiles(folder, "." + "*" + Marker + "*" + Suffix))
-                if (TryGetOwner(Path.GetFileName(path), out var owner) && owner.IsGone && TryRemove(path, isFolder: false)) removed++;
+            foreach (var path in Directory.EnumerateFileSystemEntries(folder, "." + "*" + Marker + "*" + Suffix))
+                if (TryGetOwner(Path.GetFileName(path), out var owner) && owner.IsGone && TryRemove(path)) removed++;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         return removed;
@@ -115,26 +116,34 @@ public static class TemporaryFiles
 
     /// <summary>
     /// Removes a file or folder whose owner is gone by its name, unless a live process holds its lock (a process in
-    /// another PID namespace can carry the same id): a file's own lock, a folder's <see cref="ScratchFolder.LockName"/>.
+    /// another PID namespace can carry an id that means another process here, or none).
     /// </summary>
-    internal static bool TryRemove(string path, bool isFolder)
+    internal static bool TryRemove(string path)
     {
-        string lockPath = isFolder ? Path.Combine(path, ScratchFolder.LockName) : path;
-        SafeFileHandle? handle = null;
+        IDisposable? held = null;
         try
         {
-            // A link is removed, never followed; opening read-write does not block on a FIFO.
-            if (!OperatingSystem.IsWindows() && File.Exists(lockPath) && new FileInfo(lockPath).LinkTarget is null)
+            // A link is removed, never followed.
+            bool link = new FileInfo(path).LinkTarget is not null, folder = !link && Directory.Exists(path);
+            if (folder)
             {
-                handle = File.OpenHandle(lockPath, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                (var result, held) = NativeFiles.TryLockFolder(path);
+                if (result == NativeFiles.LockResult.Held) return false;
+                Directory.Delete(path, recursive: true);
+                return true;
+            }
+            if (!link && !OperatingSystem.IsWindows())
+            {
+                // Read-write: opening does not block on a FIFO.
+                var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete);
+                held = handle;
                 if (NativeFiles.TryLock(handle) == NativeFiles.LockResult.Held) return false;
             }
-            if (isFolder) Directory.Delete(path, recursive: true);
-            else File.Delete(path);
+            File.Delete(path);
             return true;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
-        finally { handle?.Dispose(); }
+        finally { held?.Dispose(); }
     }
 }
 
@@ -145,7 +154,7 @@ public static class TemporaryFiles
 /// </summary>
 public static class ScratchFolder
 {
-    internal const string Prefix = "mc-scratch-", LockName = "owner.lock";
+    internal const string Prefix = "mc-scratch-";
 
     /// <summary>The folder, made on first use.</summary>
     public static string Path
@@ -191,7 +200,7 @@ public static class ScratchFolder
         {
             foreach (var dir in Directory.EnumerateDirectories(root, Prefix + "*"))
                 if (TryGetOwner(System.IO.Path.GetFileName(dir), out var owner) && owner != FileOwner.Current && owner.IsGone &&
-                    TemporaryFiles.TryRemove(dir, isFolder: true)) removed++;
+                    TemporaryFiles.TryRemove(dir)) removed++;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
         return removed;
@@ -199,8 +208,8 @@ public static class ScratchFolder
 
     static readonly object gate = new();
     static string? folder;
-    /// <summary>Held open (and locked) for the life of the process.</summary>
-    static FileStream? ownerLock;
+    /// <summary>The folder's lock, held for the life of the process.</summary>
+    static IDisposable? ownerLock;
 
     /// <summary>Made once per process; a failure (no room, no such folder) is not kept, so the next stage tries again.</summary>
     static string Create()
@@ -208,8 +217,7 @@ public static class ScratchFolder
         string root = System.IO.Path.GetTempPath();
         RemoveStale(root);
         var dir = Directory.CreateDirectory(System.IO.Path.Combine(root, Name(FileOwner.Current, Guid.NewGuid().ToString("N")[..12])));
-        try { ownerLock = TemporaryFiles.Create(System.IO.Path.Combine(dir.FullName, LockName)); }
-        catch { dir.Delete(recursive: true); throw; }
+        ownerLock = NativeFiles.TryLockFolder(dir.FullName).Lock;
         AppDomain.CurrentDomain.ProcessExit += (_, _) =>
         {
             ownerLock?.Dispose();

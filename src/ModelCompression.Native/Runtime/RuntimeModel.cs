@@ -54,7 +54,7 @@ public static class RuntimeModel
         try
         {
             string path = Path.Combine(dir, "model.onnx");
-            ModelIO.Save(new OnnxModel(proto, null, []), path, new SaveOptions { ExternalData = true, LinkExternalFiles = true });
+            ModelIO.Save(new OnnxModel(proto, null, []), path, new SaveOptions { ExternalData = true, LinkExternalFiles = true, PrivateFolder = true });
             var session = new TemporaryFileSession(path, options, dir);
             // ONNX Runtime has read or mapped what it needs: on Unix the names can go now; Windows waits for Dispose.
             TryDelete(dir);
