@@ -37,6 +37,8 @@ try
                 worker ??= Worker.Start(options);
                 var result = FuzzCase.Run(i, options, corpus, root, worker);
                 results.Add(result);
+                // Said at once, so that a long run shows what it finds while it runs.
+                if (result.Failure is not null) Console.Error.WriteLine($"  case {i}: {result.Failure}: {result.Signature} ({result.Pipeline} on {result.Base}, {result.Mutation})");
                 if (results.Count % 500 == 0)
                     Console.Error.WriteLine($"  {results.Count} of {options.Cases} cases, {results.Count(r => r.Failure is not null)} failed, {clock.Elapsed.TotalSeconds:F0} s");
                 if (!worker.Alive) { worker.Dispose(); worker = null; }
@@ -188,7 +190,8 @@ namespace ModelCompression.Fuzz
         [
             ("Get-Model", "Get-Model -LiteralPath $model | Out-Null"),
             ("Get-ModelInfo", "Get-ModelInfo -LiteralPath $model | Out-Null"),
-            ("Export-Model", "Get-Model -LiteralPath $model | Export-Model -Directory $out | Out-Null"),
+            // A GenAI folder is written as a folder: the target is a new folder in $out.
+            ("Export-Model", "$d = if (Test-Path -LiteralPath (Join-Path $model 'genai_config.json')) { Join-Path $out 'g' } else { $out }; Get-Model -LiteralPath $model | Export-Model -Directory $d | Out-Null"),
             ("Export-Model -ExternalData", "Get-Model -LiteralPath $model | Export-Model (Join-Path $out 'e.onnx') -ExternalData | Out-Null"),
             ("Quantize Dynamic", "Get-Model -LiteralPath $model | Invoke-ModelQuantization -Mode Dynamic | Out-Null"),
             ("Quantize WeightOnly", "Get-Model -LiteralPath $model | Invoke-ModelQuantization -Mode WeightOnly | Export-Model (Join-Path $out 'q.onnx') | Out-Null"),
