@@ -58,7 +58,13 @@ public sealed class GenAiFolder
         {
             throw new EngineException("GenAiConfigInvalid", EngineErrorKind.InvalidData, $"'{configPath}' cannot be read as a GenAI configuration: {e.Message}", e) { Target = configPath };
         }
-        string? file = (string?)Decoder(config, configPath)["filename"];
+        var decoder = Decoder(config, configPath);
+        // Every number it describes the model by must be a whole number, and the file name a string.
+        foreach (var n in Numbers)
+            if (decoder[n] is { } value && !(value is JsonValue v && v.TryGetValue(out long _)))
+                throw new EngineException("GenAiConfigInvalid", EngineErrorKind.InvalidData,
+                    $"'{configPath}' gives model.decoder.{n} as {value.ToJsonString()}, not a whole number.") { Target = configPath };
+        string? file = decoder["filename"] is JsonValue name && name.TryGetValue(out string? text) ? text : null;
         if (string.IsNullOrWhiteSpace(file) || System.IO.Path.IsPathRooted(file) || file.Contains("..", StringComparison.Ordinal))
             throw new EngineException("GenAiConfigInvalid", EngineErrorKind.InvalidData,
                 $"'{configPath}' names no model file inside the folder (model.decoder.filename is '{file}').") { Target = configPath };

@@ -17,18 +17,23 @@ public static class RuntimeModel
     /// <summary>A session over <paramref name="model"/> as it is.</summary>
     public static InferenceSession Open(OnnxModel model, SessionOptions options) => Open(model.Proto, model.Name, options, model.LoadedFrom);
 
+    /// <summary>A session over <paramref name="model"/> that the caller gives up on when <paramref name="cancel"/> is cancelled first.</summary>
+    public static InferenceSession Open(OnnxModel model, SessionSettings settings, CancellationToken cancel) =>
+        Open(model.Proto, model.Name, settings.Create, cancel, model.LoadedFrom);
+
     /// <summary>
-    /// A session over <paramref name="model"/> that the caller gives up on when <paramref name="cancel"/> is cancelled
-    /// first: ONNX Runtime cannot stop loading a model (seconds for a large one), so the load goes on in the background,
-    /// owning its options, and its session is disposed when it is done, while Ctrl+C returns at once.
+    /// A session over <paramref name="proto"/> that the caller gives up on when <paramref name="cancel"/> is cancelled
+    /// first: ONNX Runtime cannot stop loading (and optimizing) a model, seconds or minutes for a large one, so the load
+    /// goes on in the background with options of its own (<paramref name="options"/> makes them) and its session is
+    /// disposed when it is done, while Ctrl+C returns at once.
     /// </summary>
-    public static InferenceSession Open(OnnxModel model, SessionSettings settings, CancellationToken cancel)
+    public static InferenceSession Open(ModelProto proto, string name, Func<SessionOptions> options, CancellationToken cancel, FileIdentity? loadedFrom = null)
     {
         cancel.ThrowIfCancellationRequested();
         InferenceSession OpenWithOptions()
         {
-            using var options = settings.Create();
-            return Open(model, options);
+            using var made = options();
+            return Open(proto, name, made, loadedFrom);
         }
         if (!cancel.CanBeCanceled) return OpenWithOptions();
         var opening = Task.Run(OpenWithOptions, CancellationToken.None);
