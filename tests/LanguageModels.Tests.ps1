@@ -53,10 +53,13 @@ Describe 'Measure-ModelLatency -Generate' {
             $r.DecodeP50Ms | Should -BeGreaterThan 0
             $r.DecodeP99Ms | Should -BeGreaterOrEqual $r.DecodeP50Ms
             $r.TokensPerSecond | Should -BeGreaterThan 0
-            $r.MemoryBytes | Should -BeGreaterThan 0
+            $r.ModelMemoryBytes | Should -BeGreaterThan 3MB
+            $r.PeakWorkingSetBytes | Should -BeGreaterThan $r.ModelMemoryBytes
             $r.CacheBytesPerToken | Should -Be 2048
             $r.PromptSource | Should -Be 'tiny_lm_test.npz'
         }
+        $run.Output[1].ModelMemoryBytes | Should -BeLessThan ($run.Output[0].ModelMemoryBytes / 2)
+        $run.Output[1].MemoryRatio | Should -BeLessThan 0.5
         $run.Output[1].Speedup | Should -BeGreaterThan 0
         $run.Output[1].SpeedupText | Should -Match '^\d+\.\d\dx \['
         $run.Progress | Where-Object RecordType -EQ Completed | Should -Not -BeNullOrEmpty
@@ -130,6 +133,16 @@ Describe 'ONNX Runtime GenAI folders' {
         $g.Engine | Should -Be 'GenAI'
         (Compare-Model $q $back -InputShape @{ sequence_length = 16 } -Generate -Prompts 2 -PromptLength 12 -NewTokens 16).Generation.TokenAgreement | Should -Be 1
         { $q | Export-Model -Directory $out -ErrorAction Stop } | Should -Throw -ErrorId 'ExportFileExists,*'
+    }
+
+    It 'writes a folder whose model had external data without the old data file' {
+        Skip-WithoutShared
+        $external = Join-Path $TestDrive 'external'
+        Get-Model (Copy-GenAiFolder (Join-Path $TestDrive 'src2')) | Export-Model -Directory $external -ExternalData
+        @(Get-ChildItem $external -Name | Sort-Object) | Should -Be 'genai_config.json', 'model.onnx', 'model.onnx.data', 'tokenizer.json'
+        $small = Join-Path $TestDrive 'small'
+        Get-Model $external | Invoke-ModelQuantization -Mode WeightOnly | Export-Model -Directory $small -ExternalData:$false
+        @(Get-ChildItem $small -Name | Sort-Object) | Should -Be 'genai_config.json', 'model.onnx', 'tokenizer.json'
     }
 
     It 'refuses a folder whose configuration <name>' -ForEach @(

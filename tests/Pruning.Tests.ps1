@@ -61,6 +61,10 @@ Describe 'Invoke-ModelPruning' {
         @{ arguments = '-Rate 0.5 -HiddenRate 0.5'; id = 'PruningOptionConflict' }
         @{ arguments = '-Structured -Target Ffn -HeadRate 0.5'; id = 'PruningOptionConflict' }
         @{ arguments = '-Structured -FfnRate 1.5'; id = 'PruningRateOutOfRange' }
+        @{ arguments = '-Structured -KeyValueHeadRate 1'; id = 'PruningRateOutOfRange' }
+        @{ arguments = '-Rate 0.5 -KeyValueHeadRate 0.5'; id = 'PruningOptionConflict' }
+        @{ arguments = '-Structured -Target Heads -KeyValueHeadRate 0.5'; id = 'PruningOptionConflict' }
+        @{ arguments = '-Structured -KeyValueHeadRate 0.5'; id = 'PruningNoPrunableChannels' }
         @{ arguments = '-Structured'; id = 'PruningRateRequired' }
         @{ arguments = '-Structured -Rate 0.5 -Target Depth'; id = 'ParameterArgumentValidationError' }
         @{ arguments = '-Structured -Rate 0.5 -Target Heads'; id = 'PruningNoPrunableChannels' }
@@ -97,5 +101,26 @@ Describe 'Invoke-ModelPruning' {
         ($b.Report.Entries | Where-Object { $_.OpType -eq 'Block' -and $_.Action -eq 'Removed' }).Target | Should -Be 'blocks.3'
         $b.SizeBytes | Should -BeLessThan $lm.SizeBytes
         $verbose.Message | Where-Object { $_ -like 'Not exact for the kept channels*' } | Should -Not -BeNullOrEmpty
+    }
+
+    It 'prunes grouped-query attention by query heads or by key/value groups, and reports the cache it leaves' {
+        Skip-WithoutShared
+        $llama = Get-Model (Join-Path $SharedRoot 'models/tiny_llama_kv.onnx')
+        $a = $llama | Invoke-ModelPruning -Structured -HeadRate 0.5 -FfnRate 0.5 -WarningAction SilentlyContinue
+        $a.Report.Metrics['HeadsAfter'] | Should -Be 16
+        $a.Report.Metrics['KeyValueHeadsAfter'] | Should -Be 8
+        $a.Report.Metrics['FfnAfter'] | Should -Be 1376
+        $a.Report.Notes | Where-Object { $_ -like 'Key/value cache: 2,048 -> 2,048 bytes per token*unchanged*' } | Should -Not -BeNullOrEmpty
+        $b = $llama | Invoke-ModelPruning -Structured -Target KeyValueHeads -Rate 0.5 -WarningAction SilentlyContinue
+        $b.Report.Metrics['KeyValueHeadsAfter'] | Should -Be 4
+        $b.Report.Metrics['HeadsAfter'] | Should -Be 16
+        $b.Report.Metrics['CacheBytesPerTokenAfter'] | Should -Be 1024
+        $b.Report.Notes | Where-Object { $_ -like 'Key/value cache: 2,048 -> 1,024 bytes per token*' } | Should -Not -BeNullOrEmpty
+        $b.History[-1].Parameters['Target'] | Should -Be 'KeyValueHeads'
+        $path = Join-Path $TestDrive 'llama_kv_half.onnx'
+        $llama | Invoke-ModelPruning -Structured -KeyValueHeadRate 0.5 -WarningAction SilentlyContinue | Export-Model $path
+        $info = Get-Model $path | Get-ModelInfo
+        (($info.Inputs | Where-Object Name -eq 'past_key_values.0.key').Shape -join ',') | Should -Be 'batch_size,1,past_sequence_length,32'
+        (Get-Model $path).History[-1].Parameters['KeyValueHeadRate'] | Should -Be '0.5'
     }
 }

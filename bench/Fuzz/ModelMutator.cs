@@ -20,12 +20,14 @@ static class ModelMutator
     static readonly string[] Families = ["flip", "truncate", "dims", "type", "raw", "names", "node", "attribute", "opset", "metadata", "input", "external", "odd", "decoder", "quantized"];
 
     /// <summary>
-    /// Mutates <paramref name="seed"/> into <paramref name="dir"/>. A GenAI folder seed becomes a folder (model.onnx and
-    /// genai_config.json, one of them mutated) and the case loads the folder.
+    /// Mutates <paramref name="seed"/> into <paramref name="dir"/>. A GenAI folder seed becomes a folder of its own in it
+    /// (model.onnx and genai_config.json, one of them mutated; beside the case's output, not above it) and the case
+    /// loads the folder.
     /// </summary>
     public static MutatedModel Mutate(BaseModel seed, string dir, Random rng)
     {
         if (seed.Config is null) return Mutate(seed.Bytes, seed.Path, dir, rng);
+        dir = Directory.CreateDirectory(System.IO.Path.Combine(dir, "genai")).FullName;
         string config = System.IO.Path.Combine(dir, "genai_config.json");
         MutatedModel model;
         if (rng.Next(3) == 0)

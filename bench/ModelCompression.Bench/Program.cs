@@ -14,10 +14,17 @@ var benches = new Dictionary<string, Func<string[], int>>(StringComparer.Ordinal
     ["pruning-latency"] = PruningBench.Latency,
     ["pruning-large"] = PruningBench.Large,
     ["pruning-transformers"] = TransformerPruningBench.Run,
+    ["pruning-llama"] = LlamaPruningBench.Run,
     ["large"] = LargeModelBench.Run,
     ["large-child"] = LargeModelBench.Child,
+<<<<<<< HEAD
     ["faults"] = FaultsBench.Run,
     ["faults-child"] = FaultsBench.Child,
+=======
+    ["llama"] = LlamaBench.Run,
+    ["llama-child"] = LlamaBench.Child,
+    ["llama-tiny"] = LlamaBench.Tiny,
+>>>>>>> main
 };
 if (args.Length == 0 || !benches.TryGetValue(args[0], out var bench))
 {

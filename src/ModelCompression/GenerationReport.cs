@@ -27,7 +27,8 @@ public sealed class GenerationReport
     public double DecodeP99Ms { get; init; }
     public double TokensPerSecond { get; init; }
     public double EndToEndTokensPerSecond { get; init; }
-    public long MemoryBytes { get; init; }
+    /// <summary>What the model needs to generate, counted: its weights as stored and its cache at the end of a generation.</summary>
+    public long ModelMemoryBytes { get; init; }
     public long PeakWorkingSetBytes { get; init; }
     public long CacheBytesPerToken { get; init; }
     public string? Baseline { get; init; }
@@ -61,7 +62,7 @@ public sealed class GenerationReport
         DecodeP99Ms = r.DecodeP99Ms,
         TokensPerSecond = r.TokensPerSecond,
         EndToEndTokensPerSecond = r.EndToEndTokensPerSecond,
-        MemoryBytes = r.MemoryBytes,
+        ModelMemoryBytes = r.ModelMemoryBytes,
         PeakWorkingSetBytes = r.PeakWorkingSetBytes,
         CacheBytesPerToken = r.CacheBytesPerToken,
         Baseline = r.IsBaseline ? null : baseline?.Name,

@@ -34,11 +34,14 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
     public SwitchParameter Structured { get; set; }
 
     [Parameter(ParameterSetName = RateSet)]
-    [ValidateSet("Heads", "Hidden", "Ffn", IgnoreCase = true)]
+    [ValidateSet("Heads", "KeyValueHeads", "Hidden", "Ffn", IgnoreCase = true)]
     public string[] Target { get; set; } = [];
 
     [Parameter(ParameterSetName = RateSet)]
     public double? HeadRate { get; set; }
+
+    [Parameter(ParameterSetName = RateSet)]
+    public double? KeyValueHeadRate { get; set; }
 
     [Parameter(ParameterSetName = RateSet)]
     public double? HiddenRate { get; set; }
@@ -98,6 +101,7 @@ public sealed class InvokeModelPruningCommand : ModelCmdletBase
                 Structured = Structured,
                 Targets = Target.Select(t => Enum.Parse<PrunedPart>(t, ignoreCase: true)).ToList(),
                 HeadRate = HeadRate,
+                KeyValueHeadRate = KeyValueHeadRate,
                 HiddenRate = HiddenRate,
                 FfnRate = FfnRate,
                 RemoveBlocks = RemoveBlocks,

@@ -22,12 +22,17 @@ public sealed class GenAiFolder
         ModelFile = modelFile;
     }
 
+    GenAiFolder(GenAiFolder read, OnnxModel model) : this(read.Path, read.Config, read.ModelFile) =>
+        ModelFiles = [System.IO.Path.Combine(read.Path, read.ModelFile), .. model.Files.Select(f => System.IO.Path.GetFullPath(f.Path))];
+
     /// <summary>The folder.</summary>
     public string Path { get; }
     /// <summary>The configuration as read (never modified: writing makes an updated copy).</summary>
     public JsonObject Config { get; }
     /// <summary>The decoder's file name, relative to the folder (<c>model.decoder.filename</c>).</summary>
     public string ModelFile { get; }
+    /// <summary>The model file and its external data files as loaded: written anew on export, never copied.</summary>
+    public IReadOnlyList<string> ModelFiles { get; } = [];
 
     public static bool IsFolder(string path) => Directory.Exists(path) && File.Exists(System.IO.Path.Combine(path, ConfigFileName));
 
@@ -42,7 +47,7 @@ public sealed class GenAiFolder
                 $"'{System.IO.Path.Combine(full, ConfigFileName)}' names the model file '{genai.ModelFile}', which is not in the folder.") { Target = full };
         var model = ModelIO.Load(modelPath, cancel);
         genai.Check(model);
-        return new OnnxModel(model.Proto, model.SourcePath, model.History) { LoadedFrom = model.LoadedFrom, LoadWarnings = model.LoadWarnings, Folder = genai };
+        return new OnnxModel(model.Proto, model.SourcePath, model.History) { LoadedFrom = model.LoadedFrom, LoadWarnings = model.LoadWarnings, Folder = new GenAiFolder(genai, model) };
     }
 
     static GenAiFolder Read(string folder)
@@ -157,14 +162,7 @@ public sealed class GenAiFolder
         {
             var saved = ModelIO.Save(model, System.IO.Path.Combine(staging, ModelFile), options with { Overwrite = false, PrivateFolder = true }, cancel);
             File.WriteAllText(System.IO.Path.Combine(staging, ConfigFileName), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-            var own = model.Files.Select(f => System.IO.Path.GetFullPath(f.Path)).Append(System.IO.Path.Combine(Path, ModelFile)).ToHashSet(StringComparer.Ordinal);
-            foreach (var file in Directory.EnumerateFiles(Path))
-            {
-                cancel.ThrowIfCancellationRequested();
-                string name = System.IO.Path.GetFileName(file);
-                if (name == ConfigFileName || own.Contains(file) || File.Exists(System.IO.Path.Combine(staging, name))) continue;
-                File.Copy(file, System.IO.Path.Combine(staging, name));
-            }
+            CopyOthers(staging, cancel);
             Replace(staging, target, options.Overwrite, cancel);
             return new SaveResult(System.IO.Path.Combine(target, ModelFile), saved.DataPath is null ? null : System.IO.Path.Combine(target, System.IO.Path.GetFileName(saved.DataPath)), saved.ExternalDataForced);
         }
@@ -175,6 +173,19 @@ public sealed class GenAiFolder
         finally
         {
             if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+        }
+    }
+
+    /// <summary>Copies every file and folder of the source folder but the model, its data files and the configuration (written anew).</summary>
+    void CopyOthers(string staging, CancellationToken cancel)
+    {
+        var skip = ModelFiles.Append(System.IO.Path.Combine(Path, ConfigFileName)).ToHashSet(StringComparer.Ordinal);
+        foreach (var entry in Directory.EnumerateFileSystemEntries(Path, "*", SearchOption.AllDirectories))
+        {
+            cancel.ThrowIfCancellationRequested();
+            string relative = System.IO.Path.GetRelativePath(Path, entry), destination = System.IO.Path.Combine(staging, relative);
+            if (Directory.Exists(entry)) Directory.CreateDirectory(destination);
+            else if (!skip.Contains(entry) && !File.Exists(destination)) File.Copy(entry, destination);
         }
     }
 

@@ -34,85 +34,91 @@ public static class ModelPruner
         if (options.Criterion == PruningCriterion.Activation)
             activations = ActivationStats.ChannelNorms(model, probeTargets.SelectMany(t => t.ActivationInputs()).Distinct().ToList(),
                 options.CalibrationData!, options.CalibrationBatchSize, Scaled(progress, 0, 0.3), cancel);
-
-        // FLOPs need activation shapes: one ONNX Runtime run on synthesized inputs (skipped with a note when it cannot run).
-        // That run costs about as much as loading the model into ONNX Runtime, more than the pruning itself for large
-        // models, and unstructured pruning leaves dense FLOPs unchanged: above FlopsProbeLimit bytes it is skipped.
-        ShapeProbe? probe = null;
-        string? probeProblem = null;
-        if (model.SerializedSize > FlopsProbeLimit)
-            probeProblem = $"the model is larger than {FlopsProbeLimit / 1_000_000} MB; dense FLOPs are unchanged by unstructured pruning";
-        else
-            try { probe = ShapeProbe.Run(model, options.ProbeDimension, cancel); }
-            catch (EngineException e) { probeProblem = "the model could not be run on synthesized inputs: " + e.Message; }
+        var (probe, probeProblem) = FlopsProbe(model, options, cancel);
 
         return model.Derive(StageName, options.ToParameters(), proto =>
         {
             var graph = proto.Graph;
             var index = new GraphIndex(graph, inputInitializersAreConstant: true);
-            var report = new ModelReport { Stage = StageName };
             var skipped = new List<ReportEntry>();
             var targets = WeightTargets.Find(index, options, skipped);
             long nonZeroBefore = NonZeroWeights(graph);
             long parameters = CostModel.Parameters(graph);
             var counts = new UnstructuredPruner(targets, options, activations).Run(graph, Scaled(progress, activations is null ? 0 : 0.3, 1), cancel);
-
-            long zeros = 0, elements = 0;
-            long newZeros = 0;
-            for (int t = 0; t < targets.Count; t++)
-            {
-                var (before, z, n) = counts[t];
-                zeros += z; elements += n; newZeros += z - before;
-                report.Entries.Add(new ReportEntry(targets[t].Label, targets[t].OpType, "Pruned",
-                    $"weight '{targets[t].Name}' [{string.Join(",", targets[t].Tensor.Dims)}]: sparsity {Pct((double)z / n)} ({z:N0} of {n:N0} zero)"));
-            }
-            report.Entries.AddRange(skipped);
-            // Only the targets changed, and their zeros were counted as they were rewritten: no second read of every weight.
-            long nonZeroAfter = nonZeroBefore - newZeros;
-            report.Metrics["Sparsity"] = elements == 0 ? 0 : (double)zeros / elements;
-            report.Metrics["PrunedTensors"] = targets.Count;
-            report.Metrics["PrunedTensorElements"] = elements;
-            report.Metrics["ParametersBefore"] = parameters;
-            report.Metrics["ParametersAfter"] = parameters;
-            report.Metrics["NonZeroParametersBefore"] = nonZeroBefore;
-            report.Metrics["NonZeroParametersAfter"] = nonZeroAfter;
-            string flopsNote;
-            if (probe is not null)
-            {
-                // Dense FLOPs do not change; "sparse" FLOPs count only multiplications by non-zero weights.
-                long dense = CostModel.Flops(graph, probe);
-                double sparse = dense;
-                for (int t = 0; t < targets.Count; t++)
-                    foreach (var node in targets[t].Nodes)
-                        sparse -= CostModel.Flops(node, probe) * (double)counts[t].Zeros / counts[t].Elements;
-                report.Metrics["FlopsBefore"] = dense;
-                report.Metrics["FlopsAfter"] = dense;
-                report.Metrics["SparseFlopsAfter"] = Math.Round(sparse);
-                flopsNote = $"FLOPs (MatMul/Gemm/Conv/ConvTranspose at probe inputs {probe.InputDescription}): {dense:N0} dense, unchanged; {sparse:N0} counting only non-zero weights.";
-            }
-            else flopsNote = $"FLOPs not computed: {probeProblem}.";
-            report.Notes.Add($"{options.Method} pruning, criterion {options.Criterion}" +
-                (options.Pattern is null ? $", scope {options.Scope}, rate {options.Rate!.Value.ToString("0.###", CultureInfo.InvariantCulture)}" : "") +
-                $": {targets.Count} weight tensor(s), {zeros:N0} of {elements:N0} elements zero ({Pct(elements == 0 ? 0 : (double)zeros / elements)}).");
-            if (options.Scope == PruningScope.Global && options.Pattern is null && options.Criterion != PruningCriterion.Random)
-                report.Notes.Add("Global scope: one threshold over the raw scores (|w|, or |w| x activation norm) of all selected layers, so layers are pruned unevenly.");
-            report.Notes.Add(flopsNote);
-            report.Notes.Add("Zeroed weights keep their place: the file and dense FLOPs are unchanged (ONNX Runtime runs them densely); use -Structured to make the model physically smaller.");
-            return report;
+            return UnstructuredReport(options, graph, targets, counts, skipped, nonZeroBefore, parameters, probe, probeProblem);
         });
     }
 
     /// <summary>
-    /// Exporters such as paddle2onnx store weights as Constant nodes. A copy of the model holds the ones that
-    /// MatMul/Gemm/Conv/ConvTranspose read as weights as initializers instead (same name, same values), so every
-    /// method treats them alike; other Constant nodes stay. The input model is not touched.
+    /// FLOPs need activation shapes: one ONNX Runtime run on synthesized inputs (skipped with a reason when it cannot
+    /// run). That run costs about as much as loading the model into ONNX Runtime, more than the pruning itself for large
+    /// models, and unstructured pruning leaves dense FLOPs unchanged: above <see cref="FlopsProbeLimit"/> bytes it is skipped.
+    /// </summary>
+    static (ShapeProbe? Probe, string? Problem) FlopsProbe(OnnxModel model, PruningOptions options, CancellationToken cancel)
+    {
+        if (model.SerializedSize > FlopsProbeLimit)
+            return (null, $"the model is larger than {FlopsProbeLimit / 1_000_000} MB; dense FLOPs are unchanged by unstructured pruning");
+        try { return (ShapeProbe.Run(model, options.ProbeDimension, cancel), null); }
+        catch (EngineException e) { return (null, "the model could not be run on synthesized inputs: " + e.Message); }
+    }
+
+    /// <summary>The report of unstructured and N:M pruning: sparsity per weight, parameters, and dense and sparse FLOPs.</summary>
+    static ModelReport UnstructuredReport(PruningOptions options, GraphProto graph, List<WeightTarget> targets, PrunedCounts[] counts, List<ReportEntry> skipped,
+        long nonZeroBefore, long parameters, ShapeProbe? probe, string? probeProblem)
+    {
+        var report = new ModelReport { Stage = StageName };
+        long zeros = 0, elements = 0, newZeros = 0;
+        for (int t = 0; t < targets.Count; t++)
+        {
+            var (before, z, n) = counts[t];
+            zeros += z; elements += n; newZeros += z - before;
+            report.Entries.Add(new ReportEntry(targets[t].Label, targets[t].OpType, "Pruned",
+                $"weight '{targets[t].Name}' [{string.Join(",", targets[t].Tensor.Dims)}]: sparsity {Pct((double)z / n)} ({z:N0} of {n:N0} zero)"));
+        }
+        report.Entries.AddRange(skipped);
+        // Only the targets changed, and their zeros were counted as they were rewritten: no second read of every weight.
+        report.Metrics["Sparsity"] = elements == 0 ? 0 : (double)zeros / elements;
+        report.Metrics["PrunedTensors"] = targets.Count;
+        report.Metrics["PrunedTensorElements"] = elements;
+        report.Metrics["ParametersBefore"] = parameters;
+        report.Metrics["ParametersAfter"] = parameters;
+        report.Metrics["NonZeroParametersBefore"] = nonZeroBefore;
+        report.Metrics["NonZeroParametersAfter"] = nonZeroBefore - newZeros;
+        string flopsNote = $"FLOPs not computed: {probeProblem}.";
+        if (probe is not null)
+        {
+            // Dense FLOPs do not change; "sparse" FLOPs count only multiplications by non-zero weights.
+            long dense = CostModel.Flops(graph, probe);
+            double sparse = dense;
+            for (int t = 0; t < targets.Count; t++)
+                foreach (var node in targets[t].Nodes)
+                    sparse -= CostModel.Flops(node, probe) * (double)counts[t].Zeros / counts[t].Elements;
+            report.Metrics["FlopsBefore"] = dense;
+            report.Metrics["FlopsAfter"] = dense;
+            report.Metrics["SparseFlopsAfter"] = Math.Round(sparse);
+            flopsNote = $"FLOPs ({CostModel.Counted}, at probe inputs {probe.InputDescription}): {dense:N0} dense, unchanged; {sparse:N0} counting only non-zero weights.";
+        }
+        report.Notes.Add($"{options.Method} pruning, criterion {options.Criterion}" +
+            (options.Pattern is null ? $", scope {options.Scope}, rate {options.Rate!.Value.ToString("0.###", CultureInfo.InvariantCulture)}" : "") +
+            $": {targets.Count} weight tensor(s), {zeros:N0} of {elements:N0} elements zero ({Pct(elements == 0 ? 0 : (double)zeros / elements)}).");
+        if (options.Scope == PruningScope.Global && options.Pattern is null && options.Criterion != PruningCriterion.Random)
+            report.Notes.Add("Global scope: one threshold over the raw scores (|w|, or |w| x activation norm) of all selected layers, so layers are pruned unevenly.");
+        report.Notes.Add(flopsNote);
+        report.Notes.Add("Zeroed weights keep their place: the file and dense FLOPs are unchanged (ONNX Runtime runs them densely); use -Structured to make the model physically smaller.");
+        return report;
+    }
+
+    /// <summary>
+    /// Exporters such as paddle2onnx store weights as Constant nodes. A copy of the model holds the ones that layers
+    /// (MatMul, Gemm, Conv, ...: whose rule says they read weights) read as initializers instead (same name, same
+    /// values), so every method treats them alike; other Constant nodes stay. The input model is not touched.
     /// </summary>
     internal static OnnxModel WeightConstantsAsInitializers(OnnxModel model)
     {
         var graph = model.Proto.Graph;
         var weightInputs = new HashSet<string>(StringComparer.Ordinal);
         foreach (var n in graph.Node)
-            if (n.Domain.Length == 0 && n.OpType is "MatMul" or "Gemm" or "Conv" or "ConvTranspose")
+            if (ChannelRules.For(n)?.ReadsWeights == true)
                 for (int i = 1; i < n.Input.Count; i++) weightInputs.Add(n.Input[i]);
         bool Candidate(NodeProto n) => n.OpType == "Constant" && n.Domain.Length == 0 && n.Output.Count == 1 && weightInputs.Contains(n.Output[0])
             && n.Attribute.Count == 1 && n.Attribute[0].Name == "value" && n.Attribute[0].T is not null;

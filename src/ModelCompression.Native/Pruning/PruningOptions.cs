@@ -76,6 +76,11 @@ public sealed record PruningOptions
     public double? HeadRate { get; init; }
     public double? HiddenRate { get; init; }
     public double? FfnRate { get; init; }
+    /// <summary>
+    /// Grouped-query attention: the fraction of key/value heads removed, each with the query heads it serves (the
+    /// cache shrinks). Unlike the other parts, -Rate covers it only when <see cref="Targets"/> names it.
+    /// </summary>
+    public double? KeyValueHeadRate { get; init; }
     /// <summary>How many residual blocks to remove, those that change their input least on <see cref="CalibrationData"/>.</summary>
     public int? RemoveBlocks { get; init; }
     /// <summary>Names (wildcards * and ?) of residual blocks to remove.</summary>
@@ -94,10 +99,15 @@ public sealed record PruningOptions
     public double RateFor(PrunedPart part)
     {
         if (!Structured || (Targets.Count > 0 && !Targets.Contains(part))) return 0;
-        return PartRate(part) ?? Rate ?? 0;
+        if (PartRate(part) is { } own) return own;
+        // Whole key/value groups go only when asked: -Rate already removes query heads within them.
+        return part == PrunedPart.KeyValueHeads && !Targets.Contains(part) ? 0 : Rate ?? 0;
     }
 
-    double? PartRate(PrunedPart part) => part switch { PrunedPart.Heads => HeadRate, PrunedPart.Hidden => HiddenRate, _ => FfnRate };
+    double? PartRate(PrunedPart part) => part switch
+    {
+        PrunedPart.Heads => HeadRate, PrunedPart.Hidden => HiddenRate, PrunedPart.KeyValueHeads => KeyValueHeadRate, _ => FfnRate,
+    };
 
     /// <summary>Checks ranges and refuses combinations where an option would be ignored.</summary>
     public void Validate()
@@ -114,11 +124,12 @@ public sealed record PruningOptions
             bool partRates = Enum.GetValues<PrunedPart>().Any(p => PartRate(p) is not null);
             if (Rate is null && !(Structured && partRates) && !(RemovesBlocks && !Structured))
                 throw new EngineException("PruningRateRequired", EngineErrorKind.InvalidArgument,
-                    Structured ? "Give -Rate (a fraction in [0, 1)) or a rate per part (-HeadRate, -HiddenRate, -FfnRate)." : "Give -Rate (a fraction in [0, 1)), -Pattern N:M, or blocks to remove (-RemoveBlocks, -RemoveBlockName).");
+                    Structured ? "Give -Rate (a fraction in [0, 1)) or a rate per part (-HeadRate, -KeyValueHeadRate, -HiddenRate, -FfnRate)." : "Give -Rate (a fraction in [0, 1)), -Pattern N:M, or blocks to remove (-RemoveBlocks, -RemoveBlockName).");
             CheckRate("Rate", Rate);
             CheckRate("HeadRate", HeadRate);
             CheckRate("HiddenRate", HiddenRate);
             CheckRate("FfnRate", FfnRate);
+            CheckRate("KeyValueHeadRate", KeyValueHeadRate);
         }
         if (!Structured)
         {
@@ -168,7 +179,10 @@ public sealed record PruningOptions
                 $"{(name == "Rate" ? "Rate" : "-" + name)} {rate.ToString(CultureInfo.InvariantCulture)} is outside [0, 1): it is the fraction of weights or channels removed.");
     }
 
-    static string RateName(PrunedPart part) => part switch { PrunedPart.Heads => "HeadRate", PrunedPart.Hidden => "HiddenRate", _ => "FfnRate" };
+    static string RateName(PrunedPart part) => part switch
+    {
+        PrunedPart.Heads => "HeadRate", PrunedPart.Hidden => "HiddenRate", PrunedPart.KeyValueHeads => "KeyValueHeadRate", _ => "FfnRate",
+    };
 
     /// <summary>The op types to prune, with canonical spelling.</summary>
     internal IReadOnlySet<string> EffectiveOpTypes => (OpTypes.Count == 0 ? SupportedOpTypes

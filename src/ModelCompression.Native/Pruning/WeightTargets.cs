@@ -13,20 +13,31 @@ internal enum WeightLayout
     OutputMajor,
 }
 
-/// <summary>One constant weight of MatMul/Gemm/Conv nodes, with its layout and the nodes that read it.</summary>
+/// <summary>
+/// How a layer's weight is laid out for pruning, as its operator's rule reads it (<see cref="ChannelRule.Layer"/>): its
+/// outputs and inputs per output (for a convolution: input channels per group x kernel positions), and the axis of the
+/// layer's data input that carries the input channels (negative: from the end).
+/// </summary>
+/// <remarks>Nodes that share a weight must read it alike (all but the activation axis).</remarks>
+internal sealed record LayerShape(WeightLayout Layout, int Outputs, int Inputs, int ActivationAxis, int KernelSize = 1, int Groups = 1);
+
+/// <summary>One constant weight of layer nodes (MatMul, Gemm, Conv), with its layout and the nodes that read it.</summary>
 internal sealed class WeightTarget
 {
     public required string Name { get; init; }
     public required TensorProto Tensor { get; set; }
     public required List<NodeProto> Nodes { get; init; }
     public required string OpType { get; init; }
-    public required WeightLayout Layout { get; init; }
-    public required int Outputs { get; init; }
+    public required LayerShape Shape { get; init; }
+    /// <summary>Per node, the channel axis of its data input.</summary>
+    public required int[] ActivationAxes { get; init; }
+    public WeightLayout Layout => Shape.Layout;
+    public int Outputs => Shape.Outputs;
     /// <summary>Inputs per output: K for MatMul/Gemm, C/group × kernel for Conv.</summary>
-    public required int Inputs { get; init; }
+    public int Inputs => Shape.Inputs;
     /// <summary>Product of the kernel's spatial sizes (1 for MatMul/Gemm).</summary>
-    public int KernelSize { get; init; } = 1;
-    public int Groups { get; init; } = 1;
+    public int KernelSize => Shape.KernelSize;
+    public int Groups => Shape.Groups;
 
     public long Elements => (long)Outputs * Inputs;
     public string Label => Nodes.Count == 1 ? Nodes[0].Name : $"{Nodes[0].Name} (+{Nodes.Count - 1} sharing '{Name}')";
@@ -34,12 +45,11 @@ internal sealed class WeightTarget
     public int FlatIndex(int o, int i) => Layout == WeightLayout.InputMajor ? i * Outputs + o : o * Inputs + i;
 
     /// <summary>Number of input activation channels the nodes' data input has along its channel axis.</summary>
-    public int ActivationChannels => OpType == "Conv" ? Inputs / KernelSize * Groups : Inputs;
+    public int ActivationChannels => Inputs / KernelSize * Groups;
 
     /// <summary>The input activation channel that input index i of output o multiplies.</summary>
     public int ActivationChannel(int o, int i)
     {
-        if (OpType != "Conv") return i;
         int perGroup = Inputs / KernelSize;
         int g = o / Math.Max(1, Outputs / Groups);
         return g * perGroup + i / KernelSize;
@@ -54,12 +64,7 @@ internal sealed class WeightTarget
     }
 
     /// <summary>The data input and its channel axis (negative: from the end) for each node that reads the weight.</summary>
-    public IEnumerable<(string Tensor, int Axis)> ActivationInputs() => Nodes.Select(n => (n.Input[0], n.OpType switch
-    {
-        "MatMul" => -1,
-        "Gemm" => GraphIndex.IntAttr(n, "transA", 0) != 0 ? 0 : 1,
-        _ => 1,
-    }));
+    public IEnumerable<(string Tensor, int Axis)> ActivationInputs() => Nodes.Select((n, i) => (n.Input[0], ActivationAxes[i]));
 }
 
 internal static class WeightTargets
@@ -68,13 +73,20 @@ internal static class WeightTargets
     public static List<WeightTarget> Find(GraphIndex index, PruningOptions options, List<Onnx.ReportEntry> skipped)
     {
         var ops = options.EffectiveOpTypes;
-        var byName = new Dictionary<string, (List<NodeProto> Nodes, List<string> Layouts)>(StringComparer.Ordinal);
+        var byName = new Dictionary<string, (List<NodeProto> Nodes, List<LayerShape> Layouts)>(StringComparer.Ordinal);
         var blocked = new Dictionary<string, string>(StringComparer.Ordinal);
         var order = new List<string>();
         var fromConstants = new Dictionary<string, bool>(StringComparer.Ordinal);
         foreach (var node in index.Graph.Node)
         {
-            if (node.Domain.Length != 0 || !PruningOptions.SupportedOpTypes.Contains(node.OpType) || node.Input.Count < 2) continue;
+            if (node.Input.Count < 2 || ChannelRules.For(node) is not { ReadsWeights: true } rule) continue;
+            if (node.Domain.Length != 0 || !PruningOptions.SupportedOpTypes.Contains(node.OpType))
+            {
+                // A layer pruning does not handle (a quantized MatMulNBits): its rule says why, unless -OpType narrows the choice.
+                if (options.OpTypes.Count == 0 && index.Constant(node.Input[1]) is { } weight && rule.Layer(node, weight, out string? reason) is null && reason is not null)
+                    skipped.Add(new(node.Name, node.OpType, "Skipped", reason));
+                continue;
+            }
             if (!ops.Contains(node.OpType)) continue;
             string? name = index.InitializerName(node.Input[1]);
             if (options.IsExcluded(node.Name))
@@ -97,11 +109,17 @@ internal static class WeightTargets
                 continue;
             }
             var t = index.Initializers[name];
-            string? layout = Layout(node, t, out string? why);
-            if (layout is null) { skipped.Add(new(node.Name, node.OpType, "Skipped", why!)); blocked[name] = why!; continue; }
+            string? why = null;
+            if (rule.Layer(node, t, out why) is not { } shape)
+            {
+                why ??= $"{node.OpType} has no layer rule";
+                skipped.Add(new(node.Name, node.OpType, "Skipped", why));
+                blocked[name] = why;
+                continue;
+            }
             if (!byName.TryGetValue(name, out var entry)) { byName[name] = entry = ([], []); order.Add(name); }
             entry.Nodes.Add(node);
-            entry.Layouts.Add(layout);
+            entry.Layouts.Add(shape);
         }
 
         var result = new List<WeightTarget>();
@@ -110,24 +128,12 @@ internal static class WeightTargets
             var (nodes, layouts) = byName[name];
             var t = index.Initializers[name];
             if (blocked.TryGetValue(name, out var reason)) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' is {reason}")); continue; }
-            if (layouts.Distinct().Count() > 1) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' is read with different layouts by {nodes.Count} nodes")); continue; }
+            if (layouts.Select(l => l with { ActivationAxis = 0 }).Distinct().Count() > 1) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' is read with different layouts by {nodes.Count} nodes")); continue; }
             if (!IsFloat(t.DataType)) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' is {Onnx.ElementTypes.Name(t.DataType)}; only float32, float16 and bfloat16 weights are pruned")); continue; }
             long elements = Onnx.TensorData.ElementCount(t);
             if (elements < options.MinElements) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' has {elements} elements, fewer than -MinElements {options.MinElements}")); continue; }
             if (elements > int.MaxValue) { skipped.Add(new(nodes[0].Name, nodes[0].OpType, "Skipped", $"weight '{name}' has more than 2^31 elements")); continue; }
-            var node = nodes[0];
-            var dims = t.Dims;
-            result.Add(layouts[0] switch
-            {
-                "KN" => new WeightTarget { Name = name, Tensor = t, Nodes = nodes, OpType = node.OpType, Layout = WeightLayout.InputMajor, Outputs = (int)dims[1], Inputs = (int)dims[0] },
-                "NK" => new WeightTarget { Name = name, Tensor = t, Nodes = nodes, OpType = node.OpType, Layout = WeightLayout.OutputMajor, Outputs = (int)dims[0], Inputs = (int)dims[1] },
-                _ => new WeightTarget
-                {
-                    Name = name, Tensor = t, Nodes = nodes, OpType = node.OpType, Layout = WeightLayout.OutputMajor,
-                    Outputs = (int)dims[0], Inputs = (int)(elements / dims[0]), KernelSize = (int)(elements / dims[0] / dims[1]),
-                    Groups = (int)GraphIndex.IntAttr(node, "group", 1),
-                },
-            });
+            result.Add(new WeightTarget { Name = name, Tensor = t, Nodes = nodes, OpType = nodes[0].OpType, Shape = layouts[0], ActivationAxes = [.. layouts.Select(l => l.ActivationAxis)] });
         }
         return result;
     }
@@ -143,21 +149,4 @@ internal static class WeightTargets
 
     /// <summary>Element types whose weights are pruned: float32, float16, bfloat16.</summary>
     public static bool IsFloat(int type) => type is (int)DT.Float or (int)DT.Float16 or (int)DT.Bfloat16;
-
-    static string? Layout(NodeProto node, TensorProto t, out string? why)
-    {
-        why = null;
-        switch (node.OpType)
-        {
-            case "MatMul":
-                if (t.Dims.Count != 2) { why = $"MatMul weight has rank {t.Dims.Count}; only 2-D weights are pruned"; return null; }
-                return "KN";
-            case "Gemm":
-                if (t.Dims.Count != 2) { why = "Gemm weight is not 2-D"; return null; }
-                return GraphIndex.IntAttr(node, "transB", 0) != 0 ? "NK" : "KN";
-            default:
-                if (t.Dims.Count < 3) { why = "Conv weight has rank below 3"; return null; }
-                return "Conv:" + GraphIndex.IntAttr(node, "group", 1);
-        }
-    }
 }

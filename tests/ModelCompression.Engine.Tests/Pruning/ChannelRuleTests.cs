@@ -42,10 +42,25 @@ public class ChannelRuleTests(ITestOutputHelper output)
         ["Shape reading another axis"] = (b, x) => b.Node("Expand", [Vector(b, 1, 1f), b.Node("Slice", [b.Node("Shape", [x]), b.InitializerInt64(b.Unique("s"), [1], [0]), b.InitializerInt64(b.Unique("e"), [1], [2])])]) is var ones
             ? b.Node("Mul", [x, b.Node("Unsqueeze", [ones, b.InitializerInt64(b.Unique("axes"), [1], [2])])]) : "",
         ["Batched MatMul over the channels' rows"] = (b, x) => b.Node("Transpose", [b.Node("MatMul", [b.Node("Transpose", [x], attributes: [Attr("perm", new long[] { 0, 2, 1 })]), b.Initializer(b.Unique("w"), [4, 4], TestModels.RandomWeights(new Random(9), 16, 0.5f))])], attributes: [Attr("perm", new long[] { 0, 2, 1 })]),
+        ["Tile along the channels"] = (b, x) => b.Node("Tile", [x, b.InitializerInt64(b.Unique("r"), [3], [1, 1, 2])]),
+        ["Tile along another axis"] = (b, x) => b.Node("Tile", [x, b.InitializerInt64(b.Unique("r"), [3], [1, 2, 1])]),
+        ["Expand of a size-1 axis"] = (b, x) => b.Node("Reshape", [b.Node("Expand", [b.Node("Unsqueeze", [x, b.InitializerInt64(b.Unique("axes"), [1], [1])]),
+            b.InitializerInt64(b.Unique("shape"), [4], [1, 3, 1, 1])]), b.InitializerInt64(b.Unique("shape"), [3], [0, 12, C])]),
+        ["QuickGelu (com.microsoft)"] = (b, x) => Contrib(b, "QuickGelu", [x]),
+        ["FusedMatMul over the channels' rows (com.microsoft)"] = (b, x) => Contrib(b, "FusedMatMul",
+            [b.Initializer(b.Unique("w"), [4, 4], TestModels.RandomWeights(new Random(9), 16, 0.5f)), x]),
         ["LayerNormalization over another axis"] = (b, x) => b.Node("Transpose", [b.Node("LayerNormalization", [b.Node("Transpose", [x], attributes: [Attr("perm", new long[] { 0, 2, 1 })]), Vector(b, 4, 1f), Vector(b, 4, 0f)], attributes: [Attr("axis", -1L)])], attributes: [Attr("perm", new long[] { 0, 2, 1 })]),
     };
 
     public static TheoryData<string> Names() => [.. Cases.Keys];
+
+    /// <summary>An ONNX Runtime contrib op (the model imports com.microsoft).</summary>
+    static string Contrib(GraphBuilder b, string op, string[] inputs)
+    {
+        var model = b.Build();
+        if (!model.OpsetImport.Any(o => o.Domain == "com.microsoft")) model.OpsetImport.Add(new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 });
+        return b.Node(op, inputs, domain: "com.microsoft");
+    }
 
     static string Scalar(GraphBuilder b, float v) => b.Initializer(b.Unique("c"), [], [v]);
     static string Vector(GraphBuilder b, int n, float v) => b.Initializer(b.Unique("c"), [n], Enumerable.Repeat(v, n).ToArray());

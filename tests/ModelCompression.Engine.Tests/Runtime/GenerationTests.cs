@@ -58,6 +58,22 @@ public class GenerationTests
     }
 
     [SharedFact]
+    public void AnExported4BitFolderGeneratesInGenAiWhatTheModulesLoopGenerates()
+    {
+        using var tmp = new TempDir();
+        var folder = ModelIO.Load(SharedFiles.Model("tiny_llama_genai"));
+        var q = ModelCompression.Native.Quantization.ModelQuantizer.Quantize(folder,
+            new ModelCompression.Native.Quantization.QuantizationOptions { Mode = ModelCompression.Native.Quantization.QuantizationMode.WeightOnly });
+        folder.Folder!.Export(q, tmp.File("int4"), new SaveOptions());
+        var back = ModelIO.Load(tmp.File("int4"));
+        Assert.Contains(back.Proto.Graph.Node, n => n.OpType == "MatMulNBits");
+        var prompt = Prompt(20, 5);
+        using var ours = new OrtGreedyGenerator(back);
+        using var genai = new GenAiGenerator(back);
+        Assert.Equal(ours.Generate(prompt, 48).Tokens, genai.Generate(prompt, 48).Tokens);
+    }
+
+    [SharedFact]
     public void AModelWithoutACacheIsRefusedByName()
     {
         var e = Assert.Throws<EngineException>(() => new OrtGreedyGenerator(ModelIO.Load(SharedFiles.Model("tiny_llama.onnx"))));

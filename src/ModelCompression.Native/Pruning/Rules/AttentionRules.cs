@@ -31,6 +31,31 @@ internal sealed class AttentionRule : ChannelRule
             Enumerable.Range(h * dq, dq).Concat(Enumerable.Range((int)q + h * dk, dk)).Concat(Enumerable.Range((int)(q + k) + h * dv, dv)).ToArray()).ToArray();
     }
 
+    public override Member? Source(NodeProto node, GraphIndex index, out string? why)
+    {
+        why = null;
+        var weight = node.Input.Count > 1 ? index.Constant(node.Input[1]) : null;
+        if (weight is null || Sizes(node, weight) is not { } s)
+        {
+            why = "its packed Q/K/V weight is computed or does not match num_heads";
+            return null;
+        }
+        return new Member
+        {
+            Kind = MemberKind.Attention, Node = node, Constant = index.ConstantSource(node.Input[1]), Tensor = weight,
+            Columns = HeadColumns(s.Q, s.K, s.V, s.Heads), Activation = (node.Input[0], -1),
+        };
+    }
+
+    /// <summary>The Q/K/V projection (input x packed weight) and the two attention products.</summary>
+    public override long Flops(NodeProto node, ShapeProbe probe)
+    {
+        if (probe.Shape(node.Input[0]) is not { Length: 3 } x || probe.Shape(node.Input[1]) is not { Length: 2 } weight) return 0;
+        long tokens = x[0] * x[1];
+        var sizes = GraphIndex.IntsAttr(node, "qkv_hidden_sizes") ?? [weight[1] / 3, weight[1] / 3, weight[1] / 3];
+        return 2 * tokens * weight[0] * weight[1] + 2 * tokens * x[1] * (sizes[0] + sizes[^1]);
+    }
+
     public override Track? Start(ChannelWalk w, int member)
     {
         var m = w.Group.Members[member];
@@ -87,6 +112,11 @@ internal sealed class MultiHeadAttentionRule : ChannelRule
     public override string Domain => "com.microsoft";
     public override IReadOnlyList<string> OpTypes { get; } = ["MultiHeadAttention"];
 
+    /// <summary>The two attention products (Q·Kᵀ and P·V).</summary>
+    public override long Flops(NodeProto node, ShapeProbe probe) =>
+        probe.Shape(node.Input[0]) is { Length: 3 } q && node.Input.Count > 2 && probe.Shape(node.Input[1]) is { Length: 3 } k && probe.Shape(node.Input[2]) is { Length: 3 } v
+            ? 2 * q[0] * q[1] * k[1] * (k[2] + v[2]) : 0;
+
     public override Track? Propagate(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs)
     {
         string d = ChannelWalk.Describe(node);
@@ -105,15 +135,8 @@ internal sealed class MultiHeadAttentionRule : ChannelRule
         foreach (var (i, t) in inputs)
         {
             if (i > 2 || t.Axis != 2 || t.Interleaved) return w.Fail($"{d} reads the channels through input {i}");
-            int block = (int)(widths[i] / heads);
-            for (int u = 0; u < t.Pos.Length; u++)
-            {
-                if (t.Pos[u].Length == 0) continue;
-                var byHead = t.Pos[u].GroupBy(p => p / block).ToList();
-                if (byHead.Any(h => h.Count() != block))
-                    return t.Pos.All(p => p.Length <= 1) ? w.Split(block, $"{d} splits the channels into {heads} heads of {block}") : w.Fail($"{d} reads units that are not whole heads");
-                head[u] = [.. head[u].Concat(byHead.Select(h => h.Key)).Distinct().Order()];
-            }
+            if (w.Heads(t.Pos, (int)(widths[i] / heads), d) is not { } blocks) return null;
+            for (int u = 0; u < blocks.Length; u++) head[u] = [.. head[u].Concat(blocks[u]).Distinct().Order()];
         }
         for (int i = 0; i < 3; i++)
             if (!inputs.Any(x => x.Index == i))

@@ -16,8 +16,10 @@ internal sealed class ConcatRule : ChannelRule
         int axis = ChannelWalk.Normalize(GraphIndex.IntAttr(node, "axis", 0), rank);
         if (axis != first.Axis)
         {
-            // Joined along another axis: the channels pass when every input carries them alike.
-            if (inputs.Count != node.Input.Count(n => n.Length > 0) || inputs.Any(x => x.Track.Axis != first.Axis || x.Track.Rank != rank || x.Track.Length != first.Length))
+            // Joined along another axis: the channels pass when every input carries them alike (a key/value cache
+            // input joined with the new keys takes their layout: past and present lose the same heads).
+            int adopted = node.Input.Count(n => n.Length > 0 && !w.IsTracked(n) && w.AdoptCache(n, first));
+            if (inputs.Count + adopted != node.Input.Count(n => n.Length > 0) || inputs.Any(x => x.Track.Axis != first.Axis || x.Track.Rank != rank || x.Track.Length != first.Length))
                 return w.Fail($"Concat node '{label}' joins the channels with other tensors along another axis");
             return first with { Pos = ChannelWalk.Union(inputs.Select(x => x.Track.Pos).ToList()) };
         }

@@ -11,6 +11,30 @@ internal sealed class ConvRule : ChannelRule
 {
     public override IReadOnlyList<string> OpTypes { get; } = ["Conv", "ConvTranspose"];
 
+    public override bool ReadsWeights => true;
+
+    public override LayerShape? Layer(NodeProto node, TensorProto weight, out string? why)
+    {
+        why = null;
+        if (node.OpType != "Conv") return null;
+        if (weight.Dims.Count < 3) { why = "Conv weight has rank below 3"; return null; }
+        long elements = TensorData.ElementCount(weight);
+        int outputs = (int)weight.Dims[0];
+        return new LayerShape(WeightLayout.OutputMajor, outputs, (int)(elements / outputs), ActivationAxis: 1,
+            KernelSize: (int)(elements / outputs / weight.Dims[1]), Groups: (int)GraphIndex.IntAttr(node, "group", 1));
+    }
+
+    public override long Flops(NodeProto node, ShapeProbe probe)
+    {
+        var w = probe.Shape(node.Input[1]);
+        if (w is not { Length: >= 3 }) return 0;
+        if (node.OpType == "Conv") return probe.Shape(node.Output[0]) is { } output ? 2 * CostModel.Product(output) * CostModel.Product(w.AsSpan(1)) : 0;
+        return probe.Shape(node.Input[0]) is { } x ? 2 * CostModel.Product(x) * CostModel.Product(w.AsSpan(1)) : 0;
+    }
+
+    public override (string Tensor, int Axis)? SinkInput(NodeProto node, SliceEdit edit) =>
+        node.OpType == "Conv" && edit.Axis == 1 && GraphIndex.IntAttr(node, "group", 1) == 1 ? (node.Input[0], 1) : null;
+
     public override Track? Start(ChannelWalk w, int member)
     {
         var m = w.Group.Members[member];

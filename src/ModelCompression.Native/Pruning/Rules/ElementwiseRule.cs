@@ -29,6 +29,8 @@ internal sealed class ElementwiseRule : ChannelRule
             if (tr.Rank - tr.Axis != fromEnd || tr.Length != first.Length || tr.Interleaved != first.Interleaved)
                 return w.Fail($"{node.OpType} node '{label}' combines the channels with differently laid out ones");
         var pos = ChannelWalk.Union(inputs.Select(x => x.Track.Pos).ToList());
+        // Tracked channels summed with each other: a residual stream (hidden size), not a gate.
+        if (inputs.Count > 1 && node.OpType is "Add" or "Sub" or "Sum" or "Mean") w.Group.Residual = true;
         for (int i = 0; i < node.Input.Count; i++)
         {
             string name = node.Input[i];

@@ -32,4 +32,8 @@ internal sealed class LayerNormRule : ChannelRule
         if (t.Axis == t.Rank - 1 && first == t.Rank - 1) w.Group.Norms.Add(node);
         return t;
     }
+
+    public override Normalization? Normalizes(NodeProto node) => node.OpType == "LayerNormalization"
+        ? new Normalization([0], Scale: 1, Bias: 2, Centred: true, GraphIndex.FloatAttr(node, "epsilon") ?? 1e-5f)
+        : new Normalization([0], Scale: 1, Bias: null, Centred: false, GraphIndex.FloatAttr(node, "epsilon") ?? 1e-5f);
 }

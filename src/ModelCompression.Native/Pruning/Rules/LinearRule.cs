@@ -14,6 +14,37 @@ internal sealed class LinearRule : ChannelRule
     public override IReadOnlyList<string> OpTypes { get; } = ["MatMul", "Gemm"];
     public override bool FollowsInterleaved => true;
 
+    public override bool ReadsWeights => true;
+
+    public override LayerShape? Layer(NodeProto node, TensorProto weight, out string? why)
+    {
+        why = null;
+        if (weight.Dims.Count != 2)
+        {
+            why = node.OpType == "MatMul" ? $"MatMul weight has rank {weight.Dims.Count}; only 2-D weights are pruned" : "Gemm weight is not 2-D";
+            return null;
+        }
+        var (k, n) = ((int)weight.Dims[0], (int)weight.Dims[1]);
+        if (node.OpType == "MatMul") return new LayerShape(WeightLayout.InputMajor, n, k, ActivationAxis: -1);
+        int axis = GraphIndex.IntAttr(node, "transA", 0) != 0 ? 0 : 1;
+        return GraphIndex.IntAttr(node, "transB", 0) != 0 ? new LayerShape(WeightLayout.OutputMajor, k, n, axis) : new LayerShape(WeightLayout.InputMajor, n, k, axis);
+    }
+
+    public override long Flops(NodeProto node, ShapeProbe probe)
+    {
+        if (probe.Shape(node.Output[0]) is not { } output || probe.Shape(node.Input[0]) is not { Length: > 0 } a) return 0;
+        if (node.OpType == "MatMul") return 2 * CostModel.Product(output) * a[^1];
+        if (a.Length != 2) return 0;
+        return 2 * CostModel.Product(output) * (GraphIndex.IntAttr(node, "transA", 0) != 0 ? a[0] : a[1]);
+    }
+
+    public override (string Tensor, int Axis)? SinkInput(NodeProto node, SliceEdit edit)
+    {
+        if (node.OpType == "MatMul") return edit.Axis == 0 ? (node.Input[0], -1) : null;
+        bool transB = GraphIndex.IntAttr(node, "transB", 0) != 0;
+        return GraphIndex.IntAttr(node, "transA", 0) == 0 && edit.Axis == (transB ? 1 : 0) ? (node.Input[0], 1) : null;
+    }
+
     public override Track? Start(ChannelWalk w, int member)
     {
         var m = w.Group.Members[member];
@@ -69,14 +100,25 @@ internal sealed class LinearRule : ChannelRule
         return Batched(w, node, inputs);
     }
 
-    /// <summary>MatMul of two computed tensors [..., n, k] x [..., k, m].</summary>
-    static Track? Batched(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs)
+    /// <summary>
+    /// MatMul of two computed tensors [..., n, k] x [..., k, m] (with <paramref name="transA"/>/<paramref name="transB"/>
+    /// the last two axes of an operand swapped, as FusedMatMul reads them).
+    /// </summary>
+    public static Track? Batched(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs, bool transA = false, bool transB = false)
     {
         string d = ChannelWalk.Describe(node);
         var a = w.Shape(node.Input[0]);
         var b = w.Shape(node.Input[1]);
         if (a is null || b is null || a.Length < 2 || b.Length < 2) return w.Fail($"{d} multiplies vectors or tensors of unknown shape");
         int outRank = Math.Max(a.Length, b.Length);
+        if (inputs.Count == 2 && (inputs[0].Track.Repeat is null) != (inputs[1].Track.Repeat is null))
+        {
+            // Query heads meet key/value heads repeated for them (grouped-query attention).
+            var (query, repeated) = inputs[0].Track.Repeat is null ? (inputs[0].Track, inputs[1].Track) : (inputs[1].Track, inputs[0].Track);
+            int heads = query.Rank - query.Axis;
+            if (heads > 2 && repeated.Rank - repeated.Axis == heads)
+                return HeadRepeat.Meet(w, node, query, repeated) is { } met ? new Track(outRank - heads, outRank, met.Length, met.Pos) : null;
+        }
         Track? result = null;
         var parts = new List<int[][]>();
         foreach (var (index, t) in inputs)
@@ -84,12 +126,14 @@ internal sealed class LinearRule : ChannelRule
             int other = 1 - index;
             var otherShape = index == 0 ? b : a;
             w.TryTrack(node.Input[other], out var ot);
-            int fromEnd = t.Rank - t.Axis;
-            bool contracted = index == 0 ? t.Axis == t.Rank - 1 : t.Axis == t.Rank - 2;
+            // Counted from the end: 1 or 2 for the matrix axes (swapped when transposed), more for batch axes.
+            bool swapped = index == 0 ? transA : transB;
+            int fromEnd = t.Rank - t.Axis is var f && f <= 2 && swapped ? 3 - f : t.Rank - t.Axis;
+            bool contracted = index == 0 ? fromEnd == 1 : fromEnd == 2;
             if (contracted)
             {
                 // Both operands must lose the same positions of the contracted axis; nothing of it reaches the output.
-                int otherAxis = index == 0 ? otherShape.Length - 2 : otherShape.Length - 1;
+                int otherAxis = otherShape.Length - (index == 0 ? (transB ? 1 : 2) : (transA ? 2 : 1));
                 if (ot is null || ot.Axis != otherAxis || ot.Length != t.Length || ot.Interleaved || t.Interleaved)
                     return ot is null && w.Constant(node.Input[other]) is null
                         ? w.Couple(node.Input[other], $"coupled: {d} contracts the channels with '{node.Input[other]}'")

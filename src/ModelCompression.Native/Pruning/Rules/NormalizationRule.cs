@@ -21,9 +21,9 @@ internal sealed class NormalizationRule : ChannelRule
     }
 
     /// <summary>|scale| / sqrt(variance + epsilon) per channel: how much a BatchNormalization amplifies each channel.</summary>
-    public static float[]? BatchNormScale(NodeProto bn, GraphIndex index, int channels)
+    public override float[]? ChannelScale(NodeProto bn, GraphIndex index, int channels)
     {
-        if (bn.Input.Count < 5) return null;
+        if (bn.OpType != "BatchNormalization" || bn.Input.Count < 5) return null;
         var scale = index.Constant(bn.Input[1]);
         var variance = index.Constant(bn.Input[4]);
         if (scale is null || variance is null) return null;

@@ -28,19 +28,20 @@ internal sealed class ReshapeRule : ChannelRule
         if (k >= 0 && outShape.AsSpan(k).SequenceEqual(inShape.AsSpan(t.Axis)))
         {
             var moved = t with { Axis = k, Rank = outShape.Length };
-            return Edit(w, node, moved, t, k, t.Interleaved ? inShape[t.Axis] / t.Length : 1) ? moved : null;
+            return Edit(w, node, moved, t, k, t.Interleaved ? inShape[t.Axis] / t.Length : 1, out _) ? moved : null;
         }
         if (Merge(w, node, t, inShape, outShape) is { } merged)
-            return Edit(w, node, merged, t, merged.Axis, 1) ? merged : null;
+            return Edit(w, node, merged, t, merged.Axis, 1, out var edit) ? HeadRepeat.Mark(w, node, t, merged, edit) : null;
         if (t.Interleaved) return w.Fail($"{d} regroups heads that are merged with the batch axis");
         if (Split(w, node, t, inShape, outShape) is { } split)
-            return Edit(w, node, split, t, split.Axis, split.Interleaved ? 0 : 1) ? split : null;
+            return Edit(w, node, split, t, split.Axis, split.Interleaved ? 0 : 1, out _) ? split : null;
         return w.Group.Failure is null ? w.Fail($"{d} regroups the channel axis in a way the rewrite does not follow") : null;
     }
 
-    /// <summary>Records the edit of the target entry that holds the channel axis; false when the entry cannot be edited.</summary>
-    static bool Edit(ChannelWalk w, NodeProto node, Track output, Track input, int k, long scale)
+    /// <summary>Records the edit of the target entry that holds the channel axis (<paramref name="edit"/>; none for a copied one); false when the entry cannot be edited.</summary>
+    static bool Edit(ChannelWalk w, NodeProto node, Track output, Track input, int k, long scale, out IndexEdit? edit)
     {
+        edit = null;
         string d = ChannelWalk.Describe(node);
         if (TargetEntry(w, node, k) is not { } entry) { w.Fail($"{d} computes the size of the channel axis at run time"); return false; }
         var target = w.Ints(node, 1);
@@ -52,7 +53,7 @@ internal sealed class ReshapeRule : ChannelRule
         {
             // Interleaved heads with a literal size: the batch is fixed; the entry is batch x heads.
             if (scale == 0) scale = entry.Value / output.Length;
-            w.Group.Indices.Add(new IndexEdit(entry.Node, entry.Input, entry.Entry, output.Pos, scale));
+            w.Group.Indices.Add(edit = new IndexEdit(entry.Node, entry.Input, entry.Entry, output.Pos, scale));
         }
         return true;
     }

@@ -12,6 +12,8 @@ internal sealed class SliceRule : ChannelRule
     public override IReadOnlyList<string> OpTypes { get; } = ["Slice"];
     public override bool FollowsInterleaved => true;
 
+    public override bool ReadsTable(NodeProto node, int input) => input == 0;
+
     public override Track? Propagate(ChannelWalk w, NodeProto node, IReadOnlyList<TrackedInput> inputs)
     {
         if (DataInput(w, node, inputs) is not { } t) return null;

@@ -9,6 +9,9 @@ namespace ModelCompression.Native.Pruning;
 /// <summary>A residual block: the graph between <see cref="Input"/> and <see cref="Output"/> (same shape), removable as a whole.</summary>
 internal sealed record ResidualBlock(string Name, string Input, string Output, int Nodes)
 {
+    /// <summary>The key/value cache the block keeps (a decoder-with-past model): removed with it, inputs and outputs.</summary>
+    public IReadOnlyList<CacheEntry> Cache { get; init; } = [];
+
     /// <summary>Mean cosine between the block's input and output vectors on calibration data (1: the block changes nothing).</summary>
     public double? Cosine { get; set; }
 }
@@ -23,8 +26,9 @@ internal sealed record ResidualBlock(string Name, string Input, string Output, i
 /// </summary>
 internal static class BlockRemoval
 {
-    public static List<ResidualBlock> Find(GraphProto graph, ShapeProbe probe)
+    public static List<ResidualBlock> Find(GraphProto graph, ShapeProbe probe, IReadOnlyList<CacheEntry> cache)
     {
+        var cacheOutputs = cache.ToDictionary(c => c.Output, StringComparer.Ordinal);
         var index = new GraphIndex(graph, inputInitializersAreConstant: true);
         var shapeOnly = ShapeFolding.ShapeOnly(index);
         var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
@@ -80,13 +84,14 @@ internal static class BlockRemoval
                         && n.Output.All(o => !index.GraphOutputs.Contains(o) && index.ConsumersOf(o).All(c => b.Region.Contains(c.Node))))
                         grown |= b.Region.Add(n);
             }
-            // Removable only when nothing outside reads what the block computes inside.
+            // Removable only when nothing outside reads what the block computes inside (its cache outputs go with it).
             bool contained = b.Region.All(n => n.Output.All(o => o.Length == 0 || o == b.Out
-                || (!index.GraphOutputs.Contains(o) && !index.SubgraphReferences.Contains(o) && index.ConsumersOf(o).All(c => b.Region.Contains(c.Node)))));
+                || ((!index.GraphOutputs.Contains(o) || cacheOutputs.ContainsKey(o)) && !index.SubgraphReferences.Contains(o) && index.ConsumersOf(o).All(c => b.Region.Contains(c.Node)))));
             if (!contained) continue;
             string name = b.Scope.Length > 0 ? b.Scope.TrimStart('/') : ChannelWalk.Label(b.Add);
             for (int i = 2; !names.Add(name); i++) name = $"{name}#{i}";
-            result.Add(new ResidualBlock(name, b.In, b.Out, b.Region.Count));
+            var own = b.Region.SelectMany(n => n.Output).Where(cacheOutputs.ContainsKey).Select(o => cacheOutputs[o]).ToList();
+            result.Add(new ResidualBlock(name, b.In, b.Out, b.Region.Count) { Cache = own });
         }
         return result;
     }
@@ -226,8 +231,15 @@ internal static class BlockRemoval
             foreach (var node in graph.Node)
                 for (int i = 0; i < node.Input.Count; i++)
                     if (node.Input[i] == b.Output && !(node.OpType == "Identity" && node.Input[0] == b.Input)) node.Input[i] = b.Input;
+            // The block's cache leaves the model's contract: its present outputs, then its past inputs.
+            var outputs = b.Cache.Select(c => c.Output).ToHashSet(StringComparer.Ordinal);
+            for (int i = graph.Output.Count - 1; i >= 0; i--) if (outputs.Contains(graph.Output[i].Name)) graph.Output.RemoveAt(i);
         }
         GraphRewriter.RemoveDead(graph);
+        var inputs = blocks.SelectMany(b => b.Cache).Select(c => c.Input).ToHashSet(StringComparer.Ordinal);
+        var read = graph.Node.SelectMany(n => n.Input).ToHashSet(StringComparer.Ordinal);
+        for (int i = graph.Input.Count - 1; i >= 0; i--)
+            if (inputs.Contains(graph.Input[i].Name) && !read.Contains(graph.Input[i].Name)) graph.Input.RemoveAt(i);
     }
 
     static int Position(GraphProto graph, NodeProto node)
@@ -236,7 +248,7 @@ internal static class BlockRemoval
         return graph.Node.Count - 1;
     }
 
-    public static string Describe(ResidualBlock b) => b.Cosine is { } c
+    public static string Describe(ResidualBlock b) => (b.Cosine is { } c
         ? $"cosine between its input and output {c.ToString("0.0000", CultureInfo.InvariantCulture)} on calibration data; {b.Nodes} nodes"
-        : $"{b.Nodes} nodes";
+        : $"{b.Nodes} nodes") + (b.Cache.Count == 0 ? "" : $"; its cache: {string.Join(", ", b.Cache.Select(e => e.Input))} -> {string.Join(", ", b.Cache.Select(e => e.Output))}");
 }

@@ -14,7 +14,7 @@ namespace ModelCompression.Native.Pruning;
 /// into every projection); for FFN neurons, and groups without such a consumer, |w| x the input activation norm of the
 /// member columns (Wanda at the member). Random: a baseline.
 /// </summary>
-internal sealed class ChannelScores(PruningOptions options, Dictionary<string, double[]>? activations, GraphIndex index)
+internal sealed partial class ChannelScores(PruningOptions options, Dictionary<string, double[]>? activations, GraphIndex index)
 {
     public static void Decide(List<ChannelGroup> groups, PruningOptions options, Dictionary<string, double[]>? activations, GraphIndex index) =>
         new ChannelScores(options, activations, index).Decide(groups);
@@ -22,7 +22,8 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
     void Decide(List<ChannelGroup> groups)
     {
         var clusters = GroupPlanner.Clusters(groups.Where(g => g.Viable));
-        foreach (var part in Enum.GetValues<PrunedPart>())
+        DecideHeads(clusters.Where(c => c[0].Part == PrunedPart.Heads).ToList());
+        foreach (var part in new[] { PrunedPart.Hidden, PrunedPart.Ffn })
         {
             double rate = options.RateFor(part);
             var selected = clusters.Where(c => c[0].Part == part).ToList();
@@ -66,7 +67,7 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
     static EngineException WouldEmpty(ChannelGroup g, double rate) => new("PruningWouldEmptyLayer", EngineErrorKind.InvalidArgument,
         $"Rate {rate.ToString("0.###", CultureInfo.InvariantCulture)} would remove all {g.Classes} {UnitWord(g.Part)} of layer '{g.First.Name}'; lower the rate or exclude the layer with -ExcludeNode.");
 
-    public static string UnitWord(PrunedPart part) => part == PrunedPart.Heads ? "heads" : "channels";
+    public static string UnitWord(PrunedPart part) => part switch { PrunedPart.Heads => "heads", PrunedPart.KeyValueHeads => "key/value heads", _ => "channels" };
 
     double[] ClusterScores(List<ChannelGroup> cluster)
     {
@@ -132,18 +133,12 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
         return total;
     }
 
-    /// <summary>A slice of a consumer's weight along its input axis: the consumer's data input (with its channel axis) and the weight.</summary>
+    /// <summary>A slice of a consumer's weight along its input axis: the consumer's data input (with its channel axis, as its rule says) and the weight.</summary>
     static (string Tensor, int Axis, Onnx.Proto.TensorProto Weight)? Sink(ChannelGroup g, SliceEdit e, GraphIndex index)
     {
-        if (e.Input != 1 || e.Node.Domain.Length != 0 || g.Members.Any(m => ReferenceEquals(m.Node, e.Node))) return null;
-        if (index.Constant(e.Node.Input[1]) is not { } w) return null;
-        return e.Node.OpType switch
-        {
-            "MatMul" when e.Axis == 0 && w.Dims.Count == 2 => (e.Node.Input[0], -1, w),
-            "Gemm" when GraphIndex.IntAttr(e.Node, "transA", 0) == 0 && e.Axis == (GraphIndex.IntAttr(e.Node, "transB", 0) != 0 ? 1 : 0) => (e.Node.Input[0], 1, w),
-            "Conv" when e.Axis == 1 && GraphIndex.IntAttr(e.Node, "group", 1) == 1 => (e.Node.Input[0], 1, w),
-            _ => null,
-        };
+        if (e.Input != 1 || g.Members.Any(m => ReferenceEquals(m.Node, e.Node))) return null;
+        if (index.Constant(e.Node.Input[1]) is not { } w || ChannelRules.For(e.Node)?.SinkInput(e.Node, e) is not { } input) return null;
+        return (input.Tensor, input.Axis, w);
     }
 
     /// <summary>The L2 norm of each slice of a weight along an axis (rows of a MatMul weight, input channels of a Conv weight).</summary>
@@ -179,7 +174,7 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
                     double w = Math.Abs(values[t.FlatIndex(o, i)]);
                     s += norms is null ? w : w * norms[t.ActivationChannel(o, i)];
                 }
-                own[o] = m.BatchNormScale is { } bn ? s * bn[o] : s;
+                own[o] = m.ChannelScale is { } scale ? s * scale[o] : s;
             }
             return own;
         }
@@ -189,7 +184,7 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
         var v = Values(table);
         int cols = (int)table.Dims[^1];
         int rows = v.Length / cols;
-        double[]? rowNorms = byActivation && m.Kind == MemberKind.Attention ? activations![m.Node.Input[0]] : null;
+        double[]? rowNorms = byActivation && m.Activation is { } input ? activations![input.Tensor] : null;
         var result = new double[cols];
         for (int r = 0; r < rows; r++)
         {
@@ -208,7 +203,6 @@ internal sealed class ChannelScores(PruningOptions options, Dictionary<string, d
 
     /// <summary>The activations the scores need: each layer's data input, each attention operator's input.</summary>
     public static List<(string Tensor, int Axis)> ActivationInputs(IEnumerable<ChannelGroup> groups, GraphIndex index) =>
-        groups.SelectMany(g => g.Members.SelectMany(m => m.Target is { } t ? t.ActivationInputs()
-            : m.Kind == MemberKind.Attention ? [(m.Node.Input[0], -1)] : [])
+        groups.SelectMany(g => g.Members.SelectMany(m => m.Target is { } t ? t.ActivationInputs() : m.Activation is { } a ? [a] : [])
             .Concat(g.Part == PrunedPart.Ffn ? [] : g.Slices.Select(e => Sink(g, e, index)).Where(s => s is not null).Select(s => (s!.Value.Tensor, s.Value.Axis)))).Distinct().ToList();
 }

@@ -47,6 +47,27 @@ internal sealed class ChannelWalk
         return Fail(why);
     }
 
+    /// <summary>
+    /// Per unit, the heads of <paramref name="size"/> channels its positions fill; null when a unit is not whole heads,
+    /// after asking for a retry with heads as units (units of single channels) or failing.
+    /// </summary>
+    public int[][]? Heads(int[][] pos, int size, string splitter)
+    {
+        var heads = new int[pos.Length][];
+        for (int u = 0; u < pos.Length; u++)
+        {
+            var byHead = pos[u].GroupBy(p => p / size).ToList();
+            if (byHead.Any(h => h.Count() != size))
+            {
+                if (pos.All(p => p.Length <= 1)) Split(size, $"{splitter} splits the channels into heads of {size}");
+                else Fail($"{splitter} reads units that are not whole heads");
+                return null;
+            }
+            heads[u] = [.. byHead.Select(h => h.Key).Order()];
+        }
+        return heads;
+    }
+
     public TensorProto? Constant(string name) => name.Length == 0 ? null : Index.Constant(name);
     public bool IsTracked(string name) => Group.Tracks.ContainsKey(name);
     public bool TryTrack(string name, out Track track) => Group.Tracks.TryGetValue(name, out track!);
@@ -134,10 +155,9 @@ internal sealed class ChannelWalk
         if (rule.Start(this, m) is not { } track) return 0;
         if (Group.Tracks.ContainsKey(output)) { Fail($"two members produce '{output}'"); return 0; }
         Group.Tracks[output] = track;
-        // A BatchNormalization right after the layer scales each channel: it belongs in the channel's importance.
+        // A normalization right after the layer (BatchNormalization) scales each channel: it belongs in the channel's importance.
         var direct = Index.ConsumersOf(output);
-        member.BatchNormScale = direct.Count == 1 && direct[0].Node.OpType == "BatchNormalization"
-            ? NormalizationRule.BatchNormScale(direct[0].Node, Index, track.Length) : null;
+        member.ChannelScale = direct.Count == 1 ? ChannelRules.For(direct[0].Node)?.ChannelScale(direct[0].Node, Index, track.Length) : null;
         return Context.Order[node];
     }
 
@@ -170,18 +190,56 @@ internal sealed class ChannelWalk
             // A tracked constant (a table) is sliced wherever it is read.
             foreach (var (i, tr) in inputs)
                 if (Index.Constant(node.Input[i]) is not null) Slice(node, i, tr.Axis, tr.Pos);
+            extraOutputs.Clear();
             var result = rule.Propagate(this, node, inputs);
             if (Group.Failure is not null) return;
-            if (member && result is not null) { Fail($"{Describe(node)} reads the channels it writes"); return; }
-            if (member || result is not { } r) continue;
-            foreach (var o in node.Output.Skip(1))
-                if (o.Length > 0 && (Index.ConsumersOf(o).Count > 0 || Index.GraphOutputs.Contains(o))) { Fail($"{Describe(node)} uses its second output"); return; }
-            string outName = node.Output[0];
-            if (Index.GraphOutputs.Contains(outName)) { Fail($"its channels reach model output '{outName}' (model outputs keep their shapes)"); return; }
-            if (Index.SubgraphReferences.Contains(outName)) { Fail($"its channels reach '{outName}', which a subgraph (If/Loop/Scan) reads"); return; }
-            Group.Tracks[outName] = r;
-            Group.Path.Add(node.OpType);
+            if (member && (result is not null || extraOutputs.Count > 0)) { Fail($"{Describe(node)} reads the channels it writes"); return; }
+            if (member || (result is null && extraOutputs.Count == 0)) continue;
+            if (result is not null) extraOutputs[0] = KeepRepeat(result, inputs);
+            for (int o = 0; o < node.Output.Count && Group.Failure is null; o++)
+                TrackOutput(node, node.Output[o], extraOutputs.GetValueOrDefault(o), o == 0);
         }
+    }
+
+    readonly Dictionary<int, Track> extraOutputs = [];
+
+    /// <summary>For rules whose node passes the channels to more outputs than the first (a skip normalization's sum, an attention's cache).</summary>
+    public void Output(int index, Track track) => extraOutputs[index] = track;
+
+    /// <summary>A repeat that a rule passed on stays marked only while its positions pass unchanged (Transpose, scaling).</summary>
+    static Track KeepRepeat(Track result, IReadOnlyList<TrackedInput> inputs) =>
+        result.Repeat is null || !inputs.Any(x => ReferenceEquals(x.Track.Repeat, result.Repeat))
+        || (inputs.Count == 1 && ReferenceEquals(inputs[0].Track.Pos, result.Pos)) ? result : result with { Repeat = null };
+
+    void TrackOutput(NodeProto node, string name, Track? track, bool first)
+    {
+        if (name.Length == 0) return;
+        if (track is null)
+        {
+            if (!first && (Index.ConsumersOf(name).Count > 0 || Index.GraphOutputs.Contains(name))) Fail($"{Describe(node)} uses its second output");
+            return;
+        }
+        if (Index.GraphOutputs.Contains(name))
+        {
+            // A key/value cache output takes the new head count (its declared shape is rewritten); other outputs keep their shapes.
+            if (!Context.CacheOutputs.Contains(name) || track.Interleaved) { Fail($"its channels reach model output '{name}' (model outputs keep their shapes)"); return; }
+            Group.Interface.Add(new InterfaceEdit(name, track.Axis, track.Pos));
+        }
+        if (Index.SubgraphReferences.Contains(name)) { Fail($"its channels reach '{name}', which a subgraph (If/Loop/Scan) reads"); return; }
+        Group.Tracks[name] = track;
+        if (first) Group.Path.Add(node.OpType);
+    }
+
+    /// <summary>
+    /// A key/value cache input met by the channels (the past keys joined with the new ones): it carries them as
+    /// <paramref name="like"/> does and its declared shape takes the new head count. False when it is no cache input.
+    /// </summary>
+    public bool AdoptCache(string name, Track like)
+    {
+        if (!Context.CacheInputs.Contains(name) || like.Interleaved || Group.Tracks.ContainsKey(name)) return false;
+        Group.Interface.Add(new InterfaceEdit(name, like.Axis, like.Pos));
+        Group.Tracks[name] = like with { Repeat = null };
+        return true;
     }
 }
 
@@ -194,4 +252,7 @@ internal sealed class PlanContext
     public ShapeProbe? Alternate { get; init; }
     public required long Opset { get; init; }
     public required Dictionary<NodeProto, int> Order { get; init; }
+    /// <summary>The key/value cache's inputs and outputs (a decoder-with-past model): their head axis may shrink.</summary>
+    public IReadOnlySet<string> CacheInputs { get; init; } = new HashSet<string>();
+    public IReadOnlySet<string> CacheOutputs { get; init; } = new HashSet<string>();
 }

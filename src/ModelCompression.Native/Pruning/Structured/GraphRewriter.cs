@@ -16,36 +16,9 @@ internal static class GraphRewriter
     public static List<string> Apply(GraphProto graph, GraphIndex index, IReadOnlyList<ChannelGroup> groups)
     {
         var notes = new List<string>();
-        // Removed positions per (node, input) and axis, in the original coordinates; edits from several groups compose.
-        var removals = new Dictionary<(NodeProto Node, int Input), SortedDictionary<int, SortedSet<int>>>(NodeInputComparer.Instance);
-        var entries = new Dictionary<(NodeProto Node, int Input), List<(int Entry, Func<long, long> Change)>>(NodeInputComparer.Instance);
-        var attributes = new List<(NodeProto Node, string Name, int Entry, long Delta)>();
-        var changedTensors = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var g in groups)
-        {
-            foreach (var e in g.Slices)
-            {
-                if (!removals.TryGetValue((e.Node, e.Input), out var byAxis)) removals[(e.Node, e.Input)] = byAxis = [];
-                if (!byAxis.TryGetValue(e.Axis, out var set)) byAxis[e.Axis] = set = [];
-                set.UnionWith(g.RemovedPositions(e.Pos));
-            }
-            foreach (var e in g.Indices)
-            {
-                var removed = g.RemovedPositions(e.Pos);
-                if (removed.Count == 0) continue;
-                if (!entries.TryGetValue((e.Node, e.Input), out var list)) entries[(e.Node, e.Input)] = list = [];
-                list.Add((e.Entry, e.Bound ? v => Bound(v, e.Length, removed) : v => v - removed.Count * e.Scale));
-            }
-            foreach (var e in g.Attributes)
-            {
-                int removed = g.RemovedPositions(e.Pos).Count;
-                if (removed > 0) attributes.Add((e.Node, e.Name, e.Entry, removed * e.Scale));
-            }
-            changedTensors.UnionWith(g.Tracks.Keys);
-        }
-
-        SliceConstants(graph, index, removals, changedTensors, notes);
-        foreach (var ((node, input), list) in entries)
+        var edits = Edits.Collect(groups);
+        SliceConstants(graph, index, edits.Removals, edits.ChangedTensors, notes);
+        foreach (var ((node, input), list) in edits.Entries)
         {
             var original = index.Constant(node.Input[input])!;
             var values = TensorData.ToInt64(original);
@@ -58,18 +31,77 @@ internal static class GraphRewriter
             index.Initializers[name] = t;
             node.Input[input] = name;
         }
-        foreach (var (node, name, entry, delta) in attributes)
+        foreach (var (node, name, entry, delta) in edits.Attributes)
         {
             var a = node.Attribute.First(x => x.Name == name);
             if (entry < 0) a.I -= delta;
             else a.Ints[entry] -= delta;
         }
+        foreach (var (name, axis, removed) in edits.Interface) Declare(graph, name, axis, removed);
 
         // Shapes recorded for changed tensors are stale; drop them (ONNX Runtime infers them again).
         for (int i = graph.ValueInfo.Count - 1; i >= 0; i--)
-            if (changedTensors.Contains(graph.ValueInfo[i].Name)) graph.ValueInfo.RemoveAt(i);
+            if (edits.ChangedTensors.Contains(graph.ValueInfo[i].Name)) graph.ValueInfo.RemoveAt(i);
         RemoveDead(graph);
         return notes;
+    }
+
+    /// <summary>The decided groups' edits, composed: removed positions per constant input and axis (in the original coordinates), integer entries, attributes, declared shapes.</summary>
+    sealed class Edits
+    {
+        public Dictionary<(NodeProto Node, int Input), SortedDictionary<int, SortedSet<int>>> Removals { get; } = new(NodeInputComparer.Instance);
+        public Dictionary<(NodeProto Node, int Input), List<(int Entry, Func<long, long> Change)>> Entries { get; } = new(NodeInputComparer.Instance);
+        public List<(NodeProto Node, string Name, int Entry, long Delta)> Attributes { get; } = [];
+        public List<(string Name, int Axis, int Removed)> Interface { get; } = [];
+        public HashSet<string> ChangedTensors { get; } = new(StringComparer.Ordinal);
+
+        public static Edits Collect(IReadOnlyList<ChannelGroup> groups)
+        {
+            var edits = new Edits();
+            foreach (var g in groups)
+            {
+                foreach (var e in g.Slices)
+                {
+                    if (!edits.Removals.TryGetValue((e.Node, e.Input), out var byAxis)) edits.Removals[(e.Node, e.Input)] = byAxis = [];
+                    if (!byAxis.TryGetValue(e.Axis, out var set)) byAxis[e.Axis] = set = [];
+                    set.UnionWith(g.RemovedPositions(e.Pos));
+                }
+                foreach (var e in g.Indices)
+                {
+                    var removed = g.RemovedPositions(e.Pos);
+                    if (removed.Count > 0) edits.Entry(e.Node, e.Input, e.Entry, e.Bound ? v => Bound(v, e.Length, removed) : v => v - removed.Count * e.Scale);
+                }
+                foreach (var e in g.RepeatEdits)
+                {
+                    // A repeat factor: kept query heads per kept key/value head.
+                    var (query, keyValue) = (g.RemovedPositions(e.Query).Count, g.RemovedPositions(e.KeyValue).Count);
+                    if (query > 0 || keyValue > 0) edits.Entry(e.Node, e.Input, e.Entry, _ => Kept(g, e.Query) / Kept(g, e.KeyValue));
+                }
+                foreach (var e in g.Interface)
+                    if (g.RemovedPositions(e.Pos).Count is > 0 and var removed) edits.Interface.Add((e.Name, e.Axis, removed));
+                foreach (var e in g.Attributes)
+                    if (g.RemovedPositions(e.Pos).Count is > 0 and var removed) edits.Attributes.Add((e.Node, e.Name, e.Entry, removed * e.Scale));
+                edits.ChangedTensors.UnionWith(g.Tracks.Keys);
+            }
+            return edits;
+        }
+
+        void Entry(NodeProto node, int input, int entry, Func<long, long> change)
+        {
+            if (!Entries.TryGetValue((node, input), out var list)) Entries[(node, input)] = list = [];
+            list.Add((entry, change));
+        }
+    }
+
+    /// <summary>How many distinct positions of a position array the decision keeps.</summary>
+    static long Kept(ChannelGroup g, int[][] pos) => pos.SelectMany(p => p).Distinct().Count() - g.RemovedPositions(pos).Count;
+
+    /// <summary>Lowers a fixed dimension of a model input's or output's declared shape (a cache's head axis).</summary>
+    static void Declare(GraphProto graph, string name, int axis, int removed)
+    {
+        foreach (var value in graph.Input.Concat(graph.Output))
+            if (value.Name == name && value.Type?.TensorType?.Shape is { } shape && axis < shape.Dim.Count && shape.Dim[axis].HasDimValue)
+                shape.Dim[axis].DimValue -= removed;
     }
 
     /// <summary>A Slice bound after removing positions of an axis of <paramref name="length"/>: past the end stays past the end.</summary>

@@ -28,7 +28,7 @@ internal static class GroupPlanner
         {
             g.Tie();
             g.Part = g.Members.Any(m => m.Block > 1 || m.Kind == MemberKind.Attention) ? PrunedPart.Heads
-                : g.Members.Count > 1 || g.Members.Any(m => m.Kind == MemberKind.Table) ? PrunedPart.Hidden
+                : g.Residual || g.Members.Any(m => m.Kind == MemberKind.Table) ? PrunedPart.Hidden
                 : PrunedPart.Ffn;
         }
         return groups;
@@ -48,22 +48,20 @@ internal static class GroupPlanner
         foreach (var t in index.Graph.Initializer)
         {
             if (weights.Contains(t.Name) || t.Dims.Count < 2 || !WeightTargets.IsFloat(t.DataType) || TensorData.ElementCount(t) < options.MinElements) continue;
-            var reader = index.ConsumersOf(t.Name).FirstOrDefault(c => c.Input == 0 && c.Node.OpType is "Gather" or "Slice" && c.Node.Domain.Length == 0).Node;
+            var reader = index.ConsumersOf(t.Name).FirstOrDefault(c => ChannelRules.For(c.Node)?.ReadsTable(c.Node, c.Input) == true).Node;
             if (reader is null) continue;
             if (options.IsExcluded(reader.Name)) { skipped.Add(new(reader.Name, reader.OpType, "Skipped", "excluded by -ExcludeNode")); continue; }
             result.Add(new Member { Kind = MemberKind.Table, Node = reader, Constant = t.Name, Tensor = t, Columns = ChannelWalk.Identity((int)t.Dims[^1]) });
         }
+        // Other sources: operators whose own weights hold units (attention operators and their heads).
         foreach (var node in index.Graph.Node)
         {
-            if (node.Domain != "com.microsoft" || node.OpType != "Attention") continue;
+            if (ChannelRules.For(node) is not { } rule) continue;
+            var source = rule.Source(node, index, out string? why);
+            if (source is null && why is null) continue;
             if (options.IsExcluded(node.Name)) { skipped.Add(new(node.Name, node.OpType, "Skipped", "excluded by -ExcludeNode")); continue; }
-            var weight = node.Input.Count > 1 ? index.Constant(node.Input[1]) : null;
-            if (weight is null || AttentionRule.Sizes(node, weight) is not { } s)
-            {
-                skipped.Add(new(node.Name, node.OpType, "Skipped", "its packed Q/K/V weight is computed or does not match num_heads"));
-                continue;
-            }
-            result.Add(new Member { Kind = MemberKind.Attention, Node = node, Constant = index.ConstantSource(node.Input[1]), Tensor = weight, Columns = AttentionRule.HeadColumns(s.Q, s.K, s.V, s.Heads) });
+            if (source is null) skipped.Add(new(node.Name, node.OpType, "Skipped", why!));
+            else result.Add(source);
         }
         return result;
     }
@@ -101,11 +99,12 @@ internal static class GroupPlanner
                 ChannelWalk.Follow(joint, context);
                 if (joint.Failure is not null && joint.CoupledWith is null)
                 {
-                    // Merged, they still cannot be rewritten: say why on both.
+                    // Merged, they still cannot be rewritten: g stays whole. h keeps its own walk: where it met g's
+                    // channels they broadcast along its own (a rotary table along the heads), or it failed or
+                    // coupled there itself.
                     g.CoupledWith = null;
-                    h.CoupledWith = null;
                     g.Failure += $"; pruned jointly with '{h.First.Name}' it still stops: {joint.Failure}";
-                    h.Failure = $"coupled with '{g.First.Name}'; jointly they stop: {joint.Failure}";
+                    if (h.Failure is not null && h.CoupledWith is null) h.Failure += $"; coupled with '{g.First.Name}', jointly they stop: {joint.Failure}";
                     continue;
                 }
                 groups = [.. groups.Where(o => !ReferenceEquals(o, g) && !ReferenceEquals(o, h)), joint];

@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using ModelCompression.Native.Data;
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
@@ -16,16 +17,19 @@ namespace ModelCompression.Native.Pruning;
 /// </summary>
 internal static class NormRefit
 {
-    /// <summary>A normalization to refit: its original scale and bias, the channels it keeps, and the sums of the fit.</summary>
-    internal sealed class Prepared(NodeProto node, int[] kept, float[] scale, float[] bias, float epsilon, bool centred)
+    /// <summary>
+    /// A normalization to refit: what its rule says it computes (the computed tensors it sums, and the sum of its constant
+    /// summands before pruning), its original scale and bias, the channels it keeps, and the sums of the fit.
+    /// </summary>
+    internal sealed class Prepared(NodeProto node, Normalization spec, string[] computed, float[]? offset, int[] kept, float[] scale, float[] bias)
     {
         public NodeProto Node { get; } = node;
+        public Normalization Spec { get; } = spec;
+        public string[] Computed { get; } = computed;
+        public float[]? Offset { get; } = offset;
         public int[] Kept { get; } = kept;
         public float[] Scale { get; } = scale;
         public float[] Bias { get; } = bias;
-        public float Epsilon { get; } = epsilon;
-        /// <summary>LayerNormalization subtracts the mean; RMS normalizations do not.</summary>
-        public bool Centred { get; } = centred;
         public readonly double[] Z = new double[kept.Length], ZZ = new double[kept.Length], T = new double[kept.Length], ZT = new double[kept.Length];
         public long Count;
     }
@@ -41,11 +45,11 @@ internal static class NormRefit
         var sequence = norms.Where(n => order.ContainsKey(n.Node)).OrderBy(n => order[n.Node]).ToList();
         if (sequence.Count == 0) return 0;
         // The original model does not change: one session gives every normalization's targets.
-        using var before = new ActivationProbe(original, sequence.Select(n => n.Node.Input[0]));
+        using var before = new ActivationProbe(original, sequence.SelectMany(n => n.Computed));
         foreach (var n in sequence)
         {
-            var (scale, bias) = Fit(n, before, new OnnxModel(proto.Clone(), original.SourcePath, []), data, batchSize, cancel);
-            Apply(proto.Graph, index, n.Node, scale, bias);
+            var (scale, bias) = Fit(n, before, new OnnxModel(proto.Clone(), original.SourcePath, []), index, data, batchSize, cancel);
+            Apply(proto.Graph, index, n, scale, bias);
         }
         GraphRewriter.RemoveDead(proto.Graph);
         return sequence.Count;
@@ -58,14 +62,16 @@ internal static class NormRefit
         foreach (var g in groups)
             foreach (var node in g.Norms.Distinct())
             {
-                if (!g.Tracks.TryGetValue(node.Input[0], out var track) || index.Constant(node.Input[1]) is not { } scale) continue;
+                if (ChannelRules.For(node)?.Normalizes(node) is not { } spec || index.Constant(node.Input[spec.Scale]) is not { } scale) continue;
+                if (spec.Summands.Select(i => i < node.Input.Count ? g.Tracks.GetValueOrDefault(node.Input[i]) : null).FirstOrDefault(t => t is not null) is not { } track) continue;
                 var removed = g.RemovedPositions(track.Pos);
                 if (removed.Count == 0) continue;
                 var kept = Enumerable.Range(0, track.Length).Where(c => !removed.Contains(c)).ToArray();
                 var gamma = TensorData.ToFloat(scale);
-                var beta = node.Input.Count > 2 && node.Input[2].Length > 0 && index.Constant(node.Input[2]) is { } b ? TensorData.ToFloat(b) : new float[gamma.Length];
+                var beta = spec.Bias is int b && b < node.Input.Count && node.Input[b].Length > 0 && index.Constant(node.Input[b]) is { } bt ? TensorData.ToFloat(bt) : new float[gamma.Length];
                 if (gamma.Length != track.Length || beta.Length != track.Length) continue;
-                norms.Add(new Prepared(node, kept, gamma, beta, GraphIndex.FloatAttr(node, "epsilon") ?? 1e-5f, node.OpType == "LayerNormalization"));
+                var summands = spec.Summands.Where(i => i < node.Input.Count && node.Input[i].Length > 0).Select(i => node.Input[i]).ToList();
+                norms.Add(new Prepared(node, spec, [.. summands.Where(t => index.Constant(t) is null)], Constants(summands, index), kept, gamma, beta));
             }
         return norms;
     }
@@ -75,18 +81,18 @@ internal static class NormRefit
     /// from the original model, the normalized values from the pruned one, so the fit also absorbs what pruning changed
     /// upstream. A normalization without a bias input (RMS forms) gets the least-squares scale through the origin.
     /// </summary>
-    static (float[] Scale, float[] Bias) Fit(Prepared n, ActivationProbe before, OnnxModel pruned, DataSet data, int batchSize, CancellationToken cancel)
+    static (float[] Scale, float[] Bias) Fit(Prepared n, ActivationProbe before, OnnxModel pruned, GraphIndex prunedIndex, DataSet data, int batchSize, CancellationToken cancel)
     {
-        string input = n.Node.Input[0];
-        using var after = new ActivationProbe(pruned, [input]);
+        using var after = new ActivationProbe(pruned, n.Computed);
+        var offset = Constants(n.Node.Input.Where((t, i) => n.Spec.Summands.Contains(i) && t.Length > 0), prunedIndex);
         foreach (var (batch, _, _) in ModelInputs.Batches(before.Model, new InputSource { Data = data, BatchSize = batchSize }))
         {
-            var original = before.Fetch(batch, [input], cancel)[input].AsFloat();
-            var now = after.Fetch(ModelInputs.For(pruned, batch), [input], cancel)[input].AsFloat();
-            Accumulate(n, original, now);
+            // The batch is the original model's; the pruned one gets its own (its cache may have fewer heads).
+            var original = Summed(before.Fetch(batch, n.Computed, cancel), n.Computed, n.Offset);
+            Accumulate(n, original, Summed(after.Fetch(ModelInputs.For(pruned, batch), n.Computed, cancel), n.Computed, offset));
             if (n.Count >= Tokens) break;
         }
-        bool biased = n.Node.Input.Count > 2 || n.Node.OpType == "LayerNormalization";
+        bool biased = n.Spec.Bias is not null;
         var scale = new float[n.Kept.Length];
         var bias = new float[n.Kept.Length];
         for (int k = 0; k < n.Kept.Length; k++)
@@ -101,6 +107,29 @@ internal static class NormRefit
         return (scale, bias);
     }
 
+    /// <summary>What a normalization normalizes: its computed summands (fetched) plus its constant ones.</summary>
+    static float[] Summed(IReadOnlyDictionary<string, NamedArray> fetched, IReadOnlyList<string> computed, float[]? offset)
+    {
+        var sum = (float[])fetched[computed[0]].AsFloat().Clone();
+        foreach (var name in computed.Skip(1)) TensorPrimitives.Add(sum, fetched[name].AsFloat(), sum);
+        if (offset is not null)
+            for (int p = 0; p < sum.Length; p += offset.Length) TensorPrimitives.Add(sum.AsSpan(p, offset.Length), offset, sum.AsSpan(p, offset.Length));
+        return sum;
+    }
+
+    /// <summary>The sum of the constant summands (a bias along the last axis), or null when there is none.</summary>
+    static float[]? Constants(IEnumerable<string> summands, GraphIndex index)
+    {
+        float[]? sum = null;
+        foreach (var c in summands.Select(index.Constant).OfType<TensorProto>())
+        {
+            var v = TensorData.ToFloat(c);
+            sum ??= new float[v.Length];
+            TensorPrimitives.Add(sum, v, sum);
+        }
+        return sum;
+    }
+
     /// <summary>One batch: x is the original normalization's input (all channels), y the pruned one's (the kept channels).</summary>
     static void Accumulate(Prepared n, float[] x, float[] y)
     {
@@ -109,8 +138,8 @@ internal static class NormRefit
         {
             var v = x.AsSpan((int)(row * d), d);
             var u = y.AsSpan((int)(row * k), k);
-            var (mean, sd) = Moments(v, n);
-            var (keptMean, keptSd) = Moments(u, n);
+            var (mean, sd) = Moments(v, n.Spec);
+            var (keptMean, keptSd) = Moments(u, n.Spec);
             for (int j = 0; j < k; j++)
             {
                 int c = n.Kept[j];
@@ -122,30 +151,31 @@ internal static class NormRefit
     }
 
     /// <summary>The mean (0 for RMS normalizations) and the standard deviation (with epsilon) the normalization divides by.</summary>
-    static (double Mean, double Sd) Moments(ReadOnlySpan<float> v, Prepared n)
+    static (double Mean, double Sd) Moments(ReadOnlySpan<float> v, Normalization spec)
     {
         double mean = 0;
-        if (n.Centred)
+        if (spec.Centred)
         {
             foreach (float f in v) mean += f;
             mean /= v.Length;
         }
         double var = 0;
         foreach (float f in v) var += (f - mean) * (f - mean);
-        return (mean, Math.Sqrt(var / v.Length + n.Epsilon));
+        return (mean, Math.Sqrt(var / v.Length + spec.Epsilon));
     }
 
     /// <summary>Gives a refitted normalization its own scale and bias (the pruned ones may be shared with other nodes).</summary>
-    static void Apply(GraphProto graph, GraphIndex index, NodeProto node, float[] scale, float[] bias)
+    static void Apply(GraphProto graph, GraphIndex index, Prepared n, float[] scale, float[] bias)
     {
+        var node = n.Node;
         string label = ChannelWalk.Label(node);
         string s = GraphRewriter.Unique(index, label + ".refit_scale");
         graph.Initializer.Add(index.Initializers[s] = TensorData.FromFloat(s, [scale.Length], scale));
-        node.Input[1] = s;
-        if (node.Input.Count <= 2 && node.OpType != "LayerNormalization") return;   // no bias input (RMS forms)
+        node.Input[n.Spec.Scale] = s;
+        if (n.Spec.Bias is not int at) return;   // no bias (RMS forms)
         string b = GraphRewriter.Unique(index, label + ".refit_bias");
         graph.Initializer.Add(index.Initializers[b] = TensorData.FromFloat(b, [bias.Length], bias));
-        if (node.Input.Count > 2) node.Input[2] = b;
-        else node.Input.Add(b);
+        while (node.Input.Count <= at) node.Input.Add("");
+        node.Input[at] = b;
     }
 }

@@ -58,7 +58,38 @@ internal static class ShapeFolding
             node.Input[1] = AddConstant(index, graph, ChannelWalk.Label(node) + ".target", DT.Int64, [canonical.Length], canonical.Select(v => (double)v).ToArray());
             folded++;
         }
+        folded += FoldExpandShapes(index, graph, a, b);
         if (folded > 0) GraphRewriter.RemoveDead(graph);
+        return folded;
+    }
+
+    /// <summary>
+    /// Expand shapes still computed (grouped-query attention's repeat of key/value heads, with the batch and sequence
+    /// read at run time): constants with 1 (keep the input's size) for the sizes that vary, when the input has that
+    /// size at both probe sizes, and the fixed sizes (heads, copies, head size) as literals the rewrite can edit.
+    /// </summary>
+    static int FoldExpandShapes(GraphIndex index, GraphProto graph, ShapeProbe a, ShapeProbe b)
+    {
+        int folded = 0;
+        foreach (var node in graph.Node)
+        {
+            if (node.OpType != "Expand" || node.Domain is not ("" or "ai.onnx") || node.Input.Count < 2 || index.Constant(node.Input[1]) is not null) continue;
+            if (!a.Values.TryGetValue(node.Input[1], out var va) || !b.Values.TryGetValue(node.Input[1], out var vb) || va.Length != vb.Length) continue;
+            if (a.Shape(node.Input[0]) is not { } ia || b.Shape(node.Input[0]) is not { } ib || a.Shape(node.Output[0]) is not { } oa || b.Shape(node.Output[0]) is not { } ob) continue;
+            if (oa.Length != ob.Length || ia.Length != ib.Length || va.Length > oa.Length) continue;
+            var canonical = new long[va.Length];
+            bool ok = true;
+            for (int i = 0; i < va.Length && ok; i++)
+            {
+                int o = i + oa.Length - va.Length, x = o - (oa.Length - ia.Length);
+                if (oa[o] == ob[o] && va[i] == vb[i]) canonical[i] = (long)va[i];
+                else if (x >= 0 && ia[x] == oa[o] && ib[x] == ob[o]) canonical[i] = 1;
+                else ok = false;
+            }
+            if (!ok) continue;
+            node.Input[1] = AddConstant(index, graph, ChannelWalk.Label(node) + ".shape", DT.Int64, [canonical.Length], canonical.Select(v => (double)v).ToArray());
+            folded++;
+        }
         return folded;
     }
 

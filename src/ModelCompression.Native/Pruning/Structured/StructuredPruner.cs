@@ -1,5 +1,6 @@
 using ModelCompression.Native.Onnx;
 using ModelCompression.Native.Onnx.Proto;
+using ModelCompression.Native.Runtime;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Native.Pruning;
@@ -24,7 +25,7 @@ internal static class StructuredPruner
         List<ResidualBlock> blocks = [], removedBlocks = [];
         if (options.RemovesBlocks)
         {
-            blocks = BlockRemoval.Find(model.Proto.Graph, probe);
+            blocks = BlockRemoval.Find(model.Proto.Graph, probe, DecoderContract.Of(model)?.Cache ?? []);
             if (options.RemoveBlocks is not null && blocks.Count > 0)
                 BlockRemoval.Score(model, blocks, options.CalibrationData!, options.CalibrationBatchSize, cancel);
             removedBlocks = BlockRemoval.Select(blocks, options, model.Name);
@@ -57,8 +58,10 @@ internal static class StructuredPruner
             progress?.Report(0.9);
             var after = Validate(model, proto, options.ProbeDimension, probe, alternate, alternateDimension, cancel);
             progress?.Report(1.0);
-            return StructuredReport.Write(options, groups, skipped, blocks, removedBlocks, notes, before,
+            var report = StructuredReport.Write(options, groups, skipped, blocks, removedBlocks, notes, before,
                 new StructuredReport.Totals(CostModel.Parameters(graph), CostModel.Flops(graph, after)), probe);
+            ReportCache(model, proto, report);
+            return report;
         });
     }
 
@@ -72,24 +75,30 @@ internal static class StructuredPruner
         var index = new GraphIndex(graph, inputInitializersAreConstant: true);
         var order = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
         for (int i = 0; i < graph.Node.Count; i++) order[graph.Node[i]] = i;
-        var context = new PlanContext { Index = index, Probe = probe, Alternate = alternate, Opset = Opset(proto), Order = order };
+        var cache = DecoderContract.Of(model)?.Cache ?? [];
+        var context = new PlanContext
+        {
+            Index = index, Probe = probe, Alternate = alternate, Opset = Opset(proto), Order = order,
+            CacheInputs = cache.Select(c => c.Input).ToHashSet(StringComparer.Ordinal), CacheOutputs = cache.Select(c => c.Output).ToHashSet(StringComparer.Ordinal),
+        };
         var groups = GroupPlanner.Plan(context, options, skipped, ModelPruner.Scaled(progress, 0.2, 0.6), cancel);
         if (groups.Count == 0 && !blocksRemoved) throw ModelPruner.NothingToPrune(model, options, index);
         if (!groups.Any(g => g.Viable) && !blocksRemoved)
         {
-            var reasons = groups.Take(6).Select(g => $"{g.First.Name}: {g.Failure}");
+            // Layers first (skipped ones, then the ones that stopped); tables (an embedding that met nothing prunable) last.
+            var reasons = skipped.Select(e => $"{e.Target}: {e.Detail}").Concat(groups.OrderBy(g => g.Members.All(m => m.Kind == MemberKind.Table)).Select(g => $"{g.First.Name}: {g.Failure}")).ToList();
             throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
-                $"Model '{model.Name}' has no layer whose channels can be removed: {string.Join("; ", reasons)}" + (groups.Count > 6 ? $"; and {groups.Count - 6} more." : ".")) { Target = model.SourcePath };
+                $"Model '{model.Name}' has no layer whose channels can be removed: {string.Join("; ", reasons.Take(6))}" + (reasons.Count > 6 ? $"; and {reasons.Count - 6} more." : ".")) { Target = model.SourcePath };
         }
         var asked = Enum.GetValues<PrunedPart>().Where(p => options.RateFor(p) > 0).ToList();
-        if (asked.Count > 0 && !blocksRemoved && !groups.Any(g => g.Viable && asked.Contains(g.Part)))
+        if (asked.Count > 0 && !blocksRemoved && !groups.Any(g => g.Viable && asked.Any(p => Serves(g, p))))
         {
             var found = groups.Where(g => g.Viable).Select(g => g.Part).Distinct().ToList();
             throw new EngineException("PruningNoPrunableChannels", EngineErrorKind.InvalidOperation,
                 $"Model '{model.Name}' has nothing of {string.Join(", ", asked)} that can be removed" +
                 (found.Count > 0 ? $"; it has {string.Join(", ", found)} (see -Target)." : ".")) { Target = model.SourcePath };
         }
-        foreach (var part in asked.Where(p => !groups.Any(g => g.Viable && g.Part == p)))
+        foreach (var part in asked.Where(p => !groups.Any(g => g.Viable && Serves(g, p))))
             notes.Add($"The model has no {part} that can be removed.");
 
         Dictionary<string, double[]>? activations = null;
@@ -109,6 +118,9 @@ internal static class StructuredPruner
         if (folded > 0) notes.Add($"{folded} shape value(s) computed at run time but fixed for the model (sizes read back with Shape, head sizes, reshape targets) became constants so they could be rewritten.");
         return groups;
     }
+
+    /// <summary>Whether a group holds what a part's rate removes (key/value heads are in the heads groups).</summary>
+    static bool Serves(ChannelGroup g, PrunedPart part) => g.Part == (part == PrunedPart.KeyValueHeads ? PrunedPart.Heads : part);
 
     /// <summary>
     /// A second probe at batch 3 and other symbolic sizes (half, else double: convolutional models want multiples of
@@ -150,10 +162,40 @@ internal static class StructuredPruner
 
         void Check(ShapeProbe result, ShapeProbe expected)
         {
-            foreach (var (name, shape) in expected.OutputShapes)
-                if (!result.OutputShapes.TryGetValue(name, out var s) || !s.SequenceEqual(shape))
+            // Outputs keep their shapes, but for fixed sizes the rewrite declared anew (a cache's heads); depth
+            // pruning may have removed a block's cache outputs.
+            foreach (var output in proto.Graph.Output)
+            {
+                if (!expected.OutputShapes.TryGetValue(output.Name, out var shape)) continue;
+                var want = Declared(shape, model.Proto.Graph.Output.First(o => o.Name == output.Name), output);
+                if (!result.OutputShapes.TryGetValue(output.Name, out var s) || !s.SequenceEqual(want))
                     throw new EngineException("PruningRewriteInvalid", EngineErrorKind.InvalidOperation,
-                        $"Structured pruning changed the shape of output '{name}' (a defect in the rewrite; please report it).") { Target = model.SourcePath };
+                        $"Structured pruning changed the shape of output '{output.Name}' (a defect in the rewrite; please report it).") { Target = model.SourcePath };
+            }
         }
+    }
+
+    /// <summary>A probed shape with the fixed sizes that the rewrite declared differently put in.</summary>
+    static long[] Declared(long[] probed, ValueInfoProto before, ValueInfoProto after)
+    {
+        var shape = (long[])probed.Clone();
+        var (b, a) = (before.Type?.TensorType?.Shape?.Dim, after.Type?.TensorType?.Shape?.Dim);
+        for (int i = 0; b is not null && a is not null && i < shape.Length && i < b.Count && i < a.Count; i++)
+            if (b[i].HasDimValue && a[i].HasDimValue && b[i].DimValue != a[i].DimValue) shape[i] = a[i].DimValue;
+        return shape;
+    }
+
+    /// <summary>A decoder-with-past model's cache after pruning: bytes per token of context before and after, in the report.</summary>
+    static void ReportCache(OnnxModel model, ModelProto proto, ModelReport report)
+    {
+        if (DecoderContract.Of(model) is not { HasCache: true } before) return;
+        var after = DecoderContract.Of(new OnnxModel(proto, model.SourcePath, []))!;
+        report.Metrics["CacheBytesPerTokenBefore"] = before.CacheBytesPerToken;
+        report.Metrics["CacheBytesPerTokenAfter"] = after.CacheBytesPerToken;
+        string heads = string.Join(", ", after.Cache.Where(c => c.Kind == CacheKind.Key).Select(c => c.Heads).Distinct());
+        report.Notes.Add($"Key/value cache: {before.CacheBytesPerToken:N0} -> {after.CacheBytesPerToken:N0} bytes per token of context " +
+            $"({before.CacheLayers} -> {after.CacheLayers} layers, key/value heads {string.Join(", ", before.Cache.Select(c => c.Heads).Distinct())} -> {heads}); " +
+            (before.CacheBytesPerToken == after.CacheBytesPerToken ? "the cache contract is unchanged."
+                : "the model's cache inputs and outputs (past and present) now declare this smaller cache, and a runtime allocates it by them (a GenAI config must say so too)."));
     }
 }

@@ -27,18 +27,26 @@ internal static class StructuredReport
                 if (!IsTableOnly(g)) report.Entries.Add(new ReportEntry(first.Name, first.Node.OpType, "Skipped", g.Failure!));
                 continue;
             }
-            int kept = g.Classes - g.RemovedCount;
-            channelsBefore += g.Classes;
+            int kept = g.Choices - g.RemovedChoices;
+            channelsBefore += g.Choices;
             channelsAfter += kept;
-            perPart[g.Part] = (perPart[g.Part].Before + g.Classes, perPart[g.Part].After + kept);
+            perPart[g.Part] = (perPart[g.Part].Before + g.Choices, perPart[g.Part].After + kept);
             string unit = ChannelScores.UnitWord(g.Part);
+            string grouped = "";
+            if (g.Part == PrunedPart.Heads)
+            {
+                int kv = g.KeyValueHeads, keptKv = kv - g.RemovedKeyValueHeads;
+                perPart[PrunedPart.KeyValueHeads] = (perPart[PrunedPart.KeyValueHeads].Before + kv, perPart[PrunedPart.KeyValueHeads].After + keptKv);
+                if (g.Buckets is not null) grouped = $" (grouped-query attention: {keptKv} of {kv} key/value heads, {(keptKv == 0 ? 0 : kept / keptKv)} query head{(keptKv > 0 && kept / keptKv == 1 ? "" : "s")} each)";
+            }
             string joint = g.Members.Count == 1 ? "" : $"; pruned jointly with {string.Join(", ", g.Members.Skip(1).Select(m => m.Name).Distinct())} (coupled {unit}, one decision)";
             string path = g.Path.Count == 0 ? "" : $"; through {string.Join(", ", g.Path.Distinct())}";
             string sinks = g.Sinks.Count == 0 ? "" : $"; consumers sliced: {string.Join(", ", g.Sinks.Distinct())}";
-            string part = options.RateFor(g.Part) > 0 ? "" : options.Targets.Count > 0 && !options.Targets.Contains(g.Part) ? $"; not pruned: -Target leaves {g.Part} out" : "; rate 0";
+            bool rated = options.RateFor(g.Part) > 0 || (g.Part == PrunedPart.Heads && options.RateFor(PrunedPart.KeyValueHeads) > 0);
+            string part = rated ? "" : options.Targets.Count > 0 && !options.Targets.Contains(g.Part) ? $"; not pruned: -Target leaves {g.Part} out" : "; rate 0";
             string exact = g.RemovedCount > 0 && g.Approximations.Count > 0 ? $"; not exact for the kept channels: {string.Join("; ", g.Approximations)}" : "";
             report.Entries.Add(new ReportEntry(first.Name, first.Node.OpType, g.RemovedCount > 0 ? "Pruned" : "Kept",
-                $"{g.Part}: kept {kept} of {g.Classes} {unit}{part}{joint}{path}{sinks}{exact}"));
+                $"{g.Part}: kept {kept} of {g.Choices} {unit}{grouped}{part}{joint}{path}{sinks}{exact}"));
         }
         report.Entries.AddRange(skipped);
 
@@ -65,7 +73,7 @@ internal static class StructuredReport
             report.Notes.Add($"Depth: {removedBlocks.Count} of {blocks.Count} residual block(s) removed ({string.Join(", ", removedBlocks.Select(b => b.Name))})" +
                 (options.RemoveBlocks is not null ? ", those whose output was closest to their input (cosine) on the calibration data." : ", by name.") +
                 (options.Structured ? "" : $" Parameters {before.Parameters:N0} -> {after.Parameters:N0}; FLOPs {before.Flops:N0} -> {after.Flops:N0}."));
-        report.Notes.Add($"FLOPs count MatMul, Gemm, Conv and ConvTranspose (2 per multiply-add) at the probe inputs {probe.InputDescription}.");
+        report.Notes.Add($"FLOPs count {CostModel.Counted} at the probe inputs {probe.InputDescription}.");
         int jointly = pruned.Count(g => g.Members.Count > 1);
         if (jointly > 0) report.Notes.Add($"{jointly} group(s) of layers whose channels are tied (residual Add, gating Mul, attention) were pruned jointly with one decision per group.");
         report.Notes.AddRange(notes);

@@ -38,9 +38,13 @@ public sealed record GenerationResult
     public double TokensPerSecond { get; init; }
     /// <summary>New tokens over the whole generation, first token included (median run).</summary>
     public double EndToEndTokensPerSecond { get; init; }
-    /// <summary>The working set this model's session and its first generation added to the process (its weights, arena and cache).</summary>
-    public long MemoryBytes { get; init; }
-    /// <summary>Peak working set of the whole process while this model was loaded and generated.</summary>
+    /// <summary>
+    /// What the model needs to generate, counted: its weights as stored and its key/value cache at the end of a
+    /// generation (prompt and new tokens). Comparable across models in one process, where a measured rise is not
+    /// (memory a model frees stays with the process for the next one).
+    /// </summary>
+    public long ModelMemoryBytes { get; init; }
+    /// <summary>Peak working set of the whole process, measured while this model's session opened and it first generated.</summary>
     public long PeakWorkingSetBytes { get; init; }
     /// <summary>Bytes the key/value cache grows by per token of context.</summary>
     public long CacheBytesPerToken { get; init; }
@@ -59,8 +63,8 @@ public sealed record GenerationResult
 /// <summary>
 /// Measures greedy generation with the key/value cache: time to first token, per-token decode latency, tokens per
 /// second and memory, for several models (and a baseline) in one run. Each model's session is opened and its first
-/// generation run with the working set sampled (what it adds is its memory); then warm-up and timed generations run
-/// round by round, the starting model rotating, so that drift of a shared machine hits all alike.
+/// generation run with the process's working set sampled; then warm-up and timed generations run round by round, the
+/// starting model rotating, so that drift of a shared machine hits all alike.
 /// </summary>
 public static class GenerationMeter
 {
@@ -84,13 +88,11 @@ public static class GenerationMeter
                 GC.Collect();
                 GC.WaitForPendingFinalizers();
                 using var watch = new MemoryWatch(TimeSpan.FromMilliseconds(20));
-                long before = Environment.WorkingSet;
                 watch.Start();
                 var generator = Prompts.Open([m], engine, g.Session).Generators[0];
                 members.Add(new Member(m, generator, ReferenceEquals(m, baseline)));
                 generator.Generate(prompts[members.Count - 1][rounds], g.NewTokens, cancel);
                 watch.Stop();
-                members[^1].Memory = Math.Max(0, watch.Peak - before);
                 members[^1].Peak = watch.Peak;
                 progress?.Report(0.1 * members.Count / all.Count);
             }
@@ -141,13 +143,13 @@ public static class GenerationMeter
                 DecodeMeanMs = d.Mean, DecodeP50Ms = d.P50, DecodeP90Ms = d.P90, DecodeP99Ms = d.P99,
                 TokensPerSecond = d.Mean > 0 ? 1000 / d.Mean : double.NaN,
                 EndToEndTokensPerSecond = 1000.0 * g.NewTokens / Statistics.Median(m.Runs.Select(r => r.StepMs.Sum())),
-                MemoryBytes = m.Memory,
+                ModelMemoryBytes = m.ModelMemory(g),
                 PeakWorkingSetBytes = m.Peak,
                 CacheBytesPerToken = DecoderContract.Of(m.Model)?.CacheBytesPerToken ?? 0,
                 Baseline = baseline is null || m.IsBaseline ? null : baseline.Model.Name,
                 SpeedupToBaseline = ratio?.Ratio, SpeedupLower = ratio?.Lower, SpeedupUpper = ratio?.Upper, Significant = ratio?.Significant,
                 TimeToFirstTokenRatio = baseline is null || m.IsBaseline ? null : ttft / Statistics.Median(baseline.Runs.Select(r => r.StepMs[0])),
-                MemoryRatio = baseline is null || m.IsBaseline || baseline.Memory == 0 ? null : (double)m.Memory / baseline.Memory,
+                MemoryRatio = baseline is null || m.IsBaseline ? null : (double)m.ModelMemory(g) / baseline.ModelMemory(g),
                 TimeToFirstTokenSamplesMs = m.Runs.Select(r => r.StepMs[0]).ToArray(),
                 DecodeSamplesMs = decode,
             });
@@ -161,8 +163,9 @@ public static class GenerationMeter
         public IGreedyGenerator Generator { get; } = generator;
         public bool IsBaseline { get; } = isBaseline;
         public List<GenerationRun> Runs { get; } = [];
-        public long Memory { get; set; }
         public long Peak { get; set; }
+        public long ModelMemory(GenerationSettings g) =>
+            Model.SerializedSize + (DecoderContract.Of(Model)?.CacheBytesPerToken ?? 0) * (g.PromptLength + (long)g.NewTokens);
         public List<double> DecodeSamples => Runs.SelectMany(r => r.StepMs.Skip(1)).ToList();
     }
 }
