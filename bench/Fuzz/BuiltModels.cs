@@ -1,24 +1,66 @@
+using ModelCompression.Engine.Tests;
 using ModelCompression.Native.Onnx;
+using ModelCompression.Native.Quantization;
 using static ModelCompression.Native.Onnx.GraphBuilder;
 using DT = ModelCompression.Native.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace ModelCompression.Fuzz;
 
-/// <summary>Small models of the three families the cmdlets rewrite most (MLP, conv net, attention block), built in code.</summary>
+/// <summary>
+/// Small models built in code: the families the cmdlets rewrite most (MLP, conv net, attention block), a Llama-family
+/// decoder with a KV cache in ONNX Runtime GenAI's builder layout (GroupQueryAttention, SkipSimplifiedLayerNormalization;
+/// also as a GenAI folder, <see cref="LlamaConfig"/>), and mixed-precision models as the quantizer makes them (4-bit
+/// MatMulNBits beside float layers kept with -ExcludeNode, and beside int8 dynamic layers).
+/// </summary>
 static class BuiltModels
 {
-    public static IEnumerable<(string Name, OnnxModel Model)> All() => [("built_mlp", Mlp()), ("built_convnet", ConvNet()), ("built_attention", Attention())];
+    /// <summary>The decoder's sizes: 2 blocks, d=32, 4 query / 2 key-value heads of 8, FFN 64, 64 tokens.</summary>
+    public static LlamaConfig Llama { get; } = new(2, 32, 4, 2, 8, 64, 64, MaxPositions: 64);
+
+    public static IEnumerable<(string Name, OnnxModel Model)> All()
+    {
+        var llama = LlamaGqa();
+        var deep = Mlp(64, 64, 3);
+        // Weight-only 4-bit with the last layer (or the attention projections) kept float, then int8 dynamic on the float ones.
+        var mixed = Quantize(deep, QuantizationMode.WeightOnly, [deep.Proto.Graph.Node[^1].Name]);
+        var llamaMixed = Quantize(llama, QuantizationMode.WeightOnly, ["*/q/MatMul", "*/k/MatMul", "*/v/MatMul", "*/o/MatMul"]);
+        return [("built_mlp", Mlp(16, 64, 1)), ("built_convnet", ConvNet()), ("built_attention", Attention()), ("built_llama_gqa", llama),
+                ("built_mixed_4bit_float", mixed), ("built_mixed_4bit_int8", Quantize(mixed, QuantizationMode.Dynamic, [], force: true)),
+                ("built_llama_mixed", llamaMixed), ("built_llama_mixed_int8", Quantize(llamaMixed, QuantizationMode.Dynamic, [], force: true))];
+    }
+
+    /// <summary>The mixed-precision forms of <paramref name="model"/> that the corpus also takes from ../shared's language models.</summary>
+    public static OnnxModel Quantize(OnnxModel model, QuantizationMode mode, IReadOnlyList<string> exclude, bool force = false) =>
+        ModelQuantizer.Quantize(model, new QuantizationOptions { Mode = mode, Bits = mode == QuantizationMode.WeightOnly ? 4 : null, BlockSize = mode == QuantizationMode.WeightOnly ? 32 : null, ExcludeNodes = exclude, Force = force });
 
     static float[] Weights(Random rng, int n, float scale) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
 
-    static OnnxModel Mlp()
+    /// <summary>x [batch, inputs] -> <paramref name="hidden"/> layers of MatMul+Add+Relu of that width -> a Gemm to 4 outputs.</summary>
+    static OnnxModel Mlp(int inputs, int width, int hidden)
     {
         var rng = new Random(1);
-        var b = new GraphBuilder("mlp").Input("x", DT.Float, "batch", 16).Output("y", DT.Float, "batch", 4);
-        string h = b.Node("MatMul", ["x", b.Initializer("w1", [16, 64], Weights(rng, 16 * 64, 0.25f))]);
-        h = b.Node("Relu", [b.Node("Add", [h, b.Initializer("b1", [64], Weights(rng, 64, 0.1f))])]);
-        b.Node("Gemm", [h, b.Initializer("w2", [64, 4], Weights(rng, 256, 0.2f)), b.Initializer("b2", [4], Weights(rng, 4, 0.1f))], ["y"]);
+        var b = new GraphBuilder("mlp").Input("x", DT.Float, "batch", inputs).Output("y", DT.Float, "batch", 4);
+        string h = "x";
+        for (int l = 1, k = inputs; l <= hidden; l++, k = width)
+        {
+            h = b.Node("MatMul", [h, b.Initializer($"w{l}", [k, width], Weights(rng, k * width, 0.25f))], name: $"/fc{l}/MatMul");
+            h = b.Node("Relu", [b.Node("Add", [h, b.Initializer($"b{l}", [width], Weights(rng, width, 0.1f))])]);
+        }
+        b.Node("Gemm", [h, b.Initializer("head", [width, 4], Weights(rng, width * 4, 0.2f)), b.Initializer("head.bias", [4], Weights(rng, 4, 0.1f))], ["y"], name: "/head/Gemm");
         return b.BuildModel("built_mlp");
+    }
+
+    /// <summary>The Llama decoder with random weights (norm scales near 1, weights of order 1/sqrt(fan in)).</summary>
+    static OnnxModel LlamaGqa()
+    {
+        var rng = new Random(4);
+        var proto = LlamaModels.Build(Llama, (role, dims) =>
+        {
+            int n = (int)dims.Aggregate(1L, (a, d) => a * d);
+            var values = dims.Length == 1 ? Weights(rng, n, 0.1f).Select(v => v + 1).ToArray() : Weights(rng, n, 1 / MathF.Sqrt(dims[0]));
+            return ModelCompression.Native.Onnx.TensorData.FromFloat(role, dims, values);
+        });
+        return new OnnxModel(proto, null, []);
     }
 
     static OnnxModel ConvNet()

@@ -5,20 +5,47 @@ using ModelCompression.Native.Onnx.Proto;
 
 namespace ModelCompression.Fuzz;
 
-/// <summary>A mutated model on disk: the file to load, the mutation that made it, and every file it consists of.</summary>
+/// <summary>A mutated model on disk: the file (or GenAI folder) to load, the mutation that made it, and every file it consists of.</summary>
 sealed record MutatedModel(string Path, string Mutation, IReadOnlyList<string> Files);
 
 /// <summary>
 /// Makes hostile variants of a model, deterministically from a random source: byte flips and truncations of the file,
 /// ONNX-aware edits (dims, element types, raw data, names, node inputs and outputs, attributes, opsets, metadata, input
-/// shapes, external data pointing at odd places) and odd files (empty, FIFO, device links, folders).
+/// shapes, external data pointing at odd places), odd files (empty, FIFO, device links, folders), and edits aimed at the
+/// newer families (<see cref="FamilyMutations"/>: decoder contracts, quantized nodes, genai_config.json).
 /// </summary>
 static class ModelMutator
 {
     static readonly long[] OddDims = [0, -1, -7, 1L << 31, (1L << 31) - 1, 1L << 32, 1L << 40, 1L << 62, long.MaxValue, 3, 1000003];
-    static readonly string[] Families = ["flip", "truncate", "dims", "type", "raw", "names", "node", "attribute", "opset", "metadata", "input", "external", "odd"];
+    static readonly string[] Families = ["flip", "truncate", "dims", "type", "raw", "names", "node", "attribute", "opset", "metadata", "input", "external", "odd", "decoder", "quantized"];
 
-    public static MutatedModel Mutate(byte[] original, string externalSource, string dir, Random rng)
+    /// <summary>
+    /// Mutates <paramref name="seed"/> into <paramref name="dir"/>. A GenAI folder seed becomes a folder of its own in it
+    /// (model.onnx and genai_config.json, one of them mutated; beside the case's output, not above it) and the case
+    /// loads the folder.
+    /// </summary>
+    public static MutatedModel Mutate(BaseModel seed, string dir, Random rng)
+    {
+        if (seed.Config is null) return Mutate(seed.Bytes, seed.Path, dir, rng);
+        dir = Directory.CreateDirectory(System.IO.Path.Combine(dir, "genai")).FullName;
+        string config = System.IO.Path.Combine(dir, "genai_config.json");
+        MutatedModel model;
+        if (rng.Next(3) == 0)
+        {
+            var (json, what) = FamilyMutations.GenAiConfig(seed.Config, rng);
+            File.WriteAllText(config, json);
+            File.WriteAllBytes(System.IO.Path.Combine(dir, "model.onnx"), seed.Bytes);
+            model = new(dir, what, [System.IO.Path.Combine(dir, "model.onnx")]);
+        }
+        else
+        {
+            File.WriteAllText(config, seed.Config);
+            model = Mutate(seed.Bytes, seed.Path, dir, rng);
+        }
+        return new(dir, model.Mutation + " (GenAI folder)", [.. model.Files, config]);
+    }
+
+    static MutatedModel Mutate(byte[] original, string externalSource, string dir, Random rng)
     {
         string family = Families[rng.Next(Families.Length)];
         string path = System.IO.Path.Combine(dir, "model.onnx");
@@ -157,6 +184,12 @@ static class ModelMutator
                     what = $"'{t.Name}' in external data '{location}' at {offset}";
                     break;
                 }
+            case "decoder":
+                what = FamilyMutations.Decoder(proto, rng) ?? "unchanged (no decoder contract)";
+                break;
+            case "quantized":
+                what = FamilyMutations.Quantized(proto, rng) ?? "unchanged (no quantized node)";
+                break;
             default:
                 what = "unchanged";
                 break;

@@ -37,6 +37,8 @@ try
                 worker ??= Worker.Start(options);
                 var result = FuzzCase.Run(i, options, corpus, root, worker);
                 results.Add(result);
+                // Said at once, so that a long run shows what it finds while it runs.
+                if (result.Failure is not null) Console.Error.WriteLine($"  case {i}: {result.Failure}: {result.Signature} ({result.Pipeline} on {result.Base}, {result.Mutation})");
                 if (results.Count % 500 == 0)
                     Console.Error.WriteLine($"  {results.Count} of {options.Cases} cases, {results.Count(r => r.Failure is not null)} failed, {clock.Elapsed.TotalSeconds:F0} s");
                 if (!worker.Alive) { worker.Dispose(); worker = null; }
@@ -188,15 +190,17 @@ namespace ModelCompression.Fuzz
         [
             ("Get-Model", "Get-Model -LiteralPath $model | Out-Null"),
             ("Get-ModelInfo", "Get-ModelInfo -LiteralPath $model | Out-Null"),
-            ("Export-Model", "Get-Model -LiteralPath $model | Export-Model -Directory $out | Out-Null"),
+            // A GenAI folder is written as a folder: the target is a new folder in $out.
+            ("Export-Model", "$d = if (Test-Path -LiteralPath (Join-Path $model 'genai_config.json')) { Join-Path $out 'g' } else { $out }; Get-Model -LiteralPath $model | Export-Model -Directory $d | Out-Null"),
             ("Export-Model -ExternalData", "Get-Model -LiteralPath $model | Export-Model (Join-Path $out 'e.onnx') -ExternalData | Out-Null"),
             ("Quantize Dynamic", "Get-Model -LiteralPath $model | Invoke-ModelQuantization -Mode Dynamic | Out-Null"),
             ("Quantize WeightOnly", "Get-Model -LiteralPath $model | Invoke-ModelQuantization -Mode WeightOnly | Export-Model (Join-Path $out 'q.onnx') | Out-Null"),
             ("Quantize Float16", "Get-Model -LiteralPath $model | Invoke-ModelQuantization -Mode Float16 | Out-Null"),
             ("Prune", "Get-Model -LiteralPath $model | Invoke-ModelPruning -Rate 0.5 | Out-Null"),
             ("Prune -Structured", "Get-Model -LiteralPath $model | Invoke-ModelPruning -Rate 0.5 -Structured | Out-Null"),
-            ("Compare-Model", "$r = Get-Model -LiteralPath $reference; Get-Model -LiteralPath $model | ForEach-Object { Compare-Model $r $_ -BatchSize 2 } | Out-Null"),
-            ("Measure-ModelLatency", "Get-Model -LiteralPath $model | Measure-ModelLatency -Warmup 1 -Iterations 3 | Out-Null"),
+            // Language models get a sequence length for their token input ($tokens), as users give one.
+            ("Compare-Model", "$s = if ($tokens) { @{ InputShape = @{ $tokens = 2, 8 } } } else { @{} }; $r = Get-Model -LiteralPath $reference; Get-Model -LiteralPath $model | ForEach-Object { Compare-Model $r $_ -BatchSize 2 @s } | Out-Null"),
+            ("Measure-ModelLatency", "$s = if ($tokens) { @{ InputShape = @{ $tokens = 1, 8 } } } else { @{} }; Get-Model -LiteralPath $model | Measure-ModelLatency -Warmup 1 -Iterations 3 @s | Out-Null"),
             ("Optimize-Model", "Get-Model -LiteralPath $model | Optimize-Model | Out-Null"),
         ];
 
@@ -208,15 +212,15 @@ namespace ModelCompression.Fuzz
             var (pipeline, script) = Pipelines[rng.Next(Pipelines.Length)];
             string dir = Path.Combine(root, $"case-{id}"), output = Path.Combine(dir, "out");
             Directory.CreateDirectory(output);
-            var mutated = ModelMutator.Mutate(baseModel.Bytes, baseModel.Path, dir, rng);
-            var inputs = mutated.Files.Append(baseModel.Path).Where(File.Exists).ToList();
+            var mutated = ModelMutator.Mutate(baseModel, dir, rng);
+            var inputs = mutated.Files.Concat(baseModel.Files).Where(File.Exists).ToList();
             var hashes = inputs.ToDictionary(f => f, Hash);
             long inputBytes = inputs.Sum(f => new FileInfo(f).Length);
 
             var request = new JsonObject
             {
                 ["id"] = id, ["script"] = script, ["timeout"] = options.Timeout,
-                ["variables"] = new JsonObject { ["model"] = mutated.Path, ["reference"] = baseModel.Path, ["out"] = output },
+                ["variables"] = new JsonObject { ["model"] = mutated.Path, ["reference"] = baseModel.Reference, ["out"] = output, ["tokens"] = baseModel.Tokens ?? "" },
             };
             string? answer = worker.Run(request.ToJsonString(), TimeSpan.FromSeconds(options.Timeout + 30));
             CaseResult Result(double seconds, long added, IReadOnlyList<string> ids, string? failure, string? signature, string? detail) =>
@@ -268,11 +272,23 @@ namespace ModelCompression.Fuzz
         static string Hash(string file) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(file)));
     }
 
-    sealed record BaseModel(string Name, string Path, byte[] Bytes);
+    /// <summary>
+    /// A model cases start from: its file and bytes, the text of its genai_config.json when it is a GenAI folder (cases
+    /// then load the folder), and the name of its token input when it is a language model.
+    /// </summary>
+    sealed record BaseModel(string Name, string Path, byte[] Bytes, string? Config = null, string? Tokens = null)
+    {
+        /// <summary>What a case loads as the unmutated original: the file, or the folder.</summary>
+        public string Reference => Config is null ? Path : System.IO.Path.GetDirectoryName(Path)!;
+        public IEnumerable<string> Files => Config is null ? [Path] : [Path, System.IO.Path.Combine(Reference, "genai_config.json")];
+    }
 
     static class Corpus
     {
-        /// <summary>The models cases start from: the repository's, ../shared's (the small ones only with --quick), and models built here.</summary>
+        /// <summary>
+        /// The models cases start from: the repository's, ../shared's (the small ones only with --quick; its GenAI folder
+        /// and mixed-precision forms of its cache model without), and models built here (<see cref="BuiltModels"/>).
+        /// </summary>
         public static IReadOnlyList<BaseModel> Build(FuzzOptions options)
         {
             var files = new List<string>();
@@ -283,14 +299,39 @@ namespace ModelCompression.Fuzz
                 files.AddRange(Directory.EnumerateFiles(shared, "*.onnx").Where(f => !options.Quick || new FileInfo(f).Length < 1_000_000));
             string built = Directory.CreateTempSubdirectory("mc-fuzz-corpus-").FullName;
             AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(built, true); } catch (IOException) { } };
-            foreach (var (name, model) in BuiltModels.All())
+            string Save(string name, ModelCompression.Native.Onnx.OnnxModel model)
             {
                 string path = Path.Combine(built, name + ".onnx");
                 ModelCompression.Native.Onnx.ModelIO.Save(model, path);
-                files.Add(path);
+                return path;
             }
-            return files.Distinct().Order(StringComparer.Ordinal)
-                .Select(f => new BaseModel(Path.GetFileNameWithoutExtension(f), f, File.ReadAllBytes(f))).ToList();
+            foreach (var (name, model) in BuiltModels.All()) files.Add(Save(name, model));
+            string kv = Path.Combine(shared, "tiny_llama_kv.onnx");
+            if (!options.Quick && File.Exists(kv))
+            {
+                var model = ModelCompression.Native.Onnx.ModelIO.Load(kv);
+                var mixed = BuiltModels.Quantize(model, ModelCompression.Native.Quantization.QuantizationMode.WeightOnly, ["*/q/MatMul", "*/k/MatMul", "*/v/MatMul", "*/o/MatMul"]);
+                files.Add(Save("tiny_llama_kv_mixed", mixed));
+                files.Add(Save("tiny_llama_kv_mixed_int8", BuiltModels.Quantize(mixed, ModelCompression.Native.Quantization.QuantizationMode.Dynamic, [], force: true)));
+            }
+            var seeds = files.Distinct().Order(StringComparer.Ordinal).Select(f => Seed(Path.GetFileNameWithoutExtension(f), f)).ToList();
+            // GenAI folders: the built decoder with its config, and ../shared's folder.
+            string folder = Directory.CreateDirectory(Path.Combine(built, "built_llama_genai")).FullName;
+            File.Copy(Path.Combine(built, "built_llama_gqa.onnx"), Path.Combine(folder, "model.onnx"));
+            File.WriteAllText(Path.Combine(folder, "genai_config.json"), ModelCompression.Engine.Tests.LlamaModels.GenAiConfig(BuiltModels.Llama, "model.onnx"));
+            seeds.Add(Seed("built_llama_genai", Path.Combine(folder, "model.onnx")));
+            if (!options.Quick && File.Exists(Path.Combine(shared, "tiny_llama_genai", "genai_config.json")))
+                seeds.Add(Seed("tiny_llama_genai", Path.Combine(shared, "tiny_llama_genai", "model.onnx")));
+            return seeds;
+        }
+
+        static BaseModel Seed(string name, string path)
+        {
+            string config = Path.Combine(Path.GetDirectoryName(path)!, "genai_config.json");
+            bool folder = Path.GetFileName(path) == "model.onnx" && File.Exists(config);
+            var bytes = File.ReadAllBytes(path);
+            var graph = ModelCompression.Native.Onnx.Proto.ModelProto.Parser.ParseFrom(bytes).Graph;
+            return new BaseModel(name, path, bytes, folder ? File.ReadAllText(config) : null, graph.Input.Any(i => i.Name == "input_ids") ? "input_ids" : null);
         }
     }
 }

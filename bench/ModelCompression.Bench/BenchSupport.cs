@@ -70,16 +70,26 @@ static class BenchSupport
         Path.GetFullPath(args.Length > index ? args[index] : Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "..", "shared"));
 
     /// <summary>Runs this benchmark program again with <paramref name="args"/> (a "-child" command) and returns its output line.</summary>
-    public static string RunChild(params string[] args)
+    public static string RunChild(params string[] args) => RunChild(ChildStart([], args));
+
+    /// <summary>Runs a child made by <see cref="ChildStart"/> to its end and returns its last output line.</summary>
+    public static string RunChild(ProcessStartInfo psi)
     {
-        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
-        // Under `dotnet bench.dll` the host is dotnet and the program is the first argument; under the apphost it is not.
-        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") psi.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
-        foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         string output = p.StandardOutput.ReadToEnd().Trim();
         p.WaitForExit();
         return output.Split('\n')[^1];
+    }
+
+    /// <summary>How to start this benchmark program again with <paramref name="args"/>, under <paramref name="prefix"/> (a command such as unshare) if any.</summary>
+    public static ProcessStartInfo ChildStart(string[] prefix, params string[] args)
+    {
+        var command = new List<string>(prefix) { Environment.ProcessPath! };
+        // Under `dotnet bench.dll` the host is dotnet and the program is the first argument; under the apphost it is not.
+        if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet") command.Add(Environment.GetCommandLineArgs()[0]);
+        var psi = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true };
+        foreach (var a in command.Skip(1).Concat(args)) psi.ArgumentList.Add(a);
+        return psi;
     }
 
     /// <summary>Peak resident set size of this process (VmHWM), or the working-set peak where /proc is absent.</summary>

@@ -187,4 +187,20 @@ public class HostileInputTests
         Assert.Contains(q.Report!.Entries, e => e.Target == "good" && e.Action == "Quantized");
         Assert.DoesNotContain(q.Report.Entries, e => e.Target is "no_output" or "no_weight" && e.Action == "Quantized");
     }
+
+    /// <summary>Found by the fuzzer: a GenAI configuration whose numbers or file name have the wrong JSON type.</summary>
+    [Theory]
+    [InlineData("\"head_size\": 8", "\"head_size\": 1.5")]
+    [InlineData("\"head_size\": 8", "\"head_size\": \"eight\"")]
+    [InlineData("\"filename\": \"model.onnx\"", "\"filename\": []")]
+    public void AGenAiConfigurationOfTheWrongTypesIsInvalidData(string field, string replacement)
+    {
+        using var tmp = new TempDir();
+        LlamaModels.WriteRandom(tmp.File("model.onnx"), new LlamaConfig(1, 16, 2, 1, 8, 32, 32, MaxPositions: 16));
+        string config = tmp.File("genai_config.json");
+        string text = File.ReadAllText(config);
+        Assert.Contains(field, text);
+        File.WriteAllText(config, text.Replace(field, replacement));
+        Assert.Equal("GenAiConfigInvalid", Assert.Throws<EngineException>(() => ModelIO.Load(tmp.Path)).ErrorId);
+    }
 }

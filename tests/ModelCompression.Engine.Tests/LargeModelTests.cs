@@ -145,14 +145,14 @@ public class LargeModelTests
         using var tmp = new TempDir();
         var model = ModelIO.Load(ExternalMlp(tmp));
         var derived = model.Derive("Edit", new Dictionary<string, string>(), p => { p.Graph.Name = "edited"; return null; });
-        var before = Directory.GetDirectories(Path.GetTempPath(), "mc-session-*").ToHashSet();
+        var before = Directory.GetDirectories(ScratchFolder.Path, "session-*").ToHashSet();
         long limit = RuntimeModel.InMemoryLimit;
         RuntimeModel.InMemoryLimit = 0;
         try
         {
             var inputs = new InputSource();
             Assert.Equal(0, ModelComparer.Compare(Original(), derived, inputs).Single().MaxAbsError);
-            Assert.DoesNotContain(Directory.GetDirectories(Path.GetTempPath(), "mc-session-*"), d => !before.Contains(d));
+            Assert.DoesNotContain(Directory.GetDirectories(ScratchFolder.Path, "session-*"), d => !before.Contains(d));
         }
         finally { RuntimeModel.InMemoryLimit = limit; }
     }

@@ -34,10 +34,10 @@ public sealed class SharedTheoryAttribute : TheoryAttribute
     public SharedTheoryAttribute() { if (!SharedFiles.Available) Skip = SharedFiles.SkipReason; }
 }
 
-/// <summary>A fact about Unix files (FIFOs, devices, links); skipped with the reason elsewhere.</summary>
+/// <summary>A fact about Unix files (FIFOs, devices, links, locks); skipped with the reason elsewhere.</summary>
 public sealed class UnixFactAttribute : FactAttribute
 {
-    public UnixFactAttribute() { if (OperatingSystem.IsWindows()) Skip = "needs Unix FIFOs, devices and links"; }
+    public UnixFactAttribute(string needs = "Unix FIFOs, devices and links") { if (OperatingSystem.IsWindows()) Skip = "needs " + needs; }
 }
 
 public sealed class UnixTheoryAttribute : TheoryAttribute

@@ -63,7 +63,13 @@ public sealed class GenAiFolder
         {
             throw new EngineException("GenAiConfigInvalid", EngineErrorKind.InvalidData, $"'{configPath}' cannot be read as a GenAI configuration: {e.Message}", e) { Target = configPath };
         }
-        string? file = (string?)Decoder(config, configPath)["filename"];
+        var decoder = Decoder(config, configPath);
+        // Every number it describes the model by must be a whole number, and the file name a string.
+        foreach (var n in Numbers)
+            if (decoder[n] is { } value && !(value is JsonValue v && v.TryGetValue(out long _)))
+                throw new EngineException("GenAiConfigInvalid", EngineErrorKind.InvalidData,
+                    $"'{configPath}' gives model.decoder.{n} as {value.ToJsonString()}, not a whole number.") { Target = configPath };
+        string? file = decoder["filename"] is JsonValue name && name.TryGetValue(out string? text) ? text : null;
         if (string.IsNullOrWhiteSpace(file) || System.IO.Path.IsPathRooted(file) || file.Contains("..", StringComparison.Ordinal))
             throw new EngineException("GenAiConfigInvalid", EngineErrorKind.InvalidData,
                 $"'{configPath}' names no model file inside the folder (model.decoder.filename is '{file}').") { Target = configPath };
@@ -147,14 +153,17 @@ public sealed class GenAiFolder
         var config = ConfigFor(model, ModelFile);
         string parent = System.IO.Path.GetDirectoryName(target)!;
         Directory.CreateDirectory(parent);
-        string staging = System.IO.Path.Combine(parent, $".{System.IO.Path.GetFileName(target)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        // Staged in a folder owned (named and locked) by this process: what a killed export left is removed first.
+        TemporaryFiles.RemoveStale(parent);
+        string staging = TemporaryFiles.Beside(target);
         Directory.CreateDirectory(staging);
+        using var owned = NativeFiles.TryLockFolder(staging).Lock;
         try
         {
-            var saved = ModelIO.Save(model, System.IO.Path.Combine(staging, ModelFile), options with { Overwrite = false }, cancel);
+            var saved = ModelIO.Save(model, System.IO.Path.Combine(staging, ModelFile), options with { Overwrite = false, PrivateFolder = true }, cancel);
             File.WriteAllText(System.IO.Path.Combine(staging, ConfigFileName), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             CopyOthers(staging, cancel);
-            Replace(staging, target);
+            Replace(staging, target, options.Overwrite, cancel);
             return new SaveResult(System.IO.Path.Combine(target, ModelFile), saved.DataPath is null ? null : System.IO.Path.Combine(target, System.IO.Path.GetFileName(saved.DataPath)), saved.ExternalDataForced);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -180,11 +189,17 @@ public sealed class GenAiFolder
         }
     }
 
-    /// <summary>Moves the staged folder into place; an existing target goes aside first and is removed after.</summary>
-    static void Replace(string staging, string target)
+    /// <summary>
+    /// Moves the staged folder into place, holding the parent folder's lock (two exports to one folder take turns); an
+    /// existing target goes aside first and is removed after.
+    /// </summary>
+    static void Replace(string staging, string target, bool overwrite, CancellationToken cancel)
     {
+        using var parentLock = NativeFiles.LockFolder(System.IO.Path.GetDirectoryName(target)!, cancel);
+        if (Directory.Exists(target) && !overwrite)
+            throw new EngineException("ExportFileExists", EngineErrorKind.ResourceExists, $"'{target}' already exists; use -Force to replace it.") { Target = target };
         if (!Directory.Exists(target)) { Directory.Move(staging, target); return; }
-        string aside = staging + ".old";
+        string aside = TemporaryFiles.Beside(target);
         Directory.Move(target, aside);
         try { Directory.Move(staging, target); }
         catch

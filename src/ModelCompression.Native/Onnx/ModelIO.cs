@@ -22,6 +22,11 @@ public sealed record SaveOptions
     /// allows: for the short-lived files ONNX Runtime loads (<see cref="RuntimeModel"/>), never for exports.
     /// </summary>
     internal bool LinkExternalFiles { get; init; }
+    /// <summary>
+    /// The target's folder belongs to this save alone (a GenAI export's staging folder, a session's folder): nothing
+    /// stale to remove there, nobody to take turns with (and its owner may hold the folder's lock already).
+    /// </summary>
+    internal bool PrivateFolder { get; init; }
 }
 
 /// <summary>What <see cref="ModelIO.Save"/> wrote.</summary>
@@ -176,14 +181,7 @@ public static class ModelIO
         options ??= new SaveOptions();
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
-        if (!Directory.Exists(dir))
-            throw Error("ExportDirectoryNotFound", EngineErrorKind.ObjectNotFound, full, $"The folder '{dir}' does not exist.");
-        if (Directory.Exists(full))
-            throw Error("ExportPathIsDirectory", EngineErrorKind.InvalidArgument, full, $"'{full}' is a directory; give a file path or use -Directory.");
-        if (File.Exists(full) && !options.Overwrite)
-            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' already exists. Use -Force to overwrite it.");
-        if (model.SourcePath is not null && string.Equals(Path.GetFullPath(model.SourcePath), full, StringComparison.Ordinal) && !options.Overwrite)
-            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' is the model's own source file. Use -Force to overwrite it.");
+        CheckTarget(model, full, options.Overwrite);
         foreach (var file in model.Files) file.CheckUnchanged();
 
         var proto = model.Proto.Clone();
@@ -194,13 +192,17 @@ public static class ModelIO
 
         string dataName = Path.GetFileName(full) + ".data";
         string dataPath = Path.Combine(dir, dataName);
-        string tempModel = TempPath(full), tempData = TempPath(dataPath);
+        // What a killed export to this folder left is removed first (never what a live process is writing).
+        if (!options.PrivateFolder) TemporaryFiles.RemoveStale(dir);
+        string tempModel = TemporaryFiles.Beside(full), tempData = TemporaryFiles.Beside(dataPath);
         var links = new List<(TensorFile File, string Name, string Temp)>();
+        // The temporary files stay open, locked as their owner's, until they have their final names.
+        FileStream? data = null, modelFile = null;
         try
         {
             if (external)
             {
-                using var data = new FileStream(tempData, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+                data = TemporaryFiles.Create(tempData);
                 foreach (var tensor in proto.Graph.Initializer)
                 {
                     cancel.ThrowIfCancellationRequested();
@@ -214,19 +216,15 @@ public static class ModelIO
             // Whatever the model file holds itself is embedded: tensors still in a data file are read back in.
             foreach (var tensor in AllTensors(proto.Graph))
                 if (ExternalTensor.IsBound(tensor)) Embed(tensor);
-            using (var file = new FileStream(tempModel, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
-            using (var guarded = new CancellableStream(file, cancel))
-            {
-                using (var coded = new CodedOutputStream(guarded, 1 << 20)) proto.WriteTo(coded);
-                file.Flush(flushToDisk: !options.LinkExternalFiles);
-            }
-            if (external) File.Move(tempData, dataPath, overwrite: true);
-            foreach (var link in links) File.Move(link.Temp, Path.Combine(dir, link.Name), overwrite: true);
-            File.Move(tempModel, full, overwrite: true);
-            return new SaveResult(full, external ? dataPath : null, forced);
+            modelFile = TemporaryFiles.Create(tempModel);
+            using (var coded = new CodedOutputStream(new CancellableStream(modelFile, cancel), 1 << 20, leaveOpen: true)) proto.WriteTo(coded);
+            modelFile.Flush(flushToDisk: !options.LinkExternalFiles);
+            Commit(full, external ? (tempData, dataPath) : null, links.Select(l => (l.Temp, Path.Combine(dir, l.Name))), tempModel, options, cancel);
         }
         catch (Exception e)
         {
+            Abandon(data);
+            Abandon(modelFile);
             TryDelete(tempModel);
             TryDelete(tempData);
             foreach (var link in links) TryDelete(link.Temp);
@@ -234,6 +232,44 @@ public static class ModelIO
                 throw Error("ExportWriteFailed", EngineErrorKind.WriteError, full, $"Could not write '{full}': {e.Message}", e);
             throw;
         }
+        data?.Dispose();
+        modelFile?.Dispose();
+        return new SaveResult(full, external ? dataPath : null, forced);
+    }
+
+    /// <summary>Refuses a target in no folder, a folder, or an existing file (the model's own source too) unless overwriting.</summary>
+    static void CheckTarget(OnnxModel model, string full, bool overwrite)
+    {
+        string dir = Path.GetDirectoryName(full)!;
+        if (!Directory.Exists(dir))
+            throw Error("ExportDirectoryNotFound", EngineErrorKind.ObjectNotFound, full, $"The folder '{dir}' does not exist.");
+        if (Directory.Exists(full))
+            throw Error("ExportPathIsDirectory", EngineErrorKind.InvalidArgument, full, $"'{full}' is a directory; give a file path or use -Directory.");
+        if (File.Exists(full) && !overwrite)
+            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' already exists. Use -Force to overwrite it.");
+        if (model.SourcePath is not null && string.Equals(Path.GetFullPath(model.SourcePath), full, StringComparison.Ordinal) && !overwrite)
+            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, full, $"'{full}' is the model's own source file. Use -Force to overwrite it.");
+    }
+
+    /// <summary>Closes a file that failed: what is still buffered cannot be written either (the disk is full, say).</summary>
+    static void Abandon(FileStream? stream)
+    {
+        try { stream?.Dispose(); } catch (IOException) { }
+    }
+
+    /// <summary>
+    /// Gives the written files their final names, the model's last, holding the folder's lock so that two exports to one
+    /// path cannot interleave their renames (which would pair one model's graph with the other's data file).
+    /// </summary>
+    static void Commit(string model, (string Temp, string Final)? data, IEnumerable<(string Temp, string Final)> links, string tempModel, SaveOptions options, CancellationToken cancel)
+    {
+        using var folderLock = options.PrivateFolder ? null : NativeFiles.LockFolder(Path.GetDirectoryName(model)!, cancel);
+        // Checked again under the lock: another export may have written the file since the first check.
+        if (!options.Overwrite && File.Exists(model))
+            throw Error("ExportFileExists", EngineErrorKind.ResourceExists, model, $"'{model}' already exists. Use -Force to overwrite it.");
+        if (data is { } d) File.Move(d.Temp, d.Final, overwrite: true);
+        foreach (var link in links) File.Move(link.Temp, link.Final, overwrite: true);
+        File.Move(tempModel, model, overwrite: true);
     }
 
     /// <summary>
@@ -335,14 +371,11 @@ public static class ModelIO
         foreach (var link in links) if (link.File == file) return link.Name;
         file.CheckUnchanged();
         string name = Path.GetFileName(modelPath) + $".{links.Count}.data";
-        string temp = TempPath(Path.Combine(Path.GetDirectoryName(modelPath)!, name));
+        string temp = TemporaryFiles.Beside(Path.Combine(Path.GetDirectoryName(modelPath)!, name));
         if (!NativeFiles.TryHardLink(file.Path, temp)) return null;
         links.Add((file, name, temp));
         return name;
     }
-
-    static string TempPath(string target) =>
-        Path.Combine(Path.GetDirectoryName(target)!, "." + Path.GetFileName(target) + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp");
 
     static void TryDelete(string path)
     {

@@ -55,8 +55,7 @@ public sealed class OnnxModel
         var sw = startedAt ?? Stopwatch.StartNew();
         long before = SerializedSize;
         var copy = Proto.Clone();
-        ModelReport? report;
-        using (before >= SpillThreshold ? TensorSpill.Begin() : null) report = transform(copy);
+        var report = before >= SpillThreshold ? TensorSpill.Run(() => transform(copy)) : transform(copy);
         var stage = new ModelStage(stageName, parameters, before, ModelIO.SerializedSize(copy), sw.Elapsed.TotalSeconds, DateTimeOffset.UtcNow, "ModelCompression " + EngineInfo.Version);
         var derived = new OnnxModel(copy, SourcePath, [.. History, stage], report) { Folder = Folder };
         // The copy's external tensors name this model's data files, which only this model holds until the new one

@@ -190,15 +190,19 @@ public sealed class ScratchFile : TensorFile
 
     public static ScratchFile Create()
     {
-        string path = System.IO.Path.Combine(Folder, $"{Guid.NewGuid():N}.data");
-        var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read | FileShare.Delete, FileOptions.DeleteOnClose);
-        return new ScratchFile(path, handle, 0);
+        string path = System.IO.Path.Combine(ScratchFolder.Path, $"{Guid.NewGuid():N}.data");
+        try
+        {
+            var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.Read | FileShare.Delete, FileOptions.DeleteOnClose);
+            return new ScratchFile(path, handle, 0);
+        }
+        catch (IOException e) { throw WriteFailed(path, e); }
     }
 
     /// <summary>Takes over a file (ONNX Runtime's output, say): moved into the scratch folder and deleted with this object.</summary>
     public static ScratchFile Adopt(string path)
     {
-        string target = System.IO.Path.Combine(Folder, $"{Guid.NewGuid():N}.data");
+        string target = System.IO.Path.Combine(ScratchFolder.Path, $"{Guid.NewGuid():N}.data");
         File.Move(path, target);
         var handle = File.OpenHandle(target, FileMode.Open, FileAccess.ReadWrite, FileShare.Read | FileShare.Delete, FileOptions.DeleteOnClose);
         return new ScratchFile(target, handle, RandomAccess.GetLength(handle));
@@ -214,35 +218,18 @@ public sealed class ScratchFile : TensorFile
             end = offset + bytes.Length;
         }
         try { RandomAccess.Write(handle, bytes, offset); }
-        catch (IOException e)
-        {
-            throw new EngineException("ScratchWriteFailed", EngineErrorKind.WriteError,
-                $"Could not write intermediate tensors to '{Path}' (the temporary folder; set TMPDIR to a folder with more room): {e.Message}", e) { Target = Path };
-        }
+        catch (IOException e) { throw WriteFailed(Path, e); }
         return offset;
     }
 
+    static EngineException WriteFailed(string path, IOException e) =>
+        new("ScratchWriteFailed", EngineErrorKind.WriteError,
+            $"Could not write intermediate tensors to '{path}' (the temporary folder; set TMPDIR to a folder with more room): {e.Message}", e) { Target = path };
+
     protected override SafeFileHandle Acquire() => handle;
 
-    /// <summary>One folder per process; folders of processes that died are removed the first time it is made.</summary>
-    static string Folder => folder.Value;
-    static readonly Lazy<string> folder = new(() =>
-    {
-        string root = System.IO.Path.GetTempPath();
-        foreach (var stale in Directory.EnumerateDirectories(root, "mc-scratch-*"))
-            if (int.TryParse(System.IO.Path.GetFileName(stale)["mc-scratch-".Length..].Split('-')[0], out int pid) && !IsAlive(pid))
-                try { Directory.Delete(stale, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
-        string dir = Directory.CreateDirectory(System.IO.Path.Combine(root, $"mc-scratch-{Environment.ProcessId}-{Guid.NewGuid():N}"[..48])).FullName;
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => { try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { } };
-        return dir;
-    });
-
-    static bool IsAlive(int pid)
-    {
-        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
-        catch (ArgumentException) { return false; }
-        catch (InvalidOperationException) { return false; }
-    }
+    /// <summary>Deletes the file now (a stage that failed: nothing points at it).</summary>
+    internal void Discard() => handle.Dispose();
 }
 
 /// <summary>Where an external tensor's bytes are: a file, an offset and a length.</summary>
@@ -316,11 +303,21 @@ public static class TensorSpill
 
     public static bool Active => current.Value is not null;
 
-    public static IDisposable Begin()
+    /// <summary>
+    /// Runs <paramref name="work"/> with large new tensors going to a scratch file; when it fails (or is cancelled)
+    /// the file is deleted at once, since nothing can point at it.
+    /// </summary>
+    public static T Run<T>(Func<T> work)
     {
         var previous = current.Value;
-        current.Value = new Target();
-        return new Scope(previous);
+        var target = current.Value = new Target();
+        try { return work(); }
+        catch
+        {
+            target.Discard();
+            throw;
+        }
+        finally { current.Value = previous; }
     }
 
     /// <summary>Writes <paramref name="bytes"/> to the scope's scratch file and points <paramref name="t"/> at them; false when no scope is active or the tensor is small.</summary>
@@ -339,10 +336,6 @@ public static class TensorSpill
     {
         readonly Lazy<ScratchFile> file = new(ScratchFile.Create, LazyThreadSafetyMode.ExecutionAndPublication);
         public ScratchFile File => file.Value;
-    }
-
-    sealed class Scope(Target? previous) : IDisposable
-    {
-        public void Dispose() => current.Value = previous;
+        public void Discard() { if (file.IsValueCreated) file.Value.Discard(); }
     }
 }

@@ -27,23 +27,26 @@ public static class GraphOptimizer
             _ => "All",
         };
         cancel.ThrowIfCancellationRequested();
-        string dir = Directory.CreateTempSubdirectory("mc-optimize-").FullName;
+        string dir = ScratchFolder.CreateSubdirectory("optimize-");
         try
         {
             string output = Path.Combine(dir, "optimized.onnx");
-            using (var options = new SessionSettings { Provider = provider }.Create())
+            SessionOptions Options()
             {
+                var options = new SessionSettings { Provider = provider }.Create();
                 options.GraphOptimizationLevel = ortLevel;
                 options.OptimizedModelFilePath = output;
                 // A model over protobuf's 2 GB can only be written with its weights beside it.
                 options.AddSessionConfigEntry("session.optimized_model_external_initializers_file_name", "optimized.onnx.data");
                 options.AddSessionConfigEntry("session.optimized_model_external_initializers_min_size_in_bytes", "1048576");
-                try { using var session = RuntimeModel.Open(model, options); }
-                catch (OnnxRuntimeException e)
-                {
-                    throw new EngineException("ModelSessionFailed", EngineErrorKind.InvalidData,
-                        $"ONNX Runtime cannot load model '{model.Name}' to optimize it: {e.Message}", e) { Target = model.SourcePath };
-                }
+                return options;
+            }
+            // ONNX Runtime optimizes while it loads, which it cannot be stopped from doing: Ctrl+C leaves it to finish alone.
+            try { using var session = RuntimeModel.Open(model.Proto, model.Name, Options, cancel, model.LoadedFrom); }
+            catch (OnnxRuntimeException e)
+            {
+                throw new EngineException("ModelSessionFailed", EngineErrorKind.InvalidData,
+                    $"ONNX Runtime cannot load model '{model.Name}' to optimize it: {e.Message}", e) { Target = model.SourcePath };
             }
             cancel.ThrowIfCancellationRequested();
             // The loaded model alone holds the adopted data file its tensors point at, until the derived model does.

@@ -108,8 +108,8 @@ public static class ModelComparer
     public static IReadOnlyList<OutputFidelity> Compare(OnnxModel reference, OnnxModel difference, InputSource inputs,
         SessionSettings? settings = null, IProgress<double>? progress = null, CancellationToken cancel = default)
     {
-        using var a = new ModelSession(reference, settings);
-        using var b = new ModelSession(difference, settings);
+        using var a = new ModelSession(reference, settings, cancel);
+        using var b = new ModelSession(difference, settings, cancel);
         // The cache a language model returns is its state for the next step (and pruning may change its shape): the
         // comparison judges what the model answers, its logits.
         var state = new[] { reference, difference }.SelectMany(m => DecoderContract.Of(m)?.Cache.Select(c => c.Output) ?? []).ToHashSet(StringComparer.Ordinal);

@@ -105,7 +105,7 @@ public static class LatencyMeter
                 cancel.ThrowIfCancellationRequested();
                 progress?.Report(new LatencyProgress("Creating sessions", 0, members[i].Model.Name, 0));
                 var sw = Stopwatch.StartNew();
-                members[i].Session = new ModelSession(members[i].Model, SessionSettingsFor(options.Session, members.Count));
+                members[i].Session = new ModelSession(members[i].Model, SessionSettingsFor(options.Session, members.Count), cancel);
                 members[i].SessionCreationMs = sw.Elapsed.TotalMilliseconds;
                 memory.Sample();
             }

@@ -73,11 +73,11 @@ public sealed class ModelSession : IDisposable
 {
     readonly InferenceSession session;
 
-    public ModelSession(OnnxModel model, SessionSettings? settings = null)
+    /// <summary>Opens a session; cancelling <paramref name="cancel"/> gives up waiting for ONNX Runtime to load the model.</summary>
+    public ModelSession(OnnxModel model, SessionSettings? settings = null, CancellationToken cancel = default)
     {
         Model = model;
-        using var options = (settings ?? new SessionSettings()).Create();
-        try { session = RuntimeModel.Open(model, options); }
+        try { session = RuntimeModel.Open(model, settings ?? new SessionSettings(), cancel); }
         catch (OnnxRuntimeException e)
         {
             throw new EngineException("ModelSessionFailed", EngineErrorKind.InvalidData,
