@@ -211,7 +211,7 @@ Describe 'Progress' {
         @{ name = 'comparison'; script = { param($wine, $lm, $test, $calib) Compare-Model $lm $lm -InputData $calib -BatchSize 8 } }
         @{ name = 'pruning'; script = { param($wine, $lm, $test, $calib) Get-Model $lm | Invoke-ModelPruning -Rate 0.5 -Structured } }
         @{ name = 'quantization (GPTQ)'; script = { param($wine, $lm, $test, $calib) Get-Model $lm | Invoke-ModelQuantization -Mode WeightOnly -Algorithm GPTQ -CalibrationData $calib -CalibrationBatchSize 8 } }
-        @{ name = 'distillation'; script = { param($wine, $lm, $test, $calib) Invoke-Distillation -Teacher $wine -HiddenLayers 64 -TrainingData data/wine_train.npz -Epochs 1000 -BatchSize 8 } }
+        @{ name = 'distillation'; script = { param($wine, $lm, $test, $calib) Invoke-Distillation -Teacher $wine -HiddenLayers 64 -TrainingData data/wine_train.npz -Epochs 5000 -BatchSize 8 } }
     ) {
         Skip-WithoutShared
         $run = Invoke-WithStream -Script $script -ArgumentList $WineModel, $LmPath, $LmTest, (Join-Path $SharedRoot 'data/tiny_lm_calib.npz')

@@ -100,16 +100,7 @@ public static class LatencyMeter
         {
             // Inputs first: a model whose inputs cannot be built fails before any session is opened.
             foreach (var (model, isBaseline) in all) members.Add(new Member(model, isBaseline, PrepareInputs(model, options)));
-            for (int i = 0; i < members.Count; i++)
-            {
-                cancel.ThrowIfCancellationRequested();
-                progress?.Report(new LatencyProgress("Creating sessions", 0, members[i].Model.Name, 0));
-                var sw = Stopwatch.StartNew();
-                members[i].Session = new ModelSession(members[i].Model, SessionSettingsFor(options.Session, members.Count), cancel);
-                members[i].SessionCreationMs = sw.Elapsed.TotalMilliseconds;
-                memory.Sample();
-            }
-
+            OpenSessions(members, options, memory, progress, cancel);
             using var runOptions = OrtObjects.RunOptions();
             using var terminate = cancel.Register(() => runOptions.Terminate = true);
             try
@@ -121,35 +112,9 @@ public static class LatencyMeter
                     m.FirstRunMs = Time(m, 0, runOptions);
                 }
                 memory.Sample();
-                var clock = Stopwatch.StartNew();
-                var lastReport = TimeSpan.Zero;
-                if (options.Warmup > 0) progress?.Report(new LatencyProgress("Warming up", 0, null, 0));
-                for (int r = 0; r < options.Warmup; r++)
-                {
-                    cancel.ThrowIfCancellationRequested();
-                    Round(members, r, runOptions, record: false);
-                    if (clock.Elapsed - lastReport > TimeSpan.FromMilliseconds(100))
-                    {
-                        lastReport = clock.Elapsed;
-                        progress?.Report(new LatencyProgress("Warming up", (r + 1.0) / options.Warmup, null, r + 1));
-                    }
-                }
+                Rounds(members, options, runOptions, record: false, progress, cancel);
                 memory.Start();
-                progress?.Report(new LatencyProgress("Measuring", 0, null, 0));
-                clock.Restart();
-                lastReport = TimeSpan.Zero;
-                for (int r = 0; ; r++)
-                {
-                    if (options.Duration is { } d ? clock.Elapsed >= d && r > 0 : r >= options.Iterations) break;
-                    cancel.ThrowIfCancellationRequested();
-                    Round(members, r, runOptions, record: true);
-                    if (clock.Elapsed - lastReport > TimeSpan.FromMilliseconds(100))
-                    {
-                        lastReport = clock.Elapsed;
-                        double fraction = options.Duration is { } total ? clock.Elapsed / total : (r + 1.0) / options.Iterations;
-                        progress?.Report(new LatencyProgress("Measuring", Math.Min(1, fraction), null, r + 1));
-                    }
-                }
+                Rounds(members, options, runOptions, record: true, progress, cancel);
                 memory.Stop();
             }
             catch (OnnxRuntimeException) when (cancel.IsCancellationRequested)
@@ -168,6 +133,44 @@ public static class LatencyMeter
         finally
         {
             foreach (var m in members) m.Dispose();
+        }
+    }
+
+    static void OpenSessions(List<Member> members, LatencyOptions options, MemoryWatch memory, IProgress<LatencyProgress>? progress, CancellationToken cancel)
+    {
+        foreach (var m in members)
+        {
+            cancel.ThrowIfCancellationRequested();
+            progress?.Report(new LatencyProgress("Creating sessions", 0, m.Model.Name, 0));
+            var sw = Stopwatch.StartNew();
+            m.Session = new ModelSession(m.Model, SessionSettingsFor(options.Session, members.Count), cancel);
+            m.SessionCreationMs = sw.Elapsed.TotalMilliseconds;
+            memory.Sample();
+        }
+    }
+
+    /// <summary>
+    /// The warm-up rounds (untimed, <paramref name="record"/> false) or the timed ones: -Warmup of them, or -Iterations
+    /// or as many as fit in -Duration; progress at most every 100 ms.
+    /// </summary>
+    static void Rounds(List<Member> members, LatencyOptions options, RunOptions runOptions, bool record, IProgress<LatencyProgress>? progress, CancellationToken cancel)
+    {
+        string phase = record ? "Measuring" : "Warming up";
+        if (!record && options.Warmup == 0) return;
+        progress?.Report(new LatencyProgress(phase, 0, null, 0));
+        var clock = Stopwatch.StartNew();
+        var lastReport = TimeSpan.Zero;
+        for (int r = 0; ; r++)
+        {
+            if (!record ? r >= options.Warmup : options.Duration is { } d ? clock.Elapsed >= d && r > 0 : r >= options.Iterations) break;
+            cancel.ThrowIfCancellationRequested();
+            Round(members, r, runOptions, record);
+            if (clock.Elapsed - lastReport > TimeSpan.FromMilliseconds(100))
+            {
+                lastReport = clock.Elapsed;
+                double fraction = !record ? (r + 1.0) / options.Warmup : options.Duration is { } total ? clock.Elapsed / total : (r + 1.0) / options.Iterations;
+                progress?.Report(new LatencyProgress(phase, Math.Min(1, fraction), null, r + 1));
+            }
         }
     }
 
