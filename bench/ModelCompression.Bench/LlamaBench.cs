@@ -48,6 +48,10 @@ static class LlamaBench
                 ("rtn", () => ["quantize", folder, q4, "rtn"]),
                 ("int4", () => ["generate", q4, "OnnxRuntime"]),
                 ("int4-genai", () => ["generate", q4, "GenAI"]),
+                // ONNX Runtime's MatMulNBits with accuracy_level 4: activations quantized to int8 per block (VNNI).
+                ("rtn-level4", () => ["quantize", folder, q4 + "-level4", "rtn", "4"]),
+                ("int4-level4", () => ["generate", q4 + "-level4", "OnnxRuntime"]),
+                ("int4-level4-genai", () => ["generate", q4 + "-level4", "GenAI"]),
                 ("gptq", () => ["quantize", folder, Path.Combine(dir, "gptq"), "gptq"]),
                 ("awq", () => ["quantize", folder, Path.Combine(dir, "awq"), "awq"]),
             };
@@ -67,8 +71,12 @@ static class LlamaBench
             if (generation.TryGetValue("float32", out var f) && generation.TryGetValue("int4", out var q))
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"  4-bit vs float32: decode tokens/s {q.TokensPerSecond / f.TokensPerSecond:F2}x (target >= 3x), peak memory {(double)q.Peak / f.Peak:F2}x (target <= 0.3x)"));
-            if (generation.TryGetValue("int4", out var ours) && generation.TryGetValue("int4-genai", out var genai))
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  module loop vs ONNX Runtime GenAI on the 4-bit folder: tokens/s {ours.TokensPerSecond / genai.TokensPerSecond:F2}x"));
+            if (generation.TryGetValue("float32", out f) && generation.TryGetValue("int4-level4", out q))
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"  4-bit (accuracy_level 4) vs float32: decode tokens/s {q.TokensPerSecond / f.TokensPerSecond:F2}x, peak memory {(double)q.Peak / f.Peak:F2}x"));
+            foreach (var variant in new[] { "int4", "int4-level4" })
+                if (generation.TryGetValue(variant, out var ours) && generation.TryGetValue(variant + "-genai", out var genai))
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  module loop vs ONNX Runtime GenAI on {variant}: tokens/s {ours.TokensPerSecond / genai.TokensPerSecond:F2}x"));
             return 0;
         }
         finally { Directory.Delete(dir, true); }
@@ -86,7 +94,7 @@ static class LlamaBench
             detail = args[0] switch
             {
                 "generate" => Generate(model, Enum.Parse<GenerationEngine>(args[2])),
-                "quantize" => Quantize(model, args[2], args[3]),
+                "quantize" => Quantize(model, args[2], args[3], args.Length > 4 ? int.Parse(args[4], CultureInfo.InvariantCulture) : null),
                 _ => throw new ArgumentException("unknown stage " + args[0]),
             };
         }
@@ -111,11 +119,11 @@ static class LlamaBench
             $"tps={r.TokensPerSecond:F2} first token {r.TimeToFirstTokenMs:F0} ms, decode P50 {r.DecodeP50Ms:F1} ms P90 {r.DecodeP90Ms:F1} ms ({r.Engine}, {r.Runs} runs of 128+128)");
     }
 
-    static string Quantize(OnnxModel model, string target, string algorithm)
+    static string Quantize(OnnxModel model, string target, string algorithm, int? accuracyLevel)
     {
         var options = new QuantizationOptions
         {
-            Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32,
+            Mode = QuantizationMode.WeightOnly, Bits = 4, BlockSize = 32, AccuracyLevel = accuracyLevel,
             Algorithm = WeightOnlyAlgorithms.Create([algorithm]),
         };
         if (algorithm is "gptq" or "awq")
@@ -123,7 +131,7 @@ static class LlamaBench
         var q = ModelQuantizer.Quantize(model, options);
         var saved = model.Folder!.Export(q, target, new SaveOptions { Overwrite = true });
         long bytes = new FileInfo(saved.ModelPath).Length + (saved.DataPath is null ? 0 : new FileInfo(saved.DataPath).Length);
-        return $"wrote {bytes / 1e9:F2} GB ({algorithm}, 4-bit, block 32)";
+        return $"wrote {bytes / 1e9:F2} GB ({algorithm}, 4-bit, block 32{(accuracyLevel is { } l ? $", accuracy_level {l}" : "")})";
     }
 
     static DataSet RandomTokens(int rows, int length, int vocabulary)

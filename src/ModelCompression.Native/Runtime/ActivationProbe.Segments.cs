@@ -41,12 +41,14 @@ public sealed partial class ActivationProbe
         {
             var (start, end) = segments[s];
             var produced = Enumerable.Range(start, end - start).SelectMany(i => graph.Node[i].Output).Where(o => o.Length > 0).ToHashSet(StringComparer.Ordinal);
-            var reads = Enumerable.Range(start, end - start).SelectMany(i => Reads(graph.Node[i])).Where(r => !produced.Contains(r)).ToHashSet(StringComparer.Ordinal);
             var outputs = produced.Where(p => wanted.Contains(p) || lastUse.TryGetValue(p, out int last) && last >= end).Order(StringComparer.Ordinal).ToList();
+            var nodes = Needed(graph, start, end, outputs);
+            var reads = nodes.SelectMany(Reads).Where(r => !produced.Contains(r)).ToHashSet(StringComparer.Ordinal);
             var seen = produced.Where(wanted.Contains).Concat(s == 0 ? fromData : []).ToList();
             int batchIndex = 0;
             // The session goes before the caller uses what this segment showed: one segment's weights at a time.
-            using (var session = OpenSegment(model, start, end, reads, outputs, graphInputs, kept.FirstOrDefault()))
+            // A segment whose values nothing wants (the head's logits, say) does not run.
+            using (var session = outputs.Count == 0 ? null : OpenSegment(model, start, nodes, reads, outputs, graphInputs, kept.FirstOrDefault()))
             foreach (var batch in ModelInputs.Batches(model, source))
             {
                 cancel.ThrowIfCancellationRequested();
@@ -55,7 +57,7 @@ public sealed partial class ActivationProbe
                 var inputs = reads.Where(r => !initializerNames.Contains(r))
                     .ToDictionary(r => r, r => carried.TryGetValue(r, out var v) ? v : batch.Inputs[r], StringComparer.Ordinal);
                 if (s == 0) foreach (var t in fromData) observe(new ProbedTensor(t, batch.Inputs[t], batch));
-                var results = session.Run(inputs, outputs, cancel);
+                var results = session?.Run(inputs, outputs, cancel) ?? [];
                 for (int i = 0; i < outputs.Count; i++)
                 {
                     if (wanted.Contains(outputs[i])) observe(new ProbedTensor(outputs[i], results[i], batch));
@@ -98,14 +100,29 @@ public sealed partial class ActivationProbe
         return segments;
     }
 
-    /// <summary>The last node that reads each value (graph outputs count as read after every node).</summary>
+    /// <summary>The last node that reads each value (the graph's own outputs are not the probe's business).</summary>
     static Dictionary<string, int> LastUse(GraphProto graph)
     {
         var last = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int i = 0; i < graph.Node.Count; i++)
             foreach (var r in Reads(graph.Node[i])) last[r] = i;
-        foreach (var o in graph.Output) last[o.Name] = int.MaxValue;
         return last;
+    }
+
+    /// <summary>The nodes of [start, end) that <paramref name="outputs"/> depend on, in graph order.</summary>
+    static List<NodeProto> Needed(GraphProto graph, int start, int end, IReadOnlyList<string> outputs)
+    {
+        var needed = outputs.ToHashSet(StringComparer.Ordinal);
+        var nodes = new List<NodeProto>();
+        for (int i = end - 1; i >= start; i--)
+        {
+            var node = graph.Node[i];
+            if (!node.Output.Any(needed.Contains)) continue;
+            nodes.Add(node);
+            foreach (var r in Reads(node)) needed.Add(r);
+        }
+        nodes.Reverse();
+        return nodes;
     }
 
     /// <summary>The values a node reads, those its subgraphs read from outside included.</summary>
@@ -118,12 +135,12 @@ public sealed partial class ActivationProbe
                     foreach (var r in Reads(n)) yield return r;
     }
 
-    /// <summary>A session over nodes [start, end): inputs are what they read from before the segment, outputs what later segments read and what is wanted.</summary>
-    static ModelSession OpenSegment(OnnxModel model, int start, int end, HashSet<string> reads, List<string> outputs, HashSet<string> graphInputs, Dictionary<string, NamedArray>? carried)
+    /// <summary>A session over the nodes a segment needs: inputs are what they read from before the segment, outputs what later segments read and what is wanted.</summary>
+    static ModelSession OpenSegment(OnnxModel model, int start, List<NodeProto> nodes, HashSet<string> reads, List<string> outputs, HashSet<string> graphInputs, Dictionary<string, NamedArray>? carried)
     {
         var graph = model.Proto.Graph;
         var sub = new GraphProto { Name = $"{graph.Name}_segment_{start}" };
-        for (int i = start; i < end; i++) sub.Node.Add(graph.Node[i]);
+        sub.Node.AddRange(nodes);
         var initializers = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
         var declared = graph.Input.ToDictionary(v => v.Name, StringComparer.Ordinal);
         foreach (var r in reads.Order(StringComparer.Ordinal))

@@ -81,4 +81,18 @@ public class GenerationTests
         var e2 = Assert.Throws<EngineException>(() => new GenAiGenerator(ModelIO.Load(SharedFiles.Model("tiny_llama_kv.onnx"))));
         Assert.Equal("GenerationEngineNotApplicable", e2.ErrorId);
     }
+
+    [SharedFact]
+    public void AModelWithoutLogitsAndPromptsLongerThanTheDataAreRefusedByName()
+    {
+        var kv = ModelIO.Load(SharedFiles.Model("tiny_llama_kv.onnx"));
+        var proto = kv.Proto.Clone();
+        proto.Graph.Output.Remove(proto.Graph.Output.Single(o => o.Name == "logits"));
+        var e = Assert.Throws<EngineException>(() => new OrtGreedyGenerator(new OnnxModel(proto, kv.SourcePath, [])));
+        Assert.Equal("GenerationLogitsMissing", e.ErrorId);
+        var shortRows = new DataSet("short rows", [new NamedArray("input_ids", [2, 8], new long[16])]);
+        e = Assert.Throws<EngineException>(() => Prompts.Make(kv, new GenerationSettings { PromptLength = 16, NewTokens = 4, Data = shortRows }, 2));
+        Assert.Equal("GenerationPromptTooLong", e.ErrorId);
+        Assert.Contains("short rows", e.Message);
+    }
 }
