@@ -49,6 +49,7 @@ public static class RuntimeModel
     /// <summary>A session over <paramref name="proto"/> (a model, or a copy a caller edited: extra outputs, say).</summary>
     public static InferenceSession Open(ModelProto proto, string name, SessionOptions options, FileIdentity? loadedFrom = null)
     {
+        ContribChecks.Check(proto, name);
         var files = TensorFile.ReferencedBy(proto);
         foreach (var file in files) file.CheckUnchanged();
         if (loadedFrom is not null && loadedFrom.IsUnchanged()) return new InferenceSession(loadedFrom.Path, options);

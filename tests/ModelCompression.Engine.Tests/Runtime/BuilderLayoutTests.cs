@@ -27,4 +27,17 @@ public class BuilderLayoutTests
         Assert.True(f.MaxAbsError < 1e-3, $"max abs {f.MaxAbsError}");
         Assert.Equal(1.0, f.Top1Agreement!.Value, 3);
     }
+
+    [SharedTheory]
+    [InlineData(0L)]
+    [InlineData(1L << 40)] // truncates to 0 in ONNX Runtime's int: found by the fuzzer as a hang beyond Ctrl+C
+    [InlineData(3L)]       // 8 query heads are not a multiple of 3 groups
+    public void HeadCountsOnnxRuntimeWouldDivideByAreRefusedBeforeASessionOpens(long keyValueHeads)
+    {
+        var gqa = TinyLlamaGqa();
+        gqa.Proto.Graph.Node.First(n => n.OpType == "GroupQueryAttention").Attribute.Single(a => a.Name == "kv_num_heads").I = keyValueHeads;
+        var e = Assert.Throws<ModelCompression.Native.EngineException>(() => new ModelSession(gqa));
+        Assert.Equal("ModelAttributeInvalid", e.ErrorId);
+        Assert.Contains("kv_num_heads", e.Message);
+    }
 }

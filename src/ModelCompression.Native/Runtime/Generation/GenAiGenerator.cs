@@ -21,6 +21,7 @@ public sealed class GenAiGenerator : IGreedyGenerator
         var folder = source.Folder ?? throw new EngineException("GenerationEngineNotApplicable", EngineErrorKind.InvalidArgument,
             $"Model '{source.Name}' was not loaded from an ONNX Runtime GenAI folder (one with {GenAiFolder.ConfigFileName}); generate with the OnnxRuntime engine.") { Target = source.SourcePath };
         DecoderContract.RequireGenerative(source, "greedy generation");
+        ContribChecks.Check(source.Proto, source.Name);
         name = source.Name;
         string path = folder.Path;
         if (source.LoadedFrom is not { } file || !file.IsUnchanged())
