@@ -162,3 +162,22 @@ Describe 'ONNX Runtime GenAI folders' {
         { Get-Model $TestDrive -ErrorAction Stop } | Should -Throw -ErrorId 'ModelPathIsDirectory,*'
     }
 }
+
+Describe 'The README''s language-model example' {
+    It 'runs as written (the output folder in the test drive) and shows the figures it promises' {
+        Skip-WithoutShared
+        $readme = Get-Content -Raw (Join-Path $RepoRoot 'README.md')
+        $code = [regex]::Match($readme, '(?s)## Language models.*?```powershell\r?\n(.*?)```').Groups[1].Value
+        $code | Should -Match 'Export-Model -Directory ./tiny_llama_int4'
+        $out = Join-Path $TestDrive 'tiny_llama_int4'
+        Push-Location $RepoRoot
+        try { $results = @(& ([scriptblock]::Create($code.Replace('./tiny_llama_int4', $out))) -WarningAction SilentlyContinue) }
+        finally { Pop-Location }
+        $comparison = $results | Where-Object { $_ -is [ModelCompression.ModelComparisonReport] }
+        $comparison.Generation.TokenAgreement | Should -BeGreaterThan 0.5
+        $latency = @($results | Where-Object { $_ -is [ModelCompression.GenerationReport] })
+        ($latency | Where-Object Role -EQ 'Model').TokensPerSecond | Should -BeGreaterThan 0
+        Test-Path (Join-Path $out 'genai_config.json') | Should -BeTrue
+        (Get-Model $out | Get-ModelInfo).Operators.Keys | Should -Contain 'MatMulNBits'
+    }
+}

@@ -193,6 +193,7 @@ public class HostileInputTests
     [InlineData("\"head_size\": 8", "\"head_size\": 1.5")]
     [InlineData("\"head_size\": 8", "\"head_size\": \"eight\"")]
     [InlineData("\"filename\": \"model.onnx\"", "\"filename\": []")]
+    [InlineData("\"model\": {", "\"model\": 0, \"unused\": {")] // seed 31, case 1695: UnexpectedError before
     public void AGenAiConfigurationOfTheWrongTypesIsInvalidData(string field, string replacement)
     {
         using var tmp = new TempDir();

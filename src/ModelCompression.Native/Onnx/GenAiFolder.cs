@@ -77,7 +77,7 @@ public sealed class GenAiFolder
     }
 
     static JsonObject Decoder(JsonObject config, string source) =>
-        config["model"]?["decoder"] as JsonObject
+        (config["model"] as JsonObject)?["decoder"] as JsonObject
         ?? throw new EngineException("GenAiConfigInvalid", EngineErrorKind.InvalidData, $"'{source}' has no model.decoder section.") { Target = source };
 
     /// <summary>What the configuration says of the model, for the numbers it holds.</summary>

@@ -55,12 +55,15 @@ public sealed class OnnxModel
         var sw = startedAt ?? Stopwatch.StartNew();
         long before = SerializedSize;
         var copy = Proto.Clone();
-        var report = before >= SpillThreshold ? TensorSpill.Run(() => transform(copy)) : transform(copy);
+        TensorFile? spilled = null;
+        var report = before >= SpillThreshold ? TensorSpill.Run(() => transform(copy), out spilled) : transform(copy);
         var stage = new ModelStage(stageName, parameters, before, ModelIO.SerializedSize(copy), sw.Elapsed.TotalSeconds, DateTimeOffset.UtcNow, "ModelCompression " + EngineInfo.Version);
         var derived = new OnnxModel(copy, SourcePath, [.. History, stage], report) { Folder = Folder };
-        // The copy's external tensors name this model's data files, which only this model holds until the new one
-        // does: optimized code could otherwise let a GC release them in between (a weak registry entry gone).
+        // The copy's external tensors name this model's data files and the stage's scratch file, which nothing else
+        // holds until the new model does: a GC in between would release them (a weak registry entry gone; the large
+        // bench's Dynamic int8 stage failed so with ExternalDataReleased).
         GC.KeepAlive(this);
+        GC.KeepAlive(spilled);
         return derived;
     }
 

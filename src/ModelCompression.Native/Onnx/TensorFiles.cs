@@ -304,14 +304,20 @@ public static class TensorSpill
     public static bool Active => current.Value is not null;
 
     /// <summary>
-    /// Runs <paramref name="work"/> with large new tensors going to a scratch file; when it fails (or is cancelled)
-    /// the file is deleted at once, since nothing can point at it.
+    /// Runs <paramref name="work"/> with large new tensors going to a scratch file, given back in
+    /// <paramref name="spilled"/> for the caller to hold until a model does (only weak references reach it otherwise);
+    /// when the work fails (or is cancelled) the file is deleted at once, since nothing can point at it.
     /// </summary>
-    public static T Run<T>(Func<T> work)
+    public static T Run<T>(Func<T> work, out TensorFile? spilled)
     {
         var previous = current.Value;
         var target = current.Value = new Target();
-        try { return work(); }
+        try
+        {
+            var result = work();
+            spilled = target.Created;
+            return result;
+        }
         catch
         {
             target.Discard();
@@ -336,6 +342,7 @@ public static class TensorSpill
     {
         readonly Lazy<ScratchFile> file = new(ScratchFile.Create, LazyThreadSafetyMode.ExecutionAndPublication);
         public ScratchFile File => file.Value;
-        public void Discard() { if (file.IsValueCreated) file.Value.Discard(); }
+        public ScratchFile? Created => file.IsValueCreated ? file.Value : null;
+        public void Discard() => Created?.Discard();
     }
 }

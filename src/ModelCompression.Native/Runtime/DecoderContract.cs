@@ -129,6 +129,9 @@ public sealed partial class DecoderContract
             throw new EngineException("DecoderCacheUnmatched", EngineErrorKind.InvalidData, Why($"no output returns it (no present output for layer {n}'s {k.ToString().ToLowerInvariant()})")) { Target = model.SourcePath };
         if (!long.TryParse(input.Shape[1], out long heads) || !long.TryParse(input.Shape[3], out long headSize) || heads < 1 || headSize < 1)
             throw new EngineException("DecoderCacheUnmatched", EngineErrorKind.InvalidData, Why($"its heads and head size [{string.Join(",", input.Shape)}] are not fixed numbers")) { Target = model.SourcePath };
+        // One token's keys or values of one layer is an array: its element count must be one.
+        if (heads > Array.MaxLength / headSize)
+            throw new EngineException("DecoderCacheUnmatched", EngineErrorKind.InvalidData, Why($"{heads} heads of {headSize} values per token cannot be one array")) { Target = model.SourcePath };
         return new CacheEntry(n, k, input.Name, output.Name, input.ElementTypeCode, heads, headSize);
     }
 

@@ -95,6 +95,19 @@ public class DecoderContractTests
         Assert.Contains("past_key_values.1.value", e.Message);
     }
 
+    /// <summary>Found by the fuzzer (seed 31, case 2061): heads and head size that overflow an array were UnexpectedError.</summary>
+    [SharedFact]
+    public void ACacheTooWideForOneArrayIsRefusedByName()
+    {
+        var proto = Kv().Proto.Clone();
+        var dims = proto.Graph.Input.First(i => i.Name == "past_key_values.3.value").Type.TensorType.Shape.Dim;
+        dims[1].DimValue = 1L << 62;
+        dims[3].DimValue = 1L << 31;
+        var e = Assert.Throws<EngineException>(() => DecoderContract.Of(new OnnxModel(proto, null, [])));
+        Assert.Equal("DecoderCacheUnmatched", e.ErrorId);
+        Assert.Contains("cannot be one array", e.Message);
+    }
+
     [Fact]
     public void MistypedDataIsRefusedForEveryStageAndIntegersConvert()
     {

@@ -42,6 +42,8 @@ internal sealed record BudgetResult(int[] Config, double[][] Cost, IReadOnlyList
 /// measured on a few rows are noisy: those below the noise seen count as the noise), so the budget given to the
 /// additive model is rescaled by the measured-to-predicted ratio, then bisected between what verified and what did not,
 /// and the choice remade, at most <see cref="Rounds"/> times, keeping the smallest configuration that met the budget.</item>
+/// <item>Uniform settings: each precision every unit offers, set in every unit, verified smallest first while it could
+/// still beat the best found, so the result is never larger than a uniform setting that meets the budget.</item>
 /// <item>Repair, when none met it: the most sensitive unit still quantized is promoted one step, until the budget is met.</item>
 /// </list>
 /// The figure is measured on validation data the search chose against, so it is optimistic for other data: the test-set
@@ -96,15 +98,35 @@ internal static class BudgetSearch
             else { failed = target; target = passed is { } p ? (target + p) / 2 : Math.Min(rescaled, target * 0.75); }
             if (passed is { } lo && failed is { } hi && hi - lo < 1e-3 * limit) break;
         }
+        // Every precision all units offer, set everywhere, smallest first: single-layer costs measured on a few rows can
+        // mislead the additive model, but the result is never larger than a uniform setting that meets the budget.
+        foreach (var uniform in Uniform(units).OrderBy(config => Bytes(units, config)))
+        {
+            cancel.ThrowIfCancellationRequested();
+            if (best is not null && Bytes(units, uniform) >= best.Bytes) break;
+            var candidate = tried.FirstOrDefault(t => t.Config.SequenceEqual(uniform)) ?? Verify(c, budget, units, uniform, tried, progress);
+            if (candidate.Met) best = candidate;
+        }
         best ??= Repair(c, budget, units, hulls, cost, last?.Config ?? Solve(units, hulls, cost, limit), tried, progress, cancel);
         return new BudgetResult(best.Config, cost, tried, best, c.Evaluator.Evaluations, clock.Elapsed.TotalSeconds);
     }
+
+    /// <summary>One configuration per quantized choice that every unit offers (by label), that choice in every unit.</summary>
+    static IEnumerable<int[]> Uniform(IReadOnlyList<BudgetUnit> units)
+    {
+        var labels = units[0].Choices.Take(units[0].Float).Select(ch => ch.Label)
+            .Where(label => units.All(u => u.Choices.Take(u.Float).Any(ch => ch.Label == label)));
+        foreach (var label in labels)
+            yield return units.Select(u => u.Choices.Take(u.Float).Select((ch, k) => (ch, k)).First(x => x.ch.Label == label).k).ToArray();
+    }
+
+    static long Bytes(IReadOnlyList<BudgetUnit> units, int[] config) => units.Select((u, i) => u.Choices[config[i]].Bytes).Sum();
 
     static BudgetCandidate Verify(IBudgetCandidates c, QualityBudget budget, IReadOnlyList<BudgetUnit> units, int[] config, List<BudgetCandidate> tried, IProgress<QuantizationProgress>? progress)
     {
         progress?.Report(new QuantizationProgress($"Verifying a candidate on the validation data ({tried.Count + 1})", 1));
         double figure = c.Verify(config);
-        var candidate = new BudgetCandidate(config, units.Select((u, i) => u.Choices[config[i]].Bytes).Sum(), figure, budget.Met(figure));
+        var candidate = new BudgetCandidate(config, Bytes(units, config), figure, budget.Met(figure));
         tried.Add(candidate);
         return candidate;
     }

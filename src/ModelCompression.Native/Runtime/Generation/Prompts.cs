@@ -66,7 +66,7 @@ public static class Prompts
                 : n.OpType == "GroupQueryAttention" && n.Input.Count > 7 ? n.Input[7] : null;
             if (table is not null && tables.TryGetValue(table, out long rows)) context = Math.Min(context ?? long.MaxValue, rows);
         }
-        if (model.Folder?.Config["model"]?["context_length"] is System.Text.Json.Nodes.JsonValue v && v.TryGetValue(out long declared))
+        if ((model.Folder?.Config["model"] as System.Text.Json.Nodes.JsonObject)?["context_length"] is System.Text.Json.Nodes.JsonValue v && v.TryGetValue(out long declared))
             context = Math.Min(context ?? long.MaxValue, declared);
         return context;
     }
