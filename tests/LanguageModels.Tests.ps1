@@ -178,6 +178,6 @@ Describe 'The README''s language-model example' {
         $latency = @($results | Where-Object { $_ -is [ModelCompression.GenerationReport] })
         ($latency | Where-Object Role -EQ 'Model').TokensPerSecond | Should -BeGreaterThan 0
         Test-Path (Join-Path $out 'genai_config.json') | Should -BeTrue
-        (Get-Model $out | Get-ModelInfo).Operators.Keys | Should -Contain 'MatMulNBits'
+        @((Get-Model $out | Get-ModelInfo).Operators.Keys) -like '*MatMulNBits' | Should -Not -BeNullOrEmpty
     }
 }
