@@ -15,7 +15,8 @@ internal static class ContribChecks
         ["GroupQueryAttention"] = n => Heads(n, "num_heads", "kv_num_heads"),
         ["MultiHeadAttention"] = n => Heads(n, "num_heads", null),
         ["Attention"] = n => Heads(n, "num_heads", null),
-        ["RotaryEmbedding"] = n => Positive(n, "num_heads", required: false) ?? Positive(n, "rotary_embedding_dim", required: false),
+        // 0 is RotaryEmbedding's own default for both (taken from the inputs' shapes), so only sizes an int cannot hold are refused.
+        ["RotaryEmbedding"] = n => InRange(n, "num_heads", 0) ?? InRange(n, "rotary_embedding_dim", 0),
     };
 
     public static void Check(ModelProto proto, string modelName)
@@ -28,19 +29,17 @@ internal static class ContribChecks
 
     static string? Heads(NodeProto n, string heads, string? groups)
     {
-        if (Positive(n, heads, required: true) is { } bad) return bad;
+        if ((Required(n, heads) ?? InRange(n, heads, 1)) is { } bad) return bad;
         if (groups is null) return null;
-        if (Positive(n, groups, required: true) is { } badGroups) return badGroups;
+        if ((Required(n, groups) ?? InRange(n, groups, 1)) is { } badGroups) return badGroups;
         long h = Value(n, heads)!.Value, g = Value(n, groups)!.Value;
         return h % g == 0 ? null : $"has {heads} {h}, not a multiple of {groups} {g}";
     }
 
-    static string? Positive(NodeProto n, string name, bool required) => Value(n, name) switch
-    {
-        null => required ? $"has no {name} attribute" : null,
-        { } v when v < 1 || v > int.MaxValue => $"has {name} {v} (1 to {int.MaxValue})",
-        _ => null,
-    };
+    static string? Required(NodeProto n, string name) => Value(n, name) is null ? $"has no {name} attribute" : null;
+
+    static string? InRange(NodeProto n, string name, long min) =>
+        Value(n, name) is { } v && (v < min || v > int.MaxValue) ? $"has {name} {v} ({min} to {int.MaxValue})" : null;
 
     static long? Value(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : null;
 }

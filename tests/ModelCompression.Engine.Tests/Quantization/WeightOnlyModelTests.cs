@@ -201,15 +201,15 @@ public class WeightOnlyModelTests
         var mlp = TestModels.Mlp();
         var e = Assert.Throws<EngineException>(() => ModelQuantizer.Quantize(mlp, WeightOnly(new GptqAlgorithm())));
         Assert.Equal("QuantizationCalibrationDataMissing", e.ErrorId);
-        Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() => WeightOnlyAlgorithm.Create(["RTN"], new Dictionary<string, object> { ["Damping"] = 2.0 })).ErrorId);
-        Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() => WeightOnlyAlgorithm.Create(null, new Dictionary<string, object> { ["ActOrder"] = true })).ErrorId);
+        Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() => WeightOnlyAlgorithms.Create(["RTN"], new Dictionary<string, object> { ["Damping"] = 2.0 })).ErrorId);
+        Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() => WeightOnlyAlgorithms.Create(null, new Dictionary<string, object> { ["ActOrder"] = true })).ErrorId);
         Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() =>
             ModelQuantizer.Quantize(mlp, new QuantizationOptions { Mode = QuantizationMode.Dynamic, Algorithm = new HqqAlgorithm() })).ErrorId);
         Assert.Equal("QuantizationDampingInvalid", Assert.Throws<EngineException>(() =>
-            ModelQuantizer.Quantize(mlp, WeightOnly(WeightOnlyAlgorithm.Create(["GPTQ"], new Dictionary<string, object> { ["Damping"] = 0.0 }), new DataSet("d", [new NamedArray("features", [2, 8], new float[16])])))).ErrorId);
+            ModelQuantizer.Quantize(mlp, WeightOnly(WeightOnlyAlgorithms.Create(["GPTQ"], new Dictionary<string, object> { ["Damping"] = 0.0 }), new DataSet("d", [new NamedArray("features", [2, 8], new float[16])])))).ErrorId);
         Assert.Equal("QuantizationParameterNotApplicable", Assert.Throws<EngineException>(() =>
             ModelQuantizer.Quantize(mlp, new QuantizationOptions { Mode = QuantizationMode.WeightOnly, CalibrationBatchSize = 4 })).ErrorId);
-        var gptq = Assert.IsType<GptqAlgorithm>(WeightOnlyAlgorithm.Create(["gptq"], new Dictionary<string, object> { ["Damping"] = 2.5, ["ActOrder"] = true }));
+        var gptq = Assert.IsType<GptqAlgorithm>(WeightOnlyAlgorithms.Create(["gptq"], new Dictionary<string, object> { ["Damping"] = 2.5, ["ActOrder"] = true }));
         Assert.Equal(2.5, gptq.Settings.DampingPercent);
         Assert.True(gptq.Settings.ActOrder);
     }

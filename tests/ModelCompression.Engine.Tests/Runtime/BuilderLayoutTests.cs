@@ -40,4 +40,18 @@ public class BuilderLayoutTests
         Assert.Equal("ModelAttributeInvalid", e.ErrorId);
         Assert.Contains("kv_num_heads", e.Message);
     }
+
+    [Theory]
+    [InlineData(0L, null)]                          // RotaryEmbedding's own default: taken from the inputs' shapes
+    [InlineData(8L, null)]
+    [InlineData(1L << 40, "ModelAttributeInvalid")] // an int cannot hold it
+    public void RotaryEmbeddingHeadCountsAreCheckedOnlyWhereOnnxRuntimeWouldMisreadThem(long heads, string? error)
+    {
+        var proto = new ModelCompression.Native.Onnx.Proto.ModelProto { Graph = new ModelCompression.Native.Onnx.Proto.GraphProto() };
+        var node = new ModelCompression.Native.Onnx.Proto.NodeProto { OpType = "RotaryEmbedding", Domain = "com.microsoft", Name = "rotary" };
+        node.Attribute.Add(new ModelCompression.Native.Onnx.Proto.AttributeProto { Name = "num_heads", I = heads });
+        proto.Graph.Node.Add(node);
+        var e = Record.Exception(() => ContribChecks.Check(proto, "m"));
+        Assert.Equal(error, (e as ModelCompression.Native.EngineException)?.ErrorId);
+    }
 }

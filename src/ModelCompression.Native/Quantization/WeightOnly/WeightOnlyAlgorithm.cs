@@ -28,13 +28,6 @@ public abstract record WeightOnlyAlgorithm
     internal virtual WeightOnlyAlgorithm Then(WeightOnlyAlgorithm codes) =>
         throw new EngineException("QuantizationAlgorithmCombinationInvalid", EngineErrorKind.InvalidArgument,
             $"-Algorithm {Name} chooses the codes itself and cannot be followed by {codes.Name}; only a scaling algorithm (AWQ) comes first.");
-
-    /// <summary>
-    /// The record for algorithm names and settings as a cmdlet binds them (null: not given); settings no chosen algorithm
-    /// reads are refused, never ignored. See <see cref="WeightOnlyAlgorithms.Create"/>.
-    /// </summary>
-    public static WeightOnlyAlgorithm? Create(IReadOnlyList<string>? names, IReadOnlyDictionary<string, object>? settings = null) =>
-        WeightOnlyAlgorithms.Create(names, settings);
 }
 
 /// <summary>What an algorithm needs to know about one layer's weight.</summary>
